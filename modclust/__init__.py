@@ -1,0 +1,23 @@
+"""modclust: train neural networks to be modular, and measure whether that helps interpretability."""
+
+from modclust.clusterability import clusterability, clusterability_and_grad, clusterability_grad
+from modclust.data import Dataset, DataUnavailableError, load
+from modclust.model import MLP
+from modclust.partition import Partition
+from modclust.train import TrainConfig, TrainResult, clusterability_loss, train, train_many
+
+__all__ = [
+    "MLP",
+    "Dataset",
+    "DataUnavailableError",
+    "Partition",
+    "TrainConfig",
+    "TrainResult",
+    "clusterability",
+    "clusterability_and_grad",
+    "clusterability_grad",
+    "clusterability_loss",
+    "load",
+    "train",
+    "train_many",
+]

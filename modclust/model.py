@@ -1,0 +1,86 @@
+"""The seed's bias-free ReLU MLP, with widths and depth as parameters.
+
+Layers are named ``fc1 .. fcL`` as in the seed, so "fc2" means the same thing in the code,
+the notebooks and the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+SEED_WIDTHS = (784, 64, 64, 10)
+
+
+def init_weights(widths: Sequence[int], generator: torch.Generator) -> list[Tensor]:
+    """nn.Linear's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from ``generator``."""
+    weights = []
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        bound = 1.0 / math.sqrt(fan_in)
+        w = torch.rand(fan_out, fan_in, generator=generator) * (2 * bound) - bound
+        weights.append(w)
+    return weights
+
+
+def forward(weights: Sequence[Tensor], x: Tensor) -> Tensor:
+    """Logits of the MLP given its weights; a weight may carry leading model dims (M, out, in)."""
+    h = x
+    for i, w in enumerate(weights):
+        h = h @ w.transpose(-1, -2)
+        if i < len(weights) - 1:
+            h = torch.relu(h)
+    return h
+
+
+class MLP(nn.Module):
+    """Bias-free MLP ``widths[0] -> ... -> widths[-1]`` with ReLU between layers."""
+
+    def __init__(self, widths: Sequence[int] = SEED_WIDTHS, seed: int | None = None) -> None:
+        super().__init__()
+        if len(widths) < 2 or any(int(w) < 1 for w in widths):
+            raise ValueError(f"widths must be at least two positive ints, got {tuple(widths)}")
+        self.widths = tuple(int(w) for w in widths)
+        for i, (a, b) in enumerate(zip(self.widths[:-1], self.widths[1:])):
+            self.add_module(f"fc{i + 1}", nn.Linear(a, b, bias=False))
+        if seed is not None:
+            self.set_weights(init_weights(self.widths, torch.Generator().manual_seed(seed)))
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [f"fc{i + 1}" for i in range(len(self.widths) - 1)]
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        return [getattr(self, name) for name in self.layer_names]
+
+    def weights(self) -> list[Tensor]:
+        return [layer.weight for layer in self.linears]
+
+    @torch.no_grad()
+    def set_weights(self, weights: Sequence[Tensor]) -> None:
+        for layer, w in zip(self.linears, weights, strict=True):
+            if layer.weight.shape != w.shape:
+                raise ValueError(f"weight of shape {tuple(w.shape)} does not fit {layer}")
+            layer.weight.copy_(w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return forward(self.weights(), x.flatten(1))
+
+    def activations(self, x: Tensor) -> dict[str, Tensor]:
+        """Every layer's output for inputs ``x``: post-ReLU for hidden layers, logits last."""
+        h = x.flatten(1)
+        out = {}
+        for i, (name, layer) in enumerate(zip(self.layer_names, self.linears)):
+            h = layer(h)
+            if i < len(self.linears) - 1:
+                h = torch.relu(h)
+            out[name] = h
+        return out
+
+    def layer_index(self, name: str) -> int:
+        if name not in self.layer_names:
+            raise ValueError(f"unknown layer {name!r}: this MLP has {self.layer_names}")
+        return self.layer_names.index(name)

@@ -1,0 +1,303 @@
+"""Training: the seed's recipe (SGD, batch 64, CE - lambda * C) done reproducibly and fast.
+
+Two paths compute the same thing:
+
+- ``method="fast"`` (default): a hand-written forward/backward for the bias-free ReLU MLP with
+  the closed-form clusterability gradient, on resident tensors. It trains M configurations at
+  once as one batched model (weights stacked as (M, out, in)); each member draws its init and
+  its data order from its own seed, exactly as if it were trained alone.
+- ``method="autograd"``: an ``nn.Module`` trained by autograd on ``CE - lambda * C`` (the
+  seed's way), the reference the fast path is tested against.
+
+A seed fixes everything: one ``torch.Generator`` per member first draws the weights, then one
+permutation of the training set per epoch. Both are drawn on the CPU, so the same seed gives
+the same init and data order on any device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from modclust.clusterability import clusterability, clusterability_and_grad
+from modclust.data import Dataset
+from modclust.model import MLP, SEED_WIDTHS, forward, init_weights
+from modclust.partition import Partition
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the seed's clustered configuration."""
+
+    dataset: str = "mnist"  # "mnist" or "fashion-mnist"
+    widths: tuple[int, ...] = SEED_WIDTHS  # layer widths, input first
+    n_clusters: int = 4  # k equal diagonal blocks per clustered layer
+    clustered_layers: tuple[str, ...] = ("fc2",)  # layers whose C enters the loss
+    lam: float = 15.0  # lambda: loss = CE - lam * mean C over clustered layers
+    lr: float = 1e-3  # SGD learning rate
+    batch_size: int = 64
+    epochs: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "clustered_layers", tuple(self.clustered_layers))
+        names = [f"fc{i + 1}" for i in range(len(self.widths) - 1)]
+        unknown = [n for n in self.clustered_layers if n not in names]
+        if unknown:
+            raise ValueError(f"clustered_layers {unknown} are not layers of this MLP ({names})")
+        if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
+            raise ValueError("batch_size must be >= 1, epochs >= 0 and lr > 0")
+
+    def partitions(self) -> dict[str, Partition]:
+        """Equal diagonal blocks on each clustered layer.
+
+        Contiguous equal blocks of the same unit count line up through the network: fc1's
+        output clusters are fc2's input clusters, and so on.
+        """
+        shapes = {f"fc{i + 1}": (b, a) for i, (a, b) in enumerate(zip(self.widths[:-1], self.widths[1:]))}
+        return {name: Partition.equal_blocks(shapes[name], self.n_clusters) for name in self.clustered_layers}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["widths"], d["clustered_layers"] = list(self.widths), list(self.clustered_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{**d, "widths": tuple(d.get("widths", SEED_WIDTHS)),
+                      "clustered_layers": tuple(d.get("clustered_layers", ("fc2",)))})
+
+
+@dataclass
+class TrainResult:
+    """A trained model with its partitions, config and training history."""
+
+    config: TrainConfig
+    model: MLP
+    partitions: dict[str, Partition]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    # history: "ce" and "clusterability" per step (C is the mean over clustered layers, or
+    # fc2's C under equal blocks when no layer is clustered), "test_acc" per epoch (index 0 =
+    # before training)
+
+    @property
+    def test_acc(self) -> float:
+        return self.history["test_acc"][-1]
+
+    @property
+    def final_clusterability(self) -> float:
+        return self.history["clusterability"][-1]
+
+
+def _steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def _tracked_masks(config: TrainConfig, device: torch.device) -> dict[str, Tensor]:
+    """Masks whose C is logged: the clustered layers, else fc2 (or fc1) under equal blocks.
+
+    Logging C of an unclustered model shows how far it sits from the 1/k of random weights.
+    """
+    parts = config.partitions()
+    if not parts:
+        name = "fc2" if len(config.widths) > 2 else "fc1"
+        shape = (config.widths[int(name[2:])], config.widths[int(name[2:]) - 1])
+        k = min(config.n_clusters, *shape)
+        parts = {name: Partition.equal_blocks(shape, k)}
+    return {name: p.mask(device) for name, p in parts.items()}
+
+
+def _check_batchable(configs: Sequence[TrainConfig]) -> None:
+    first = configs[0]
+    for c in configs[1:]:
+        for f in ("dataset", "widths", "batch_size", "epochs", "clustered_layers"):
+            if getattr(c, f) != getattr(first, f):
+                raise ValueError(
+                    f"configs trained together must share {f} ({getattr(first, f)!r} vs "
+                    f"{getattr(c, f)!r}): train them in separate calls"
+                )
+
+
+def train(config: TrainConfig, data: Dataset, method: str = "fast", progress: bool = True) -> TrainResult:
+    """Train one configuration on ``data`` (on the data's device)."""
+    if method == "fast":
+        return train_many([config], data, progress=progress)[0]
+    if method == "autograd":
+        return _train_autograd(config, data, progress=progress)
+    raise ValueError(f"method must be 'fast' or 'autograd', got {method!r}")
+
+
+@torch.no_grad()
+def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = True) -> list[TrainResult]:
+    """Train several configurations as one batched model; member i equals ``train(configs[i])``.
+
+    Configs may differ in seed, lam, lr and n_clusters; they must share the dataset,
+    architecture, batch size, epochs and clustered layers.
+    """
+    if not configs:
+        return []
+    _check_batchable(configs)
+    cfg0 = configs[0]
+    if data.name != cfg0.dataset:
+        raise ValueError(f"configs ask for dataset {cfg0.dataset!r} but data is {data.name!r}")
+    if data.train_x.shape[1] != cfg0.widths[0]:
+        raise ValueError(f"widths start at {cfg0.widths[0]} but the data has {data.train_x.shape[1]} features")
+    device = data.device
+    m = len(configs)
+    n_train = len(data.train_x)
+    bs = cfg0.batch_size
+    steps = _steps_per_epoch(n_train, bs)
+    total_steps = steps * cfg0.epochs
+
+    gens = [torch.Generator().manual_seed(c.seed) for c in configs]
+    inits = [init_weights(c.widths, g) for c, g in zip(configs, gens)]
+    weights = [torch.stack([w[l] for w in inits]).to(device) for l in range(len(cfg0.widths) - 1)]
+    layer_index = {f"fc{i + 1}": i for i in range(len(weights))}
+
+    masks_per_member = [_tracked_masks(c, device) for c in configs]
+    tracked = list(masks_per_member[0])
+    masks = {name: torch.stack([mm[name] for mm in masks_per_member]) for name in tracked}
+    lam = torch.tensor([c.lam for c in configs], device=device).view(m, 1, 1)
+    lam_per_layer = lam / max(len(cfg0.clustered_layers), 1)  # lam * mean over layers
+    neg_lr = torch.tensor([-c.lr for c in configs], device=device).view(m, 1, 1)
+    clustered = bool(cfg0.clustered_layers)
+
+    ce_hist = torch.empty(m, total_steps, device=device)
+    c_hist = torch.empty(m, total_steps, device=device)
+    acc_hist = [_accuracies(weights, data)]
+    bar = tqdm(total=total_steps, desc=f"train {m} model{'s' if m > 1 else ''}", disable=not progress,
+               mininterval=0.5)
+    step = 0
+    for _epoch in range(cfg0.epochs):
+        order = torch.stack([torch.randperm(n_train, generator=g) for g in gens]).to(device)
+        for b in range(steps):
+            idx = order[:, b * bs:(b + 1) * bs]
+            x, y = data.train_x[idx], data.train_y[idx]  # (M, B, in), (M, B)
+            ce, grads = _ce_and_grads(weights, x, y)
+            ce_hist[:, step] = ce
+            c_sum = torch.zeros(m, device=device)
+            for name in tracked:
+                w = weights[layer_index[name]]
+                c, dc = clusterability_and_grad(w, masks[name])
+                c_sum += c
+                if clustered:
+                    grads[layer_index[name]].addcmul_(dc, lam_per_layer, value=-1.0)
+            c_hist[:, step] = c_sum / len(tracked)
+            for w, g in zip(weights, grads):
+                w.addcmul_(g, neg_lr)
+            step += 1
+            if step % 50 == 0 or step == total_steps:
+                bar.update(step - bar.n)
+        acc_hist.append(_accuracies(weights, data))
+    bar.close()
+
+    ce_cpu, c_cpu = ce_hist.cpu(), c_hist.cpu()
+    results = []
+    for i, cfg in enumerate(configs):
+        model = MLP(cfg.widths).to(device)
+        model.set_weights([w[i] for w in weights])
+        history = {
+            "ce": ce_cpu[i].tolist(),
+            "clusterability": c_cpu[i].tolist() if total_steps else [_final_c(model, cfg)],
+            "test_acc": [a[i] for a in acc_hist],
+        }
+        results.append(TrainResult(cfg, model, cfg.partitions(), history))
+    return results
+
+
+def _final_c(model: MLP, cfg: TrainConfig) -> float:
+    masks = _tracked_masks(cfg, model.fc1.weight.device)
+    ws = dict(zip(model.layer_names, model.weights()))
+    return float(sum(clusterability(ws[n], mk) for n, mk in masks.items()) / len(masks))
+
+
+def _ce_and_grads(weights: list[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Mean cross-entropy per member and its gradient for each stacked weight (M, out, in)."""
+    acts = [x]
+    h = x
+    last = len(weights) - 1
+    for i, w in enumerate(weights):
+        h = torch.bmm(h, w.transpose(1, 2))
+        if i < last:
+            h = torch.relu(h)
+            acts.append(h)
+    logp = torch.log_softmax(h, dim=-1)
+    nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (M, B)
+    ce = nll.mean(-1)
+    g = logp.exp_()
+    g.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(nll, -1.0).unsqueeze(-1))
+    g.div_(x.shape[1])
+    grads: list[Tensor] = [torch.empty(0)] * len(weights)
+    for i in range(last, -1, -1):
+        grads[i] = torch.bmm(g.transpose(1, 2), acts[i])
+        if i > 0:
+            g = torch.ops.aten.threshold_backward(torch.bmm(g, weights[i]), acts[i], 0)
+    return ce, grads
+
+
+def _accuracies(weights: list[Tensor], data: Dataset) -> list[float]:
+    """Test accuracy of each stacked member."""
+    pred = forward(weights, data.test_x).argmax(-1)  # (M, N)
+    return (pred == data.test_y).float().mean(-1).tolist()
+
+
+def _stacked(model: MLP) -> list[Tensor]:
+    return [w.detach().unsqueeze(0) for w in model.weights()]
+
+
+def clusterability_loss(model: MLP, partitions: dict[str, Partition]) -> Tensor:
+    """Mean C over the partitioned layers, differentiable: the seed's ``loss = CE - lam * C``."""
+    terms = []
+    for name, part in partitions.items():
+        w = getattr(model, name).weight
+        part.check_fits(w, name)
+        terms.append(clusterability(w, part.mask(w.device, w.dtype)))
+    return torch.stack(terms).mean()
+
+
+def _train_autograd(config: TrainConfig, data: Dataset, progress: bool = True) -> TrainResult:
+    """The seed's loop on resident tensors: autograd through CE - lam * C, plain SGD."""
+    device = data.device
+    gen = torch.Generator().manual_seed(config.seed)
+    model = MLP(config.widths).to(device)
+    model.set_weights(init_weights(config.widths, gen))
+    parts = config.partitions()
+    masks = _tracked_masks(config, device)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr)
+    n_train = len(data.train_x)
+    steps = _steps_per_epoch(n_train, config.batch_size)
+    history: dict[str, list[float]] = {"ce": [], "clusterability": [],
+                                       "test_acc": _accuracies(_stacked(model), data)}
+    bar = tqdm(total=steps * config.epochs, desc="train (autograd)", disable=not progress, mininterval=0.5)
+    for _epoch in range(config.epochs):
+        order = torch.randperm(n_train, generator=gen).to(device)
+        for b in range(steps):
+            idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+            ce = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+            loss = ce - config.lam * clusterability_loss(model, parts) if parts else ce
+            with torch.no_grad():  # logged before the step, as the fast path does
+                ws = dict(zip(model.layer_names, model.weights()))
+                c = sum(clusterability(ws[n], mk) for n, mk in masks.items()) / len(masks)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history["ce"].append(ce.item())
+            history["clusterability"].append(float(c))
+            bar.update()
+        with torch.no_grad():
+            history["test_acc"] += _accuracies(_stacked(model), data)
+    bar.close()
+    return TrainResult(config, model, parts, history)
