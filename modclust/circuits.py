@@ -129,3 +129,75 @@ def greedy_circuit(model: MLP, x: Tensor, label: int, layers: Sequence[str] | No
     bar.close()
     final = label_loss(weights, x, label).item()
     return Circuit(label, baseline, threshold, names, {n: m.cpu() for n, m in kept.items()}, full, final)
+
+
+# --- Circuit overlap between labels, and the share of a circuit inside one cluster ------------
+#
+# "Disjoint, smaller circuits" made measurable: two labels' circuits overlap by the IoU of their
+# kept masks (0 = disjoint, 1 = identical), and a circuit sits inside a cluster to the extent
+# that its kept weights of a layer fall in that cluster's block U_c x V_c.
+
+
+def mask_iou(a: Tensor, b: Tensor) -> float:
+    """|a & b| / |a | b| of two boolean masks of one shape; nan when both are empty (undefined)."""
+    if a.shape != b.shape:
+        raise ValueError(f"masks of shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be compared")
+    a, b = a.bool(), b.bool()
+    union = int((a | b).sum())
+    return float("nan") if union == 0 else int((a & b).sum()) / union
+
+
+def circuit_iou(circuits: Sequence[Circuit], layers: Sequence[str] | None = None) -> Tensor:
+    """(n, n) IoU of the circuits' kept weights, over ``layers`` (default: those all of them pruned)."""
+    if not circuits:
+        return torch.empty(0, 0, dtype=torch.float64)
+    if layers is None:
+        layers = [n for n in circuits[0].kept if all(n in c.kept for c in circuits)]
+    missing = [(c.label, n) for c in circuits for n in layers if n not in c.kept]
+    if missing or not layers:
+        raise ValueError(f"circuits must all have masks for the layers compared; missing (label, layer): {missing}")
+    flat = [torch.cat([c.kept[n].flatten().bool() for n in layers]) for c in circuits]
+    n = len(flat)
+    out = torch.empty(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i, n):
+            out[i, j] = out[j, i] = mask_iou(flat[i], flat[j])
+    return out
+
+
+@dataclass
+class ClusterShare:
+    """How much of a label's circuit in ``layer`` lies inside one cluster's block.
+
+    ``share``: the largest fraction of the circuit's kept weights of the layer inside a single
+    block (``cluster`` is that block); ``inside_any``: the fraction inside any block; ``chance``:
+    the largest block's fraction of the matrix, the share of kept weights spread without regard
+    to the clusters. nan (and cluster -1) when the circuit keeps nothing in the layer.
+    """
+
+    label: int
+    layer: str
+    cluster: int
+    share: float
+    inside_any: float
+    chance: float
+    n_kept: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"label": self.label, "layer": self.layer, "cluster": self.cluster, "share": self.share,
+                "inside_any": self.inside_any, "chance": self.chance, "n_kept": self.n_kept}
+
+
+def cluster_share(circuit: Circuit, partition: Partition, layer: str = "fc2") -> ClusterShare:
+    """The share of ``circuit``'s kept weights of ``layer`` inside its dominant cluster's block."""
+    if layer not in circuit.kept:
+        raise ValueError(f"the circuit of label {circuit.label} was not pruned on {layer!r} (it has {list(circuit.kept)})")
+    kept = circuit.kept[layer].bool().cpu()
+    partition.check_fits(kept, layer)
+    n_kept = int(kept.sum())
+    sizes = [len(r) * len(c) / kept.numel() for r, c in zip(partition.rows, partition.cols)]
+    inside = [int(kept[list(r)][:, list(c)].sum()) for r, c in zip(partition.rows, partition.cols)]
+    if n_kept == 0:
+        return ClusterShare(circuit.label, layer, -1, float("nan"), float("nan"), max(sizes), 0)
+    best = max(range(partition.k), key=lambda c: (inside[c], -c))
+    return ClusterShare(circuit.label, layer, best, inside[best] / n_kept, sum(inside) / n_kept, max(sizes), n_kept)
