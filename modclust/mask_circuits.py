@@ -52,22 +52,27 @@ def mask_circuit(model: MLP, x: Tensor, label: int, layers: Sequence[str] | None
         raise ValueError(f"threshold is a cut on sigmoid(logit), so it must lie in (0, 1), got {threshold}")
     names = list(model.layer_names if layers is None else layers)
     idx = [model.layer_index(n) for n in names]
+    if not names:
+        raise ValueError("mask_circuit needs at least one layer to mask")
     weights = [w.detach().clone() for w in model.weights()]
     x = x.flatten(1).to(weights[0])
     target = torch.full((x.shape[0],), int(label), device=x.device)
     logits = [torch.full_like(weights[i], init_logit, requires_grad=True) for i in idx]
     opt = torch.optim.Adam(logits, lr=lr)
+    # The layers before the first masked one never change: run them once.
+    first = min(idx)
+    h = torch.relu(forward(weights[:first], x)) if first > 0 else x
 
     def masked(gates: list[Tensor]) -> list[Tensor]:
         ws = list(weights)
         for i, g in zip(idx, gates):
             ws[i] = weights[i] * g
-        return ws
+        return ws[first:]
 
     history: list[float] = []
     for step in tqdm(range(steps), desc=f"mask label {label}", disable=not progress, mininterval=0.5):
         gates = [torch.sigmoid(lg) for lg in logits]
-        ce = F.cross_entropy(forward(masked(gates), x), target)
+        ce = F.cross_entropy(forward(masked(gates), h), target)
         objective = ce + sparsity * sum(g.sum() for g in gates)
         opt.zero_grad(set_to_none=True)
         objective.backward()
@@ -76,9 +81,9 @@ def mask_circuit(model: MLP, x: Tensor, label: int, layers: Sequence[str] | None
             history.append(objective.item())
     with torch.no_grad():
         gates = [torch.sigmoid(lg) for lg in logits]
-        soft = F.cross_entropy(forward(masked(gates), x), target).item()
+        soft = F.cross_entropy(forward(masked(gates), h), target).item()
         kept = {n: g > threshold for n, g in zip(names, gates)}
-        final = label_loss(masked([k.to(weights[0]) for k in kept.values()]), x, label).item()
+        final = label_loss(masked([k.to(weights[0]) for k in kept.values()]), h, label).item()
         full = label_loss(weights, x, label).item()
     return MaskCircuit(label=int(label), baseline="mask", threshold=threshold, layers=names,
                        kept={n: k.cpu() for n, k in kept.items()}, full_loss=full, final_loss=final,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from modclust.circuits import Circuit, greedy_circuit
+from modclust.circuits import Circuit, greedy_circuit, label_loss
 from modclust.mask_circuits import MaskCircuit, mask_circuit, mask_circuits
 from modclust.model import MLP
 
@@ -51,6 +51,10 @@ def test_deterministic_layers_and_serialisation() -> None:
     a = mask_circuit(model, x, 0, layers=["fc2"], sparsity=1e-3, steps=50)
     b = mask_circuit(model, x, 0, layers=["fc2"], sparsity=1e-3, steps=50)
     assert list(a.kept) == ["fc2"] and torch.equal(a.kept["fc2"], b.kept["fc2"]) and a.history == b.history
+    # the loss is computed from fc1's output once; it must equal the full model's masked loss
+    ws = [w.detach() for w in model.weights()]
+    ws[1] = ws[1] * a.kept["fc2"]
+    assert a.final_loss == pytest.approx(label_loss(ws, x, 0).item(), rel=1e-6)
     d = a.to_dict()
     assert d["baseline"] == "mask" and d["size"] == a.size and d["sparsity"] == 1e-3
     with pytest.raises(ValueError, match="threshold"):
