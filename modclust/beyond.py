@@ -122,3 +122,104 @@ def selectivity_analysis(result: TrainResult, data: Dataset, layers: Sequence[st
     acts = layer_activations(result.model, x, cluster_layer).cpu()
     clusters = cluster_selectivity(acts, y.cpu(), blocks_of(result, cluster_layer).rows, data.n_classes, n_bins)
     return {"units": units, "cluster_layer": cluster_layer, "clusters": clusters.to_dict()}
+
+
+# --- Flat rows (one per run) for summaries over seeds ----------------------------------------
+
+def _nanmean(values: Sequence[float]) -> float:
+    vals = [float(v) for v in values if v is not None and v == v]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def spectral_row(res: dict[str, Any]) -> dict[str, float]:
+    """Scalars of ``spectral_baseline``: found vs block C and n-cut, z-scores, mean ablations."""
+    s, b = res["spectral"], res["blocks"]
+    return {"spectral_c": s["c"], "spectral_ncut": s["ncut"], "z_c": s["z_c"], "z_ncut": s["z_ncut"],
+            "null_c": _nanmean(s["null_c"]), "null_ncut": _nanmean(s["null_ncut"]),
+            "blocks_c": b["c"], "blocks_ncut": b["ncut"], "spectral_k": s["k"],
+            "spectral_off": _nanmean(s["ablation"]["off_acc"]), "spectral_on": _nanmean(s["ablation"]["on_acc"]),
+            "blocks_off": _nanmean(b["ablation"]["off_acc"]), "blocks_on": _nanmean(b["ablation"]["on_acc"])}
+
+
+def circuit_row(res: dict[str, Any]) -> dict[str, float]:
+    """Scalars of ``circuit_analysis``: mean size, overlap and dominant-cluster share per method."""
+    row: dict[str, float] = {"greedy_vs_mask_iou": _nanmean(res["greedy_vs_mask_iou"])}
+    for method in ("greedy", "mask"):
+        m = res[method]
+        row[f"{method}_size"] = _nanmean(m["sizes"])
+        row[f"{method}_iou"] = m["mean_iou"]
+        row[f"{method}_loss"] = _nanmean(m["final_loss"])
+        if "share" in m:
+            row[f"{method}_share"] = _nanmean([s["share"] for s in m["share"]])
+            row[f"{method}_inside_any"] = _nanmean([s["inside_any"] for s in m["share"]])
+            row["share_chance"] = m["share"][0]["chance"]
+    return row
+
+
+def selectivity_row(res: dict[str, Any]) -> dict[str, float]:
+    """Scalars of ``selectivity_analysis``: mean unit selectivity / MI per layer, and per cluster."""
+    row = {}
+    for layer, u in res["units"].items():
+        row[f"sel_{layer}"] = u["mean_selectivity"]
+        row[f"mi_{layer}"] = u["mean_mi"]
+    c = res["clusters"]
+    row["cluster_sel"] = _nanmean(c["selectivity"])
+    row["cluster_mi"] = _nanmean(c["mi"])
+    return row
+
+
+# --- Figures (matplotlib, for the paper) ----------------------------------------------------
+
+def pareto_figure(records: Sequence[dict[str, Any]], c_key: str = "C_clustered", acc_key: str = "test_acc"):
+    """Accuracy against clusterability, one colour per layer set, each run a dot, the frontier a line."""
+    import matplotlib.pyplot as plt
+
+    from modclust.sweep import pareto_front
+
+    fig, ax = plt.subplots(figsize=(3.4, 2.4))
+    pts = [(r[c_key], r[acc_key]) for r in records if r.get(c_key) is not None]
+    for layers in dict.fromkeys(r["layers"] for r in records):
+        rs = [r for r in records if r["layers"] == layers and r.get(c_key) is not None]
+        ax.scatter([r[c_key] for r in rs], [r[acc_key] for r in rs], s=8, label=f"loss on {layers}")
+    front = [pts[i] for i in pareto_front(pts)]
+    if front:
+        ax.plot(*zip(*front), color="black", lw=0.8, label="Pareto frontier")
+    ax.set_xlabel(f"clusterability ({c_key})")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def iou_figure(iou_by_title: dict[str, Sequence[Sequence[float]]], class_names: Sequence[str]):
+    """Side-by-side heatmaps of circuit IoU between labels."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(iou_by_title)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 2.8), squeeze=False)
+    for ax, (title, m) in zip(axes[0], iou_by_title.items()):
+        im = ax.imshow(np.asarray(m, dtype=float), vmin=0, vmax=1, cmap="viridis")
+        ax.set_title(title, fontsize="small")
+        ticks = range(len(m))
+        ax.set_xticks(ticks, [class_names[i] for i in ticks], rotation=90, fontsize="x-small")
+        ax.set_yticks(ticks, [class_names[i] for i in ticks], fontsize="x-small")
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="IoU")
+    return fig
+
+
+def profile_figure(profiles: dict[str, Sequence[Sequence[float]]], class_names: Sequence[str]):
+    """Per-cluster class profiles (rows: clusters, columns: classes) side by side."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(profiles)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 1.8), squeeze=False)
+    for ax, (title, p) in zip(axes[0], profiles.items()):
+        p = np.asarray(p, dtype=float)
+        im = ax.imshow(p, aspect="auto", cmap="magma", vmin=0)
+        ax.set_title(title, fontsize="small")
+        ax.set_xticks(range(p.shape[1]), class_names, rotation=90, fontsize="x-small")
+        ax.set_yticks(range(p.shape[0]), [f"cluster {i + 1}" for i in range(p.shape[0])], fontsize="x-small")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig

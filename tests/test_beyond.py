@@ -4,7 +4,17 @@ import json
 
 import torch
 
-from modclust.beyond import circuit_analysis, selectivity_analysis, spectral_baseline
+from modclust.beyond import (
+    circuit_analysis,
+    circuit_row,
+    iou_figure,
+    pareto_figure,
+    profile_figure,
+    selectivity_analysis,
+    selectivity_row,
+    spectral_baseline,
+    spectral_row,
+)
 from modclust.data import Dataset
 from modclust.train import TrainConfig, train
 
@@ -29,3 +39,17 @@ def test_beyond_analyses_are_complete_and_serialisable() -> None:
     sa = selectivity_analysis(run, data, layers=["fc1", "fc2"])
     assert len(sa["units"]["fc2"]["selectivity"]) == 8 and len(sa["clusters"]["profile"]) == 2
     json.dumps({"s": sb, "c": ca, "u": sa})
+    rows = {**spectral_row(sb), **circuit_row(ca), **selectivity_row(sa)}
+    assert {"z_c", "blocks_c", "greedy_size", "mask_share", "share_chance", "sel_fc2", "cluster_mi"} <= set(rows)
+    assert rows["share_chance"] == 0.25
+
+
+def test_beyond_figures_draw() -> None:
+    import matplotlib.pyplot as plt
+
+    recs = [{"layers": "fc2", "C_clustered": 0.3, "test_acc": 0.9}, {"layers": "all", "C_clustered": 0.9, "test_acc": 0.8}]
+    names = [str(i) for i in range(3)]
+    for fig in (pareto_figure(recs), iou_figure({"a": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}, names),
+                profile_figure({"a": [[0.5, 0.25, 0.25]]}, names)):
+        assert fig.axes
+        plt.close(fig)
