@@ -223,3 +223,119 @@ def profile_figure(profiles: dict[str, Sequence[Sequence[float]]], class_names: 
         ax.set_yticks(range(p.shape[0]), [f"cluster {i + 1}" for i in range(p.shape[0])], fontsize="x-small")
         fig.colorbar(im, ax=ax, shrink=0.8)
     return fig
+
+
+# --- Paper numbers: LaTeX macros and data-dependent sentences from beyond.json ---------------
+
+_WORDS = {"fc1": "FcOne", "fc2": "FcTwo", "fc3": "FcThree", "all": "All"}
+
+
+def _fmt(x: float, digits: int) -> str:
+    if x != x:
+        return "n/a"
+    s = f"{x:.{digits}f}"
+    return s.replace("-", "\\ensuremath{-}", 1) if s.startswith("-") else s
+
+
+def _pm(values: Sequence[float], digits: int = 2) -> str:
+    """``mean ± half-width`` of the 95 % t-interval over seeds (the mean alone for one seed)."""
+    from modclust.stats import mean_ci
+
+    vals = [float(v) for v in values if v == v]
+    if not vals:
+        return "n/a"
+    iv = mean_ci(vals)
+    if iv.n < 2:
+        return _fmt(iv.mean, digits)
+    return f"{_fmt(iv.mean, digits)}\\,\\ensuremath{{\\pm}}\\,{_fmt((iv.hi - iv.lo) / 2, digits)}"
+
+
+def _sign_word(values: Sequence[float], above: str, below: str, neither: str) -> str:
+    """Which side of 0 the seeds' 95 % interval lies on (``neither`` when it straddles 0)."""
+    from modclust.stats import mean_ci
+
+    vals = [float(v) for v in values if v == v]
+    if len(vals) < 2:
+        return neither
+    iv = mean_ci(vals)
+    return above if iv.lo > 0 else below if iv.hi < 0 else neither
+
+
+def _col(rows: Sequence[dict[str, Any]], key: str, lam: float) -> list[float]:
+    return [r[key] for r in sorted(rows, key=lambda r: r["seed"]) if r["lam"] == lam and r.get(key) is not None]
+
+
+def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
+    """LaTeX macro values (name -> text) for the paper from ``beyond.json``; names are letters only.
+
+    Every sentence whose direction depends on the data is chosen from the intervals over seeds
+    (``stats.compare`` for two groups, the sign of a 95 % interval for a difference), so a
+    rerun with other parameters cannot leave a false claim.
+    """
+    from modclust.stats import compare
+
+    main = float(res["main_lambda"])
+    m: dict[str, str] = {"BeyondSeeds": str(len(res["seeds"])),
+                         "BeyondLambdas": ", ".join(f"{v:g}" for v in res["lambdas"]),
+                         "BeyondMainLambda": f"{main:g}"}
+    for d in res["paired_accuracy"]:
+        if d["lam"] != main or d["layers"] not in _WORDS:
+            continue
+        name = _WORDS[d["layers"]]
+        iv = d["difference"]
+        m[f"AccDiff{name}"] = (f"{_fmt(100 * iv['mean'], 1)}" if iv["n"] < 2 or iv["hi"] != iv["hi"] else
+                               f"{_fmt(100 * iv['mean'], 1)}\\,\\ensuremath{{\\pm}}\\,{_fmt(100 * (iv['hi'] - iv['lo']) / 2, 1)}")
+        word = {"higher": "more accurate than", "lower": "less accurate than"}
+        diffs = [a["test_acc"] - b["test_acc"] for a in res["records"] for b in res["records"]
+                 if a["layers"] == d["layers"] and a["lam"] == main and b["layers"] == d["layers"]
+                 and b["lam"] == 0.0 and a["seed"] == b["seed"]]
+        m[f"AccSentence{name}"] = _sign_word(diffs, word["higher"], word["lower"], "as accurate as (within noise)")
+    rec = res["records"]
+    for layers in dict.fromkeys(r["layers"] for r in rec):
+        if layers not in _WORDS:
+            continue
+        m[f"C{_WORDS[layers]}Main"] = _pm([r["C_clustered"] for r in rec if r["layers"] == layers and r["lam"] == main])
+    sp = res["spectral"]["rows"]
+    for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
+        for key, name, digits in (("spectral_c", "SpectralC", 2), ("null_c", "NullC", 2), ("z_c", "SpectralZ", 1),
+                                  ("z_ncut", "NcutZ", 1), ("blocks_c", "BlocksC", 2)):
+            m[f"{name}{tag}"] = _pm(_col(sp, key, lam), digits)
+    m["SpectralSentence"] = _sign_word(_col(sp, "z_c", 0.0), "more clusterable than", "less clusterable than",
+                                       "no more clusterable than")
+    cr = res["circuits"]["rows"]
+    for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
+        for key, name, digits in (("greedy_size", "GreedySize", 0), ("mask_size", "MaskSize", 0),
+                                  ("greedy_iou", "GreedyIoU", 2), ("mask_iou", "MaskIoU", 2),
+                                  ("greedy_vs_mask_iou", "GreedyMaskAgree", 2), ("greedy_share", "GreedyShare", 2),
+                                  ("mask_share", "MaskShare", 2), ("share_chance", "ShareChance", 2)):
+            if any(key in r for r in cr):
+                m[f"{name}{tag}"] = _pm(_col(cr, key, lam), digits)
+    words = {"higher": "larger", "lower": "smaller", "indistinguishable": "no different (within noise)"}
+    for key, name in (("greedy_size", "GreedySize"), ("mask_size", "MaskSize"), ("greedy_iou", "GreedyIoU"),
+                      ("mask_iou", "MaskIoU")):
+        m[f"{name}Sentence"] = words[compare(_col(cr, key, main), _col(cr, key, 0.0))]
+    sr = res["selectivity"]["rows"]
+    for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
+        for layer in res["selectivity"]["layers"]:
+            w = _WORDS.get(layer)
+            if w:
+                m[f"Sel{w}{tag}"] = _pm(_col(sr, f"sel_{layer}", lam))
+                m[f"Mi{w}{tag}"] = _pm(_col(sr, f"mi_{layer}", lam))
+        m[f"ClusterSel{tag}"] = _pm(_col(sr, "cluster_sel", lam))
+        m[f"ClusterMi{tag}"] = _pm(_col(sr, "cluster_mi", lam))
+    more = {"higher": "more", "lower": "less", "indistinguishable": "no more and no less (within noise)"}
+    for key, name in (("cluster_sel", "ClusterSelSentence"), ("sel_fc2", "SelFcTwoSentence")):
+        m[name] = more[compare(_col(sr, key, main), _col(sr, key, 0.0))]
+    return m
+
+
+def macros_tex(macros: dict[str, str], source: str = "notebooks/06_beyond.ipynb") -> str:
+    """``\\newcommand`` lines for the macros (the paper ``\\input``s the file)."""
+    import re
+
+    bad = [k for k in macros if not re.fullmatch(r"[A-Za-z]+", k)]
+    if bad:
+        raise ValueError(f"LaTeX macro names take letters only: {bad}")
+    lines = [f"% Generated by the paper pipeline ({source}). Do not edit."]
+    lines += [f"\\newcommand{{\\{k}}}{{{v}}}" for k, v in macros.items()]
+    return "\n".join(lines) + "\n"

@@ -53,3 +53,35 @@ def test_beyond_figures_draw() -> None:
                 profile_figure({"a": [[0.5, 0.25, 0.25]]}, names)):
         assert fig.axes
         plt.close(fig)
+
+
+def test_macros_follow_the_data() -> None:
+    from modclust.beyond import beyond_macros, macros_tex
+
+    seeds = [0, 1, 2, 3]
+    recs = [{"layers": "fc2", "lam": lam, "seed": s, "test_acc": 0.9 - (0.05 if lam else 0) + 0.001 * s,
+             "C_clustered": 0.25 if lam == 0 else 0.99} for lam in (0.0, 15.0) for s in seeds]
+    from modclust.sweep import paired_difference
+
+    def rows(key_fn):
+        return [{"lam": lam, "seed": s, **key_fn(lam, s)} for lam in (0.0, 15.0) for s in seeds]
+
+    res = {
+        "main_lambda": 15.0, "seeds": seeds, "lambdas": [0.0, 15.0], "records": recs,
+        "paired_accuracy": paired_difference(recs),
+        "spectral": {"rows": rows(lambda lam, s: {"spectral_c": 0.3, "null_c": 0.3, "z_c": 0.1 * (s - 1.5),
+                                                  "z_ncut": 0.0, "blocks_c": 0.25})},
+        "circuits": {"rows": rows(lambda lam, s: {"greedy_size": 100 - 50 * (lam > 0) + s, "mask_size": 80 + s,
+                                                  "greedy_iou": 0.5, "mask_iou": 0.4, "greedy_vs_mask_iou": 0.7})},
+        "selectivity": {"layers": ["fc2"], "rows": rows(lambda lam, s: {"sel_fc2": 0.4 + 0.01 * s, "mi_fc2": 0.5,
+                                                                       "cluster_sel": 0.2 + 0.1 * (lam > 0) + 0.01 * s,
+                                                                       "cluster_mi": 0.3})},
+    }
+    m = beyond_macros(res)
+    assert m["AccSentenceFcTwo"] == "less accurate than"
+    assert m["SpectralSentence"] == "no more clusterable than"
+    assert m["GreedySizeSentence"] == "smaller" and m["MaskSizeSentence"].startswith("no different")
+    assert m["ClusterSelSentence"] == "more"
+    assert m["BeyondSeeds"] == "4" and "\\pm" in m["CFcTwoMain"]
+    tex = macros_tex(m)
+    assert tex.count("\\newcommand") == len(m)
