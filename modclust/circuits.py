@@ -131,6 +131,307 @@ def greedy_circuit(model: MLP, x: Tensor, label: int, layers: Sequence[str] | No
     return Circuit(label, baseline, threshold, names, {n: m.cpu() for n, m in kept.items()}, full, final)
 
 
+# --- Fast greedy pruning ---------------------------------------------------------------------
+#
+# The same greedy loop as ``greedy_circuit``, but a candidate costs only what zeroing one weight
+# changes. Zeroing W_l[i, j] moves column i of layer l's pre-activation by -W_l[i, j] * a_l[:, j]
+# (a_l = the layer's input); if l is the last layer only logit column i changes, otherwise the
+# next pre-activation changes by the rank-one term dh_i (outer) W_{l+1}[:, i] and the layers
+# after it are recomputed from there. Every (model, label) pair is one "problem" with its own
+# weight state; all problems visit the same candidate at once, as one batched step.
+#
+# Candidates are evaluated in blocks along a row, speculatively: a first pass evaluates each
+# candidate of the block alone and guesses its decision from that; a second pass evaluates each
+# candidate as if the ones before it had been decided as guessed. The prefix whose guesses hold
+# is committed (one candidate at a time when none does), so decisions are made strictly in the
+# plain loop's order and on the plain loop's states.
+#
+# Float: the accept/reject rule compares a loss difference with a threshold, so a different
+# rounding could flip a decision. The batched state is kept in float64 and candidates are
+# evaluated in float64 (float32 for float32 models); every candidate whose difference lies
+# within a small band around the threshold (``tol``, by default 64 machine epsilons of the
+# model's dtype times 1 + |loss|: measured float32 loss errors are ~2 epsilons, and the band is
+# far narrower than the threshold) is re-decided with exactly the plain loop's arithmetic: the
+# same weights in the model's dtype, the same layer split, ``label_loss(...).item()`` and the
+# same Python comparison. Outside the band both rules agree, so the kept masks are identical to
+# ``greedy_circuit``'s, in float32 as in float64.
+
+
+def _eps_tol(dtype: torch.dtype) -> float:
+    return max(64 * torch.finfo(dtype).eps, 1e-12)
+
+
+def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor], labels: Sequence[int],
+                layer_ids: Sequence[int], threshold: float, baseline: str, progress: bool,
+                tol: float | None) -> list[tuple[list[Tensor], float, float]]:
+    """Greedy pruning of many problems at once; per problem: final weights, full and final loss."""
+    n_prob = len(inputs)
+    n_layers = len(weight_sets[0])
+    last = n_layers - 1
+    dev = inputs[0].device
+    dtype = weight_sets[0][0].dtype
+    tol = _eps_tol(dtype) if tol is None else tol
+    f64 = torch.float64
+    # Blocks of candidates are evaluated in float32 for float32 models (twice as fast as
+    # float64; the band re-check covers the difference); the state stays float64.
+    ev = torch.float32 if dtype == torch.float32 else f64
+    current = baseline == "current"
+
+    # The plain loop's weights, stacked (P, out, in) in the model's dtype: the exact re-check
+    # reads its state from here.
+    wp = [torch.stack([ws[k].detach() for ws in weight_sets]).clone() for k in range(n_layers)]
+    xs = [x.flatten(1) for x in inputs]
+    full_plain = [label_loss([w[p] for w in wp], xs[p], labels[p]).item() for p in range(n_prob)]
+
+    # Batched float64 state: inputs padded to the largest label set, padding masked in the loss.
+    counts = torch.tensor([len(x) for x in xs], device=dev)
+    n_max = int(counts.max())
+    big_x = torch.zeros(n_prob, n_max, xs[0].shape[1], dtype=f64, device=dev)
+    for p, x in enumerate(xs):
+        big_x[p, :len(x)] = x.to(f64)
+    valid = (torch.arange(n_max, device=dev) < counts[:, None]).to(f64)  # (P, N)
+    inv_n = 1.0 / counts.to(f64)
+    lab = torch.tensor(list(labels), device=dev).view(n_prob, 1, 1).expand(n_prob, n_max, 1)
+    w64 = [w.to(f64) for w in wp]
+
+    def loss_of(logits: Tensor) -> Tensor:  # (P, N, C) -> (P,) mean CE over the valid rows
+        nll = torch.logsumexp(logits, -1) - logits.gather(-1, lab).squeeze(-1)
+        return (nll * valid).sum(-1) * inv_n
+
+    acts: list[Tensor] = [big_x]  # acts[k]: the input of layer k
+    pre: list[Tensor] = []  # pre[k]: layer k's pre-activation (the logits for the last)
+    for k in range(n_layers):
+        pre.append(torch.bmm(acts[k], w64[k].mT))
+        if k < last:
+            acts.append(torch.relu(pre[k]))
+    full64 = loss_of(pre[last])
+    ref64 = full64.clone()
+    ref_plain: list[float | None] = list(full_plain)  # current baseline's exact reference, None = recompute
+
+    h_cache: dict[int, Tensor] = {}
+
+    def plain_input(p: int, layer: int) -> Tensor:
+        """What the plain loop feeds layer ``layer`` for problem p (computed once per layer)."""
+        if p not in h_cache:
+            h_cache[p] = torch.relu(forward([w[p] for w in wp[:layer]], xs[p])) if layer > 0 else xs[p]
+        return h_cache[p]
+
+    def plain_loss(p: int, layer: int, flat_index: int | None) -> float:
+        rest = [w[p].clone() for w in wp[layer:]]
+        if flat_index is not None:
+            rest[0].view(-1)[flat_index] = 0.0
+        return label_loss(rest, plain_input(p, layer), labels[p]).item()
+
+    def decide_exactly(p: int, li: int, flat_index: int) -> bool:
+        """The plain loop's own decision for problem p's candidate (and its reference update)."""
+        new = plain_loss(p, li, flat_index)
+        if current:
+            if ref_plain[p] is None:
+                ref_plain[p] = plain_loss(p, li, None)
+            base = ref_plain[p]
+        else:
+            base = full_plain[p]
+        ok = new - base < threshold
+        if ok and current:
+            ref_plain[p] = new
+        return ok
+
+    def refresh_after(li: int) -> None:
+        """Recompute the layers after ``li`` from its (updated) pre-activation."""
+        for k in range(li, n_layers):
+            if k > li:
+                pre[k] = torch.bmm(acts[k], w64[k].mT)
+            if k < last:
+                acts[k + 1] = torch.relu(pre[k])
+
+    def one_candidate(li: int, i: int, j: int) -> Tensor:
+        """Evaluate and decide one candidate for every problem; returns the accept mask (P,)."""
+        nonlocal ref64
+        n_in = wp[li].shape[2]
+        w = w64[li][:, i, j].clone()  # (P,)
+        col = pre[li][:, :, i] - acts[li][:, :, j] * w[:, None]  # (P, N)
+        if li == last:
+            logits = pre[li].clone()
+            logits[:, :, i] = col
+        else:
+            logits = torch.addcmul(pre[li + 1], (torch.relu(col) - acts[li + 1][:, :, i])[:, :, None],
+                                   w64[li + 1][:, None, :, i])
+            for k in range(li + 2, n_layers):
+                logits = torch.bmm(torch.relu(logits), w64[k].mT)
+        loss = loss_of(logits)
+        ref = ref64 if current else full64
+        diff = loss - ref
+        accept = diff < threshold
+        near = (diff - threshold).abs() <= tol * (1.0 + ref.abs())
+        for p in near.nonzero().flatten().tolist():
+            accept[p] = decide_exactly(p, li, i * n_in + j)
+        if bool(accept.any()):
+            if current:  # a fast accept leaves the exact reference to be recomputed when needed
+                for p in (accept & ~near).nonzero().flatten().tolist():
+                    ref_plain[p] = None
+                ref64 = torch.where(accept, loss, ref64)
+            w64[li][:, i, j] = torch.where(accept, 0.0, w)
+            wp[li][:, i, j] = torch.where(accept, zero, wp[li][:, i, j])
+            pre[li][:, :, i] = torch.where(accept[:, None], col, pre[li][:, :, i])
+            refresh_after(li)
+        return accept
+
+    def evaluate(li: int, i: int, j0: int, b: int, guess: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Losses (P, b) of candidates j0 .. j0+b-1 of row i, each evaluated as if the ones
+        before it in the block had been decided as ``guess`` (P, b) says; also the reference
+        each is compared with, each candidate's change of column i and the weights."""
+        js = slice(j0, j0 + b)
+        w = w64[li][:, i, js].clone()  # (P, b)
+        delta = acts[li][:, :, js].to(ev) * (-w).to(ev)[:, None, :]  # (P, N, b): each one's change of column i
+        taken = delta * guess[:, None, :].to(ev)
+        col = pre[li][:, :, i, None].to(ev) + (torch.cumsum(taken, -1) - taken) + delta  # (P, N, b)
+        if li == last:
+            logits = pre[li].to(ev)
+            others = logits.clone()
+            others[:, :, i] = -torch.inf
+            lse = torch.logaddexp(torch.logsumexp(others, -1)[:, :, None], col)
+            tgt = torch.where(lab_vec[:, None, None] == i, col, logits.gather(-1, lab)[:, :, :1])
+            nll = lse - tgt
+        else:
+            dh = torch.relu(col) - acts[li + 1][:, :, i, None].to(ev)  # (P, N, b)
+            z = pre[li + 1].to(ev)[:, :, None, :] + dh[..., None] * w64[li + 1][:, None, None, :, i].to(ev)
+            for k in range(li + 2, n_layers):
+                z = torch.matmul(torch.relu(z), w64[k].mT[:, None].to(ev))
+            # exp-sum-log without the max shift is twice as fast; float64 only overflows past
+            # logits of ~700, and then the stable form is used
+            lse = z.exp().sum(-1).log()
+            if not bool(torch.isfinite(lse).all()):  # (never for sane logits)
+                lse = torch.logsumexp(z, -1)
+            nll = lse - z.gather(-1, lab[:, :, None, :].expand(n_prob, n_max, b, 1)).squeeze(-1)
+        loss = ((nll * valid[:, :, None].to(ev)).sum(1) * inv_n[:, None].to(ev)).to(f64)  # (P, b)
+        if current:  # the reference before candidate t: the loss after the last guessed accept
+            pos = torch.where(guess, torch.arange(b, device=dev), -1)
+            last_acc = torch.cummax(torch.cat([torch.full((n_prob, 1), -1, device=dev), pos[:, :-1]], 1), 1).values
+            ref = torch.where(last_acc >= 0, loss.gather(1, last_acc.clamp(min=0)), ref64[:, None])
+        else:
+            ref = full64[:, None].expand(n_prob, b)
+        return loss, ref, delta, w
+
+    def block(li: int, i: int, j0: int, b: int) -> int:
+        """Candidates j0 .. j0+b-1 of row i at once, speculatively. A first pass evaluates each
+        candidate alone; its decisions are the guesses for a second pass, in which each
+        candidate sees the guessed decisions of the ones before it. The prefix whose guesses
+        the second pass confirms (clear of the threshold band) is committed, with the first
+        wrong guess, which is itself decided right. Returns how many were committed."""
+        nonlocal ref64
+        alone, ref, _, _ = evaluate(li, i, j0, b, torch.zeros(n_prob, b, dtype=torch.bool, device=dev))
+        guess = alone - ref < threshold
+        loss, ref, _, w = evaluate(li, i, j0, b, guess)
+        diff = loss - ref
+        decision = diff < threshold
+        near = (diff - threshold).abs() <= tol * (1.0 + ref.abs())
+        wrong = decision != guess
+        # every problem is right up to its first wrong guess, which is itself decided correctly
+        first_wrong = torch.where(wrong.any(1), wrong.int().argmax(1), b)
+        first_near = torch.where(near.any(1), near.int().argmax(1), b)
+        n_ok = int(torch.minimum(torch.clamp(first_wrong + 1, max=b), first_near).min())
+        if n_ok == 0:
+            return 0
+        dec = decision[:, :n_ok]
+        d64 = dec.to(f64)
+        if current:
+            acc_pos = torch.where(dec, torch.arange(n_ok, device=dev), -1).max(1).values  # (P,)
+            took = acc_pos >= 0
+            ref64 = torch.where(took, loss.gather(1, acc_pos.clamp(min=0)[:, None]).squeeze(1), ref64)
+            for p in took.nonzero().flatten().tolist():
+                ref_plain[p] = None
+        if bool(dec.any()):
+            w64[li][:, i, j0:j0 + n_ok] = torch.where(dec, 0.0, w[:, :n_ok])
+            wp[li][:, i, j0:j0 + n_ok] = torch.where(dec, zero, wp[li][:, i, j0:j0 + n_ok])
+            pre[li][:, :, i] -= (acts[li][:, :, j0:j0 + n_ok] * (w[:, :n_ok] * d64)[:, None, :]).sum(-1)
+            refresh_after(li)
+        return n_ok
+
+    zero = torch.zeros((), dtype=dtype, device=dev)
+    lab_vec = lab[:, 0, 0]
+    total = sum(wp[k][0].numel() for k in layer_ids)
+    bar = tqdm(total=total * n_prob, desc=f"prune {n_prob} label circuit{'s' if n_prob > 1 else ''}",
+               disable=not progress, mininterval=0.5)
+    for li in layer_ids:
+        h_cache.clear()
+        n_out, n_in = wp[li].shape[1:]
+        # a block's temporary is (P, N, b, width of the next layer): keep it to ~2e7 numbers
+        width = wp[li + 1].shape[1] if li < last else 1
+        b_max = max(1, min(256, int(2e7 // (n_prob * n_max * width))))
+        b = min(8, b_max)
+        for i in range(n_out):
+            j = 0
+            while j < n_in:
+                n_ok = block(li, i, j, min(b, n_in - j)) if b > 1 else 0
+                if n_ok == 0:
+                    one_candidate(li, i, j)
+                    n_ok = 1
+                b = min(b_max, 2 * b) if n_ok >= b else max(2, n_ok)
+                j += n_ok
+            bar.update(n_in * n_prob)
+    bar.close()
+    out = []
+    for p in range(n_prob):
+        ws = [w[p].clone() for w in wp]
+        out.append((ws, full_plain[p], label_loss(ws, xs[p], labels[p]).item()))
+    return out
+
+
+@torch.no_grad()
+def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labels: Sequence[int] | None = None,
+                         layers: Sequence[str] | None = None, threshold: float = 1e-4,
+                         baseline: str = "current", progress: bool = False,
+                         tol: float | None = None) -> list[dict[int, Circuit]]:
+    """Greedy circuits of every label for every model, all pruned together.
+
+    For each model, ``{label: circuit}`` with each circuit identical to
+    ``greedy_circuit(model, x[y == label], label, layers, threshold, baseline)``. Models must
+    share their widths. ``labels`` defaults to every label present in ``y``. ``tol`` is the
+    band around the threshold whose candidates are re-decided with the plain loop's exact
+    arithmetic (see the notes above); the default suits float32 and float64 models.
+    """
+    model_list = [models] if isinstance(models, MLP) else list(models)
+    if not model_list:
+        return []
+    for m in model_list[1:]:
+        if m.widths != model_list[0].widths:
+            raise ValueError(f"models pruned together must share widths ({model_list[0].widths} vs {m.widths})")
+    names = _check_prune_args(model_list[0], layers, baseline)
+    label_list = sorted(set(y.tolist())) if labels is None else [int(c) for c in labels]
+    inputs = []
+    for c in label_list:
+        xc = x[y == c]
+        if len(xc) == 0:
+            raise ValueError(f"no examples of label {c} in the data")
+        inputs.append(xc)
+    weight_sets = [[w.detach() for w in m.weights()] for m in model_list for _ in label_list]
+    layer_ids = [model_list[0].layer_index(n) for n in names]
+    results = _fast_prune(weight_sets, inputs * len(model_list), label_list * len(model_list), layer_ids,
+                          threshold, baseline, progress, tol)
+    out: list[dict[int, Circuit]] = []
+    for mi in range(len(model_list)):
+        circuits = {}
+        for ci, c in enumerate(label_list):
+            ws, full, final = results[mi * len(label_list) + ci]
+            kept = {n: (ws[li] != 0).cpu() for n, li in zip(names, layer_ids)}
+            circuits[c] = Circuit(c, baseline, threshold, names, kept, full, final)
+        out.append(circuits)
+    return out
+
+
+@torch.no_grad()
+def greedy_circuit_fast(model: MLP, x: Tensor, label: int, layers: Sequence[str] | None = None,
+                        threshold: float = 1e-4, baseline: str = "current", progress: bool = False,
+                        tol: float | None = None) -> Circuit:
+    """``greedy_circuit`` with the fast candidate evaluation: the same arguments, the same circuit."""
+    names = _check_prune_args(model, layers, baseline)
+    layer_ids = [model.layer_index(n) for n in names]
+    (ws, full, final), = _fast_prune([[w.detach() for w in model.weights()]], [x], [label], layer_ids,
+                                     threshold, baseline, progress, tol)
+    kept = {n: (ws[li] != 0).cpu() for n, li in zip(names, layer_ids)}
+    return Circuit(label, baseline, threshold, names, kept, full, final)
+
+
 # --- Circuit overlap between labels, and the share of a circuit inside one cluster ------------
 #
 # "Disjoint, smaller circuits" made measurable: two labels' circuits overlap by the IoU of their
