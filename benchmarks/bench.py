@@ -1,0 +1,257 @@
+"""`make bench`: the seed notebook's way against modclust's, side by side, in one process.
+
+Parts (each prints its timings and ratio; the last line is one JSON object):
+
+1. training: the seed's loop (torchvision Dataset with ToTensor + Normalize, DataLoader batch 64
+   shuffled, nn.Module MLP, the block mask rebuilt with Python loops every step as in the seed's
+   ``cluster_goodness_fast``, loss CE - 15 C, SGD lr 1e-3, the seed's per-step ``.item()``
+   logging, without its periodic test evaluations) against ``modclust.train``; same model,
+   batch, epochs.
+2. label semanticity of fc2 (k = 50): the seed's way (one pass over the test DataLoader per unit,
+   ``np.argsort``, made stable so ties break like the library) against
+   ``modclust.interpret.label_semanticity``, on the same trained model; the scores must agree.
+3. an ensemble of M configurations (``train_many``) against M sequential ``train`` calls.
+4. greedy circuits of every label of two models: the plain loop (``greedy_circuit``) against
+   ``greedy_circuits_fast``; the circuits must be identical.
+5. on CUDA: 1, 64 and 256 models x 10 epochs through ``train_many`` (CUDA graph), and one
+   epoch without the graph for comparison.
+
+The seed's code below is written from the notebook's text (../shared/seed/), not imported.
+Run: ``python benchmarks/bench.py [--epochs N] [--only cpu|cuda|...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import modclust  # noqa: E402
+from modclust import paths  # noqa: E402
+from modclust.circuits import greedy_circuit, greedy_circuits_fast  # noqa: E402
+from modclust.interpret import label_semanticity  # noqa: E402
+from modclust.train import TrainConfig, train, train_many  # noqa: E402
+
+
+# --- the seed's way --------------------------------------------------------------------------
+
+class SeedMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(28 * 28, 64, bias=False)
+        self.fc2 = nn.Linear(64, 64, bias=False)
+        self.fc3 = nn.Linear(64, 10, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, 28 * 28)
+        x = torch.relu(self.fc1(x))
+        x = torch.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+def seed_cluster_goodness(model: SeedMLP, u_idx: dict, v_idx: dict, n_clusters: int) -> torch.Tensor:
+    a = model.fc2.weight ** 2
+    mask = torch.zeros_like(a, dtype=torch.bool)
+    for c in range(n_clusters):
+        u = torch.tensor(u_idx[c], dtype=torch.long)
+        v = torch.tensor(v_idx[c], dtype=torch.long)
+        mask[u.unsqueeze(1), v] = True
+    return torch.sum(a[mask]) / torch.sum(a)
+
+
+def seed_datasets() -> tuple[Any, Any]:
+    import torchvision.transforms as transforms
+    from torchvision.datasets import MNIST
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    root = str(paths.data_root())
+    return (MNIST(root=root, train=True, download=True, transform=transform),
+            MNIST(root=root, train=False, download=True, transform=transform))
+
+
+def seed_train(train_set: Any, epochs: int, lam: float = 15.0) -> SeedMLP:
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(42)
+    loader = DataLoader(dataset=train_set, batch_size=64, shuffle=True)
+    model = SeedMLP()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    u_idx = {i: list(range(i * 16, (i + 1) * 16)) for i in range(4)}
+    v_idx = {i: list(range(i * 16, (i + 1) * 16)) for i in range(4)}
+    ce_losses, cluster_losses = [], []
+    for _epoch in range(epochs):
+        model.train()
+        for data, target in loader:
+            optimizer.zero_grad()
+            output = model(data)
+            loss_ce = criterion(output, target)
+            loss_cluster = seed_cluster_goodness(model, u_idx, v_idx, 4)
+            cluster_losses.append(loss_cluster.item())
+            ce_losses.append(loss_ce.item())
+            loss = loss_ce - lam * loss_cluster
+            loss.backward()
+            optimizer.step()
+    return model
+
+
+def seed_semanticity(model: SeedMLP, test_set: Any, k: int = 50) -> float:
+    """The seed's max_activating_datapoints per unit of fc2, then 1 - mean(u / 10)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset=test_set, batch_size=64, shuffle=False)
+    model.eval()
+    distinct = []
+    for unit in range(model.fc2.weight.shape[0]):
+        activations = []
+        with torch.no_grad():
+            for images, _labels in loader:
+                h1 = torch.relu(model.fc1(images.view(-1, 28 * 28)))
+                h2 = torch.relu(model.fc2(h1))
+                activations.extend(h2[:, unit].numpy())
+        order = np.argsort(np.array(activations), kind="stable")[-k:]
+        labels = [loader.dataset[i][1] for i in order]
+        distinct.append(len(set(labels)))
+    return 1.0 - float(np.mean([u / 10 for u in distinct]))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def timed(fn: Callable[[], Any], device: torch.device | None = None) -> tuple[Any, float]:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    out = fn()
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - t
+
+
+def row(name: str, seed_s: float, ours_s: float) -> float:
+    ratio = seed_s / ours_s
+    print(f"  {name:<44} {seed_s:9.2f} s  {ours_s:9.3f} s  {ratio:8.1f}x", flush=True)
+    return ratio
+
+
+# --- parts -----------------------------------------------------------------------------------
+
+def bench_seed(data: modclust.Dataset, epochs: int, out: dict[str, Any]) -> None:
+    print(f"\n[1-2] the seed's way vs modclust (CPU, {epochs} epoch(s), batch 64, lambda 15)")
+    print(f"  {'':<44} {'seed':>11}  {'modclust':>11}  {'ratio':>9}")
+    train_set, test_set = seed_datasets()
+    _, seed_s = timed(lambda: seed_train(train_set, epochs))
+    result, ours_s = timed(lambda: train(TrainConfig(epochs=epochs), data, progress=False))
+    out["train_speedup"] = row(f"train {epochs} epoch(s), clustered", seed_s, ours_s)
+    out.update(seed_train_s=seed_s, modclust_train_s=ours_s, epochs=epochs)
+
+    seed_model = SeedMLP()
+    with torch.no_grad():
+        for a, w in zip((seed_model.fc1, seed_model.fc2, seed_model.fc3), result.model.weights()):
+            a.weight.copy_(w)
+    seed_score, seed_sem_s = timed(lambda: seed_semanticity(seed_model, test_set))
+    ours, ours_sem_s = timed(lambda: label_semanticity(result.model, data.test_x, data.test_y, "fc2", k=50))
+    out["semanticity_speedup"] = row("label semanticity fc2, 64 units, k=50", seed_sem_s, ours_sem_s)
+    agree = abs(seed_score - ours.score) < 1e-12
+    print(f"  semanticity: seed {seed_score:.4f}, modclust {ours.score:.4f}, same model: "
+          f"{'agree' if agree else 'DISAGREE'}")
+    out.update(semanticity_seed=seed_score, semanticity_modclust=ours.score, semanticity_agree=agree)
+
+
+def bench_ensemble(data: modclust.Dataset, epochs: int, m: int, out: dict[str, Any]) -> list[Any]:
+    print(f"\n[3] ensemble of {m} (train_many) vs {m} sequential train calls (CPU, {epochs} epoch(s))")
+    configs = [TrainConfig(seed=s, lam=lam, epochs=epochs) for lam in (15.0, 0.0) for s in range(m // 2)]
+    _, seq_s = timed(lambda: [train(c, data, progress=False) for c in configs])
+    results, ens_s = timed(lambda: train_many(configs, data, progress=False))
+    out["ensemble_speedup"] = row(f"{m} configs", seq_s, ens_s)
+    out.update(ensemble_m=m, sequential_s=seq_s, ensemble_s=ens_s)
+    return results
+
+
+def bench_pruning(models: list[Any], data: modclust.Dataset, layers: list[str], out: dict[str, Any]) -> None:
+    labels = list(range(10))
+    print(f"\n[4] greedy circuits, {len(models)} models x {len(labels)} labels, layers {layers}, "
+          "baseline 'current', threshold 1e-4")
+    x, y = data.test_x, data.test_y
+    plain, plain_s = timed(lambda: [[greedy_circuit(m, x[y == c], c, layers=layers) for c in labels] for m in models])
+    fast, fast_s = timed(lambda: greedy_circuits_fast(models, x, y, labels=labels, layers=layers))
+    out["pruning_speedup"] = row("plain loop vs fast", plain_s, fast_s)
+    same = all(torch.equal(p.kept[n], fast[mi][p.label].kept[n])
+               for mi, per_model in enumerate(plain) for p in per_model for n in p.kept)
+    sizes = [[c.size for c in per_model] for per_model in plain]
+    print(f"  same circuits: {same}; sizes per label: {sizes}")
+    out.update(pruning_plain_s=plain_s, pruning_fast_s=fast_s, pruning_same_circuits=same,
+               pruning_layers=layers, pruning_problems=len(models) * len(labels))
+    if not same:
+        raise SystemExit("fast pruning found different circuits from the plain loop")
+
+
+def bench_cuda(data: modclust.Dataset, out: dict[str, Any]) -> None:
+    device = torch.device("cuda")
+    data = data.to(device)
+    name = torch.cuda.get_device_name(device)
+    print(f"\n[5] CUDA ({name}): train_many, seed setup, 10 epochs, CUDA graph step")
+    out["cuda_device"] = name
+    train_many([TrainConfig(epochs=1)], data.subset(6400), progress=False)  # warm up kernels
+    steps = 10 * -(-len(data.train_x) // 64)
+    for m in (1, 64, 256):
+        configs = [TrainConfig(seed=s, lam=15.0 if s % 2 == 0 else 0.0, epochs=10) for s in range(m)]
+        try:
+            res, s = timed(lambda: train_many(configs, data, progress=False), device)
+        except Exception as err:  # report, and measure without the graph rather than nothing
+            print(f"  CUDA graph failed ({type(err).__name__}: {err}); timing without it")
+            out["cuda_graph_error"] = f"{type(err).__name__}: {err}"
+            res, s = timed(lambda: train_many(configs, data, progress=False, cuda_graph=False), device)
+        acc = float(np.mean([r.test_acc for r in res]))
+        print(f"  {m:4d} model(s) x 10 epochs: {s:7.2f} s  ({s / steps * 1e6:7.1f} us/step, "
+              f"mean test acc {acc:.4f})", flush=True)
+        out[f"cuda_{m}_model{'s' if m > 1 else ''}_10_epochs_s"] = s
+        out[f"cuda_{m}_us_per_step"] = s / steps * 1e6
+    for m in (1, 256):
+        configs = [TrainConfig(seed=s, epochs=1) for s in range(m)]
+        _, s = timed(lambda: train_many(configs, data, progress=False, cuda_graph=False), device)
+        print(f"  {m:4d} model(s) x 1 epoch without the graph: {s:6.2f} s ({s * 10:.1f} s per 10 epochs)")
+        out[f"cuda_{m}_eager_1_epoch_s"] = s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=1, help="epochs for the CPU comparisons (ratios are what matter)")
+    ap.add_argument("--ensemble", type=int, default=16, help="M configs in the ensemble comparison")
+    ap.add_argument("--prune-layers", default="fc2,fc3", help="layers pruned in the circuit comparison")
+    ap.add_argument("--only", default="all", choices=["all", "seed", "ensemble", "pruning", "cuda", "cpu"],
+                    help="run one part (cpu = every CPU part)")
+    args = ap.parse_args()
+    os.environ.setdefault("MODCLUST_DATA_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data = modclust.load("mnist")
+    out: dict[str, Any] = {"torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    run = lambda part: args.only in ("all", part) or (args.only == "cpu" and part != "cuda")  # noqa: E731
+    print(f"modclust bench: torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    if run("seed"):
+        bench_seed(data, args.epochs, out)
+    if run("ensemble") or run("pruning"):
+        results = bench_ensemble(data, args.epochs, args.ensemble, out)
+        if run("pruning"):
+            m = len(results) // 2  # one clustered and one unclustered model
+            bench_pruning([results[0].model, results[m].model], data, args.prune_layers.split(","), out)
+    if run("cuda"):
+        if torch.cuda.is_available():
+            bench_cuda(data, out)
+        else:
+            print("\n[5] CUDA: no GPU here, skipped")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Beyond one machine: sweeps sharded over processes, and data-parallel training under DDP.
+
+Two ways to use several GPUs or nodes (launch either with ``torchrun``):
+
+- ``sweep``: the configurations of a sweep (seeds x lambda) are independent, so each process
+  takes every W-th one and trains its share as one batched model with ``train_many`` (on its
+  own GPU). No communication; checkpoints land in one folder.
+- ``ddp``: one model, data-parallel. :func:`train_ddp` trains the MLP as an ``nn.Module``
+  wrapped in ``DistributedDataParallel``, with the :class:`~modclust.optim.Modularity`
+  optimizer around SGD. Every process draws the same seeded data order, takes its slice of each
+  global batch and scales its summed cross-entropy by ``world / global batch``, so DDP's
+  gradient average is exactly the mean over the global batch, also when a batch does not split
+  evenly. Modularity adds the clusterability gradient after the all-reduce; it depends on the
+  weights alone, which are the same on every rank. W processes therefore take the same steps
+  as one process with the same global batch (and as ``train(config)``, up to float rounding).
+
+Examples::
+
+    torchrun --nproc_per_node=4 -m modclust.distributed sweep --seeds 0-15 --lams 0,15 --out build/sweep
+    torchrun --nproc_per_node=2 -m modclust.distributed ddp --seed 0 --lam 15 --out build/ddp
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from modclust.data import Dataset
+from modclust.data import load as load_data
+from modclust.model import MLP, init_weights
+from modclust.optim import Modularity
+from modclust.train import TrainConfig, TrainResult, _accuracies, _stacked, _steps_per_epoch, train_many
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0, 1 without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def local_device() -> torch.device:
+    """This process's GPU under torchrun (``LOCAL_RANK``), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def shard(configs: Sequence[TrainConfig], rank: int, world: int) -> list[TrainConfig]:
+    """Process ``rank``'s share of a sweep: every ``world``-th config."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+    return list(configs[rank::world])
+
+
+def train_ddp(config: TrainConfig, data: Dataset) -> TrainResult:
+    """Train one configuration data-parallel over the current process group (or alone).
+
+    The same init and data order as ``train(config)``: one generator seeded with
+    ``config.seed`` draws the weights, then one permutation per epoch.
+    """
+    rank, world = rank_and_world() if dist.is_available() and dist.is_initialized() else (0, 1)
+    device = data.device
+    gen = torch.Generator().manual_seed(config.seed)
+    model = MLP(config.widths).to(device)
+    model.set_weights(init_weights(config.widths, gen))
+    parts = config.partitions()
+    clustered = [getattr(model, n).weight for n in parts]
+    others = [p for p in model.parameters() if all(p is not q for q in clustered)]
+    alpha = config.lam / max(len(parts), 1)  # loss = CE - lam * mean C over the clustered layers
+    groups = [{"params": clustered, "alpha": alpha}] if clustered else []
+    if others:
+        groups.append({"params": others, "alpha": 0.0})
+    opt = Modularity(groups, torch.optim.SGD, partitions={getattr(model, n).weight: p for n, p in parts.items()},
+                     lr=config.lr)
+    net: torch.nn.Module = model
+    if world > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    n_train = len(data.train_x)
+    bs = config.batch_size
+    history: dict[str, list[float]] = {"test_acc": _accuracies(_stacked(model), data)}
+    for _epoch in range(config.epochs):
+        order = torch.randperm(n_train, generator=gen).to(device)
+        for b in range(_steps_per_epoch(n_train, bs)):
+            batch = order[b * bs:(b + 1) * bs]
+            mine = torch.tensor_split(batch, world)[rank]
+            logits = net(data.train_x[mine])
+            loss = F.cross_entropy(logits, data.train_y[mine], reduction="sum") * (world / len(batch))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            history["test_acc"] += _accuracies(_stacked(model), data)
+    return TrainResult(config, model, parts, history)
+
+
+def _parse_ints(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from modclust.checkpoint import save
+
+    ap = argparse.ArgumentParser(prog="python -m modclust.distributed",
+                                 description="Run a sweep or one data-parallel model over torchrun's processes.")
+    ap.add_argument("mode", choices=["sweep", "ddp"])
+    ap.add_argument("--seeds", default="0", help="e.g. 0-15 or 0,3,5 (ddp: the first)")
+    ap.add_argument("--lams", default="15", help="comma-separated lambdas (ddp: the first)")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--out", type=Path, required=True, help="folder for the checkpoints")
+    args = ap.parse_args(argv)
+    seeds, lams = _parse_ints(args.seeds), [float(v) for v in args.lams.split(",")]
+    device = local_device()
+    data = load_data(args.dataset, device)
+    if args.mode == "sweep":
+        rank, world = rank_and_world()
+        configs = [TrainConfig(dataset=args.dataset, lam=lam, seed=s, epochs=args.epochs) for lam in lams for s in seeds]
+        for r in train_many(shard(configs, rank, world), data, progress=rank == 0):
+            save(r, args.out / f"lam{r.config.lam:g}_seed{r.config.seed}.pt")
+        print(f"rank {rank}/{world}: trained {len(shard(configs, rank, world))} of {len(configs)} configs")
+        return
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        result = train_ddp(TrainConfig(dataset=args.dataset, lam=lams[0], seed=seeds[0], epochs=args.epochs), data)
+        if dist.get_rank() == 0:
+            save(result, args.out / f"ddp_lam{lams[0]:g}_seed{seeds[0]}.pt")
+            print(f"test accuracy {result.test_acc:.4f} with {dist.get_world_size()} processes")
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
