@@ -145,8 +145,9 @@ def paired_difference(records: Sequence[dict[str, Any]], metric: str = "test_acc
     """Per (layers, lambda): metric minus the same seed's value at ``baseline_lam``, with an interval.
 
     Pairing by seed removes the init and data-order noise the two runs share. ``direction`` is
-    "higher", "lower" or "indistinguishable" (Welch's test of the unpaired values, as
-    ``stats.compare``; the paired interval is the sharper read).
+    "higher" or "lower" when the paired 95 % interval of the difference excludes 0, else
+    "indistinguishable" (also with fewer than two seeds); ``welch`` is the unpaired verdict of
+    ``stats.compare``, for reference.
     """
     base: dict[tuple, float] = {}
     for r in records:
@@ -164,7 +165,9 @@ def paired_difference(records: Sequence[dict[str, Any]], metric: str = "test_acc
     rows = []
     for (layers, lam), pairs in groups.items():
         diffs = [a - b for a, b in pairs]
-        rows.append({"layers": layers, "lam": lam, "metric": metric, "n": len(pairs),
-                     "difference": mean_ci(diffs).to_dict(),
-                     "direction": compare([a for a, _ in pairs], [b for _, b in pairs])})
+        iv = mean_ci(diffs)
+        direction = ("higher" if iv.lo > 0 else "lower" if iv.hi < 0 else "indistinguishable") if iv.n > 1 \
+            else "indistinguishable"
+        rows.append({"layers": layers, "lam": lam, "metric": metric, "n": len(pairs), "difference": iv.to_dict(),
+                     "direction": direction, "welch": compare([a for a, _ in pairs], [b for _, b in pairs])})
     return rows

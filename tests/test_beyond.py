@@ -85,3 +85,17 @@ def test_macros_follow_the_data() -> None:
     assert m["BeyondSeeds"] == "4" and "\\pm" in m["CFcTwoMain"]
     tex = macros_tex(m)
     assert tex.count("\\newcommand") == len(m)
+
+
+def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
+    from modclust.beyond import beyond_macros, run_beyond
+
+    run, data = tiny_run()
+    cfg = TrainConfig(widths=(12, 8, 8, 10), n_clusters=2, epochs=1, batch_size=20, lr=0.05)
+    res, runs = run_beyond(data, cfg, [0.0], [0], layer_sets=["fc2"], main_lambda=5.0, null_draws=2,
+                           circuit_layers=["fc2", "fc3"], labels=[0, 1], mask_steps=5, progress=False)
+    assert len(runs) == len(res["records"]) == 2 and res["lambdas"] == [0.0, 5.0]
+    assert len(res["spectral"]["rows"]) == len(res["circuits"]["rows"]) == len(res["selectivity"]["rows"]) == 2
+    assert "greedy_share" in res["circuits"]["rows"][0]
+    json.dumps(res)
+    assert "SpectralSentence" in beyond_macros(res)
