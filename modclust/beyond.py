@@ -187,7 +187,6 @@ def pareto_figure(records: Sequence[dict[str, Any]], c_key: str = "C_clustered",
     ax.set_xlabel(f"clusterability ({c_key})")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize="small")
-    fig.tight_layout()
     return fig
 
 
