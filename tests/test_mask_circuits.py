@@ -27,7 +27,7 @@ def planted_model() -> tuple[MLP, torch.Tensor]:
 
 def test_mask_finds_the_planted_path() -> None:
     model, x = planted_model()
-    circ = mask_circuit(model, x, 0, sparsity=1e-3, steps=200, lr=0.1)
+    circ = mask_circuit(model, x, 0, sparsity=1e-3, steps=100, lr=0.1)
     assert isinstance(circ, Circuit) and circ.baseline == "mask"
     assert circ.kept["fc1"][0, 0] and circ.kept["fc2"][0, 0]
     assert circ.size == 2
