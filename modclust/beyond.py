@@ -171,19 +171,27 @@ def selectivity_row(res: dict[str, Any]) -> dict[str, float]:
 # --- Figures (matplotlib, for the paper) ----------------------------------------------------
 
 def pareto_figure(records: Sequence[dict[str, Any]], c_key: str = "C_clustered", acc_key: str = "test_acc"):
-    """Accuracy against clusterability, one colour per layer set, each run a dot, the frontier a line."""
+    """Accuracy against clusterability: runs as faint dots, each (layers, lambda) as its mean with
+    95 % intervals on both axes, and the Pareto frontier of those means (a single run's luck
+    should not define the frontier)."""
     import matplotlib.pyplot as plt
 
-    from modclust.sweep import pareto_front
+    from modclust.sweep import pareto_front, summarize
 
     fig, ax = plt.subplots(figsize=(3.4, 2.4))
-    pts = [(r[c_key], r[acc_key]) for r in records if r.get(c_key) is not None]
+    rows = summarize([r for r in records if r.get(c_key) is not None], metrics=[c_key, acc_key])
     for layers in dict.fromkeys(r["layers"] for r in records):
         rs = [r for r in records if r["layers"] == layers and r.get(c_key) is not None]
-        ax.scatter([r[c_key] for r in rs], [r[acc_key] for r in rs], s=8, label=f"loss on {layers}")
-    front = [pts[i] for i in pareto_front(pts)]
+        dots = ax.scatter([r[c_key] for r in rs], [r[acc_key] for r in rs], s=4, alpha=0.3)
+        ms = [row for row in rows if row["layers"] == layers]
+        half = lambda iv: 0.0 if iv["n"] < 2 else (iv["hi"] - iv["lo"]) / 2  # noqa: E731
+        ax.errorbar([m[c_key]["mean"] for m in ms], [m[acc_key]["mean"] for m in ms],
+                    xerr=[half(m[c_key]) for m in ms], yerr=[half(m[acc_key]) for m in ms], fmt="o", markersize=3,
+                    color=dots.get_facecolor()[0][:3], label=f"loss on {layers}")
+    means = [(row[c_key]["mean"], row[acc_key]["mean"]) for row in rows]
+    front = [means[i] for i in pareto_front(means)]
     if front:
-        ax.plot(*zip(*front), color="black", lw=0.8, label="Pareto frontier")
+        ax.plot(*zip(*front), color="black", lw=0.8, label="Pareto frontier (means)")
     ax.set_xlabel(f"clusterability ({c_key})")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize="small")
@@ -191,19 +199,27 @@ def pareto_figure(records: Sequence[dict[str, Any]], c_key: str = "C_clustered",
 
 
 def iou_figure(iou_by_title: dict[str, Sequence[Sequence[float]]], class_names: Sequence[str]):
-    """Side-by-side heatmaps of circuit IoU between labels."""
+    """Side-by-side heatmaps of circuit IoU between labels, on one colour scale.
+
+    The diagonal (always 1) is left blank so the scale resolves the overlaps that matter.
+    """
     import matplotlib.pyplot as plt
     import numpy as np
 
     n = len(iou_by_title)
+    mats = {t: np.asarray(m, dtype=float) for t, m in iou_by_title.items()}
+    for m in mats.values():
+        np.fill_diagonal(m, np.nan)
+    top = max([float(np.nanmax(m)) for m in mats.values() if np.isfinite(m).any()] + [1e-6])
     fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 2.8), squeeze=False)
-    for ax, (title, m) in zip(axes[0], iou_by_title.items()):
-        im = ax.imshow(np.asarray(m, dtype=float), vmin=0, vmax=1, cmap="viridis")
+    for ax, (title, m) in zip(axes[0], mats.items()):
+        im = ax.imshow(m, vmin=0, vmax=top, cmap="viridis")
+        ax.grid(False)
         ax.set_title(title, fontsize="small")
         ticks = range(len(m))
         ax.set_xticks(ticks, [class_names[i] for i in ticks], rotation=90, fontsize="x-small")
         ax.set_yticks(ticks, [class_names[i] for i in ticks], fontsize="x-small")
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="IoU")
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="IoU between labels")
     return fig
 
 
@@ -217,6 +233,7 @@ def profile_figure(profiles: dict[str, Sequence[Sequence[float]]], class_names: 
     for ax, (title, p) in zip(axes[0], profiles.items()):
         p = np.asarray(p, dtype=float)
         im = ax.imshow(p, aspect="auto", cmap="magma", vmin=0)
+        ax.grid(False)
         ax.set_title(title, fontsize="small")
         ax.set_xticks(range(p.shape[1]), class_names, rotation=90, fontsize="x-small")
         ax.set_yticks(range(p.shape[0]), [f"cluster {i + 1}" for i in range(p.shape[0])], fontsize="x-small")
