@@ -47,7 +47,8 @@ def test_beyond_analyses_are_complete_and_serialisable() -> None:
 def test_beyond_figures_draw() -> None:
     import matplotlib.pyplot as plt
 
-    recs = [{"layers": "fc2", "C_clustered": 0.3, "test_acc": 0.9}, {"layers": "all", "C_clustered": 0.9, "test_acc": 0.8}]
+    recs = [{"layers": layers, "lam": 15.0, "seed": s, "C_clustered": c + 0.01 * s, "test_acc": a - 0.01 * s}
+            for layers, c, a in (("fc2", 0.3, 0.9), ("all", 0.9, 0.8)) for s in (0, 1)]
     names = [str(i) for i in range(3)]
     for fig in (pareto_figure(recs), iou_figure({"a": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}, names),
                 profile_figure({"a": [[0.5, 0.25, 0.25]]}, names)):
