@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,11 +181,12 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
     lam = torch.tensor([c.lam for c in configs], device=device).view(m, 1, 1)
     lam_per_layer = lam / max(len(cfg0.clustered_layers), 1)  # lam * mean over layers
     neg_lr = torch.tensor([-c.lr for c in configs], device=device).view(m, 1, 1)
+    same_lr = configs[0].lr if all(c.lr == configs[0].lr for c in configs) else None
     clustered = bool(cfg0.clustered_layers)
 
     ce_hist = torch.empty(m, total_steps, device=device)
     c_hist = torch.empty(m, total_steps, device=device)
-    acc_hist = [_accuracies(weights, data)]
+    acc_hist = [_accuracy_tensor(weights, data)]  # device tensors: no sync until the end
     bar = tqdm(total=total_steps, desc=f"train {m} model{'s' if m > 1 else ''}", disable=not progress,
                mininterval=0.5)
 
@@ -198,7 +201,10 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
             if clustered:
                 grads[layer_index[name]].addcmul_(dc, lam_per_layer, value=-1.0)
         for w, g in zip(weights, grads):
-            w.addcmul_(g, neg_lr)
+            if same_lr is not None:  # a scalar step runs a vectorised kernel (the broadcast one does not)
+                w.add_(g, alpha=-same_lr)
+            else:
+                w.addcmul_(g, neg_lr)
         assert c_sum is not None
         return ce, c_sum / len(tracked)
 
@@ -217,20 +223,31 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
 
         def static_step() -> None:
             idx = order_buf.index_select(1, cursor + batch_pos)
-            ce, c = sgd_step(data.train_x[idx], data.train_y[idx])
+            ce, c = sgd_step(*_batch(data, idx))
             ce_hist.index_copy_(1, step_t, ce.unsqueeze(1))
             c_hist.index_copy_(1, step_t, c.unsqueeze(1))
             cursor.add_(bs)
             step_t.add_(1)
 
+    # Each member's data order: one permutation per epoch from its own generator, drawn on the
+    # CPU (in threads when there are many members) while the device runs the previous epoch.
+    pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1)) if m >= 16 and device.type == "cuda" else None
+
+    def draw_orders() -> Tensor:
+        perm = lambda g: torch.randperm(n_train, generator=g)  # noqa: E731
+        out = torch.stack(list(pool.map(perm, gens)) if pool else [perm(g) for g in gens])
+        return out.pin_memory() if device.type == "cuda" else out
+
     graph = None
     warmups = 0
     step = 0
-    for _epoch in range(cfg0.epochs):
-        order = torch.stack([torch.randperm(n_train, generator=g) for g in gens]).to(device)
+    host_order = draw_orders() if cfg0.epochs else None
+    for epoch in range(cfg0.epochs):
+        assert host_order is not None
         first = 0
         if static:
-            order_buf.copy_(order)
+            order_buf.copy_(host_order, non_blocking=True)  # runs after the last epoch's steps
+            order = order_buf
             cursor.zero_()
             first = n_full
             for _ in range(n_full):
@@ -253,17 +270,23 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
                 step += 1
                 if step % 50 == 0 or step == total_steps:
                     bar.update(step - bar.n)
+        else:
+            order = host_order.to(device, non_blocking=True)
         for b in range(first, steps):  # every step eagerly, or the last, partial batch
-            idx = order[:, b * bs:(b + 1) * bs]
-            x, y = data.train_x[idx], data.train_y[idx]  # (M, B, in), (M, B)
+            x, y = _batch(data, order[:, b * bs:(b + 1) * bs])  # (M, B, in), (M, B)
             ce_hist[:, step], c_hist[:, step] = sgd_step(x, y)
             if static:
                 step_t.add_(1)
             step += 1
             if step % 50 == 0 or step == total_steps:
                 bar.update(step - bar.n)
-        acc_hist.append(_accuracies(weights, data))
+        if epoch + 1 < cfg0.epochs:
+            host_order = draw_orders()
+        acc_hist.append(_accuracy_tensor(weights, data))
     bar.close()
+    if pool is not None:
+        pool.shutdown()
+    acc_rows = torch.stack(acc_hist).tolist()  # (epochs + 1, M)
 
     ce_cpu, c_cpu = ce_hist.cpu(), c_hist.cpu()
     results = []
@@ -273,7 +296,7 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         history = {
             "ce": ce_cpu[i].tolist(),
             "clusterability": c_cpu[i].tolist() if total_steps else [_final_c(model, cfg)],
-            "test_acc": [a[i] for a in acc_hist],
+            "test_acc": [a[i] for a in acc_rows],
         }
         results.append(TrainResult(cfg, model, cfg.partitions(), history))
     return results
@@ -307,6 +330,20 @@ def _ce_and_grads(weights: list[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, 
         if i > 0:
             g = torch.ops.aten.threshold_backward(torch.bmm(g, weights[i]), acts[i], 0)
     return ce, grads
+
+
+def _batch(data: Dataset, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Training inputs (M, B, in) and labels (M, B) at indices (M, B); index_select is the
+    fastest gather on CUDA."""
+    flat = idx.reshape(-1)
+    x = data.train_x.index_select(0, flat).view(*idx.shape, data.train_x.shape[1])
+    return x, data.train_y.index_select(0, flat).view(idx.shape)
+
+
+def _accuracy_tensor(weights: list[Tensor], data: Dataset) -> Tensor:
+    """Test accuracy of each stacked member, as a device tensor (M,)."""
+    pred = forward(weights, data.test_x).argmax(-1)  # (M, N)
+    return (pred == data.test_y).float().mean(-1)
 
 
 def _accuracies(weights: list[Tensor], data: Dataset) -> list[float]:
