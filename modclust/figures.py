@@ -112,7 +112,7 @@ def classwise_ablation(off_cw: np.ndarray, on_cw: np.ndarray, full_cw: np.ndarra
     for ax in axes[-1]:
         ax.set_xticks(x, class_names, rotation=45 if max(len(s) for s in class_names) > 2 else 0)
         ax.set_xlabel("class")
-    axes[0, 1].legend(loc="upper left", bbox_to_anchor=(0.0, 1.0), handlelength=1.2)
+    fig.legend(*axes[0, 1].get_legend_handles_labels(), loc="outside upper right")
     return fig
 
 
