@@ -230,21 +230,29 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1, help="epochs for the CPU comparisons (ratios are what matter)")
     ap.add_argument("--ensemble", type=int, default=16, help="M configs in the ensemble comparison")
     ap.add_argument("--prune-layers", default="fc2,fc3", help="layers pruned in the circuit comparison")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: on a shared machine, more threads than free cores "
+                         "make OpenMP spin-waits slow small ops down by 10-30x, for both sides)")
     ap.add_argument("--only", default="all", choices=["all", "seed", "ensemble", "pruning", "cuda", "cpu"],
                     help="run one part (cpu = every CPU part)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     os.environ.setdefault("MODCLUST_DATA_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     data = modclust.load("mnist")
-    out: dict[str, Any] = {"torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    out: dict[str, Any] = {"torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+                           "load_average": os.getloadavg()[0]}
     run = lambda part: args.only in ("all", part) or (args.only == "cpu" and part != "cuda")  # noqa: E731
     print(f"modclust bench: torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     if run("seed"):
         bench_seed(data, args.epochs, out)
-    if run("ensemble") or run("pruning"):
+    if run("ensemble"):
         results = bench_ensemble(data, args.epochs, args.ensemble, out)
-        if run("pruning"):
-            m = len(results) // 2  # one clustered and one unclustered model
-            bench_pruning([results[0].model, results[m].model], data, args.prune_layers.split(","), out)
+        pair = [results[0], results[len(results) // 2]]  # one clustered and one unclustered model
+    else:
+        pair = train_many([TrainConfig(lam=15.0, epochs=args.epochs), TrainConfig(lam=0.0, epochs=args.epochs)], data,
+                          progress=False)
+    if run("pruning"):
+        bench_pruning([r.model for r in pair], data, args.prune_layers.split(","), out)
     if run("cuda"):
         if torch.cuda.is_available():
             bench_cuda(data, out)

@@ -140,11 +140,11 @@ def greedy_circuit(model: MLP, x: Tensor, label: int, layers: Sequence[str] | No
 # after it are recomputed from there. Every (model, label) pair is one "problem" with its own
 # weight state; all problems visit the same candidate at once, as one batched step.
 #
-# Candidates are evaluated in blocks along a row, speculatively: a first pass evaluates each
-# candidate of the block alone and guesses its decision from that; a second pass evaluates each
-# candidate as if the ones before it had been decided as guessed. The prefix whose guesses hold
-# is committed (one candidate at a time when none does), so decisions are made strictly in the
-# plain loop's order and on the plain loop's states.
+# With ``speculative=True`` candidates are evaluated in blocks along a row: a first pass
+# evaluates each candidate of a look-ahead window alone and guesses its decision from that; a
+# second pass evaluates each candidate as if the ones before it had been decided as guessed.
+# Each problem commits the prefix whose guesses hold (and the first wrong guess, which is itself
+# decided right), so decisions are made strictly in the plain loop's order and on its states.
 #
 # Float: the accept/reject rule compares a loss difference with a threshold, so a different
 # rounding could flip a decision. The batched state is kept in float64 and candidates are
@@ -163,7 +163,7 @@ def _eps_tol(dtype: torch.dtype) -> float:
 
 def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor], labels: Sequence[int],
                 layer_ids: Sequence[int], threshold: float, baseline: str, progress: bool,
-                tol: float | None) -> list[tuple[list[Tensor], float, float]]:
+                tol: float | None, speculative: bool = False) -> list[tuple[list[Tensor], float, float]]:
     """Greedy pruning of many problems at once; per problem: final weights, full and final loss."""
     n_prob = len(inputs)
     n_layers = len(weight_sets[0])
@@ -276,13 +276,23 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
             refresh_after(li)
         return accept
 
-    def evaluate(li: int, i: int, j0: int, b: int, guess: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Losses (P, b) of candidates j0 .. j0+b-1 of row i, each evaluated as if the ones
-        before it in the block had been decided as ``guess`` (P, b) says; also the reference
-        each is compared with, each candidate's change of column i and the weights."""
-        js = slice(j0, j0 + b)
-        w = w64[li][:, i, js].clone()  # (P, b)
-        delta = acts[li][:, :, js].to(ev) * (-w).to(ev)[:, None, :]  # (P, N, b): each one's change of column i
+    def window(li: int, i: int, jp: Tensor, b: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Columns (P, b) of each problem's next b candidates in row i (clamped), whether each
+        is in the row, and their weights (0 past the row's end: no change)."""
+        n_in = wp[li].shape[2]
+        cols = jp[:, None] + torch.arange(b, device=dev)
+        inside = cols < n_in
+        cols = cols.clamp(max=n_in - 1)
+        w = torch.where(inside, w64[li][:, i, :].gather(1, cols), 0.0)
+        return cols, inside, w
+
+    def evaluate(li: int, i: int, cols: Tensor, w: Tensor, guess: Tensor) -> tuple[Tensor, Tensor]:
+        """Losses (P, b) of each problem's candidates ``cols`` in row i, each evaluated as if
+        the ones before it had been decided as ``guess`` (P, b) says, and the reference each
+        is compared with."""
+        b = cols.shape[1]
+        a = acts[li].gather(2, cols[:, None, :].expand(n_prob, n_max, b))
+        delta = a.to(ev) * (-w).to(ev)[:, None, :]  # (P, N, b): each one's change of column i
         taken = delta * guess[:, None, :].to(ev)
         col = pre[li][:, :, i, None].to(ev) + (torch.cumsum(taken, -1) - taken) + delta  # (P, N, b)
         if li == last:
@@ -310,41 +320,69 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
             ref = torch.where(last_acc >= 0, loss.gather(1, last_acc.clamp(min=0)), ref64[:, None])
         else:
             ref = full64[:, None].expand(n_prob, b)
-        return loss, ref, delta, w
+        return loss, ref
 
-    def block(li: int, i: int, j0: int, b: int) -> int:
-        """Candidates j0 .. j0+b-1 of row i at once, speculatively. A first pass evaluates each
-        candidate alone; its decisions are the guesses for a second pass, in which each
-        candidate sees the guessed decisions of the ones before it. The prefix whose guesses
-        the second pass confirms (clear of the threshold band) is committed, with the first
-        wrong guess, which is itself decided right. Returns how many were committed."""
+    def commit(li: int, i: int, cols: Tensor, w: Tensor, take: Tensor) -> None:
+        """Zero the weights ``take`` (P, b) marks and update the state after them."""
+        if not bool(take.any()):
+            return
+        p_idx, t_idx = take.nonzero(as_tuple=True)
+        c_idx = cols[p_idx, t_idx]
+        w64[li][p_idx, i, c_idx] = 0.0
+        wp[li][p_idx, i, c_idx] = 0.0
+        a = acts[li].gather(2, cols[:, None, :].expand(n_prob, n_max, cols.shape[1]))
+        pre[li][:, :, i] -= (a * (w * take)[:, None, :]).sum(-1)
+        refresh_after(li)
+
+    def block(li: int, i: int, jp: Tensor, b: int, row_guess: Tensor, guessed: Tensor) -> Tensor:
+        """Each problem's next b candidates of row i at once, speculatively, each problem from
+        its own position ``jp`` (P,). Guesses come from a first pass that evaluates each
+        candidate of a look-ahead window alone (kept in ``row_guess``, refined by later
+        passes; ``guessed`` (P,) = how far each problem's row is guessed); the second pass
+        evaluates each candidate as if the ones before it had been decided as guessed. Each
+        problem commits its prefix of confirmed guesses (clear of the threshold band) and its
+        first wrong guess, which is itself decided right. Returns how many each committed."""
         nonlocal ref64
-        alone, ref, _, _ = evaluate(li, i, j0, b, torch.zeros(n_prob, b, dtype=torch.bool, device=dev))
-        guess = alone - ref < threshold
-        loss, ref, _, w = evaluate(li, i, j0, b, guess)
+        n_in = wp[li].shape[2]
+        left = n_in - jp
+        if bool((guessed < torch.clamp(jp + b, max=n_in)).any()):
+            look = max(b, look_ahead)
+            cols, inside, w = window(li, i, jp, look)
+            alone, ref = evaluate(li, i, cols, w, torch.zeros(n_prob, look, dtype=torch.bool, device=dev))
+            row_guess.scatter_(1, cols, torch.where(inside, alone - ref < threshold, row_guess.gather(1, cols)))
+            guessed.copy_(torch.clamp(jp + look, max=n_in))
+        cols, inside, w = window(li, i, jp, b)
+        guess = row_guess.gather(1, cols) & inside
+        loss, ref = evaluate(li, i, cols, w, guess)
         diff = loss - ref
         decision = diff < threshold
-        near = (diff - threshold).abs() <= tol * (1.0 + ref.abs())
-        wrong = decision != guess
-        # every problem is right up to its first wrong guess, which is itself decided correctly
+        near = ((diff - threshold).abs() <= tol * (1.0 + ref.abs())) & inside
+        wrong = (decision != guess) & inside
+        row_guess.scatter_(1, cols, torch.where(inside, decision, row_guess.gather(1, cols)))
+        t = torch.arange(b, device=dev)
         first_wrong = torch.where(wrong.any(1), wrong.int().argmax(1), b)
         first_near = torch.where(near.any(1), near.int().argmax(1), b)
-        n_ok = int(torch.minimum(torch.clamp(first_wrong + 1, max=b), first_near).min())
-        if n_ok == 0:
-            return 0
-        dec = decision[:, :n_ok]
-        d64 = dec.to(f64)
+        n_ok = torch.minimum(torch.minimum(torch.clamp(first_wrong + 1, max=b), first_near), left)
+        take = decision & (t < n_ok[:, None])
         if current:
-            acc_pos = torch.where(dec, torch.arange(n_ok, device=dev), -1).max(1).values  # (P,)
+            acc_pos = torch.where(take, t, -1).max(1).values  # (P,)
             took = acc_pos >= 0
             ref64 = torch.where(took, loss.gather(1, acc_pos.clamp(min=0)[:, None]).squeeze(1), ref64)
             for p in took.nonzero().flatten().tolist():
                 ref_plain[p] = None
-        if bool(dec.any()):
-            w64[li][:, i, j0:j0 + n_ok] = torch.where(dec, 0.0, w[:, :n_ok])
-            wp[li][:, i, j0:j0 + n_ok] = torch.where(dec, zero, wp[li][:, i, j0:j0 + n_ok])
-            pre[li][:, :, i] -= (acts[li][:, :, j0:j0 + n_ok] * (w[:, :n_ok] * d64)[:, None, :]).sum(-1)
-            refresh_after(li)
+        commit(li, i, cols, w, take)
+        # a candidate in the band at a problem's own position: the plain loop's arithmetic
+        stuck = (n_ok == 0) & (left > 0)
+        if bool(stuck.any()):
+            single = torch.zeros_like(take)
+            n_in_flat = wp[li].shape[2]
+            for p in stuck.nonzero().flatten().tolist():
+                if decide_exactly(p, li, i * n_in_flat + int(jp[p])):
+                    single[p, 0] = True
+                    if current:
+                        ref64[p] = loss[p, 0]
+            commit(li, i, cols, w, single)
+            n_ok = torch.where(stuck, 1, n_ok)
         return n_ok
 
     zero = torch.zeros((), dtype=dtype, device=dev)
@@ -357,17 +395,22 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
         n_out, n_in = wp[li].shape[1:]
         # a block's temporary is (P, N, b, width of the next layer): keep it to ~2e7 numbers
         width = wp[li + 1].shape[1] if li < last else 1
-        b_max = max(1, min(256, int(2e7 // (n_prob * n_max * width))))
+        b_max = max(2, min(256, int(2e7 // (n_prob * n_max * width))))
+        look_ahead = b_max
         b = min(8, b_max)
         for i in range(n_out):
-            j = 0
-            while j < n_in:
-                n_ok = block(li, i, j, min(b, n_in - j)) if b > 1 else 0
-                if n_ok == 0:
+            jp = torch.zeros(n_prob, dtype=torch.long, device=dev)
+            row_guess = torch.zeros(n_prob, n_in, dtype=torch.bool, device=dev)
+            guessed = torch.zeros(n_prob, dtype=torch.long, device=dev)
+            if not speculative:
+                for j in range(n_in):
                     one_candidate(li, i, j)
-                    n_ok = 1
-                b = min(b_max, 2 * b) if n_ok >= b else max(2, n_ok)
-                j += n_ok
+                jp[:] = n_in
+            while bool((jp < n_in).any()):
+                n_ok = block(li, i, jp, b, row_guess, guessed)
+                active = n_ok[jp < n_in]
+                jp += n_ok
+                b = min(b_max, 2 * b) if int(active.min()) >= b else max(4, min(b, 2 * int(active.max())))
             bar.update(n_in * n_prob)
     bar.close()
     out = []
@@ -381,7 +424,7 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
 def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labels: Sequence[int] | None = None,
                          layers: Sequence[str] | None = None, threshold: float = 1e-4,
                          baseline: str = "current", progress: bool = False,
-                         tol: float | None = None) -> list[dict[int, Circuit]]:
+                         tol: float | None = None, speculative: bool = False) -> list[dict[int, Circuit]]:
     """Greedy circuits of every label for every model, all pruned together.
 
     For each model, ``{label: circuit}`` with each circuit identical to
@@ -389,6 +432,10 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
     share their widths. ``labels`` defaults to every label present in ``y``. ``tol`` is the
     band around the threshold whose candidates are re-decided with the plain loop's exact
     arithmetic (see the notes above); the default suits float32 and float64 models.
+    ``speculative`` evaluates candidates in speculative blocks along each row (see the notes
+    above) instead of one at a time; the circuits are the same either way. It pays off
+    when few problems are pruned together; with many (models x labels) the lockstep
+    one-candidate-at-a-time step, the default, is faster on a CPU.
     """
     model_list = [models] if isinstance(models, MLP) else list(models)
     if not model_list:
@@ -407,7 +454,7 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
     weight_sets = [[w.detach() for w in m.weights()] for m in model_list for _ in label_list]
     layer_ids = [model_list[0].layer_index(n) for n in names]
     results = _fast_prune(weight_sets, inputs * len(model_list), label_list * len(model_list), layer_ids,
-                          threshold, baseline, progress, tol)
+                          threshold, baseline, progress, tol, speculative)
     out: list[dict[int, Circuit]] = []
     for mi in range(len(model_list)):
         circuits = {}
@@ -422,12 +469,12 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
 @torch.no_grad()
 def greedy_circuit_fast(model: MLP, x: Tensor, label: int, layers: Sequence[str] | None = None,
                         threshold: float = 1e-4, baseline: str = "current", progress: bool = False,
-                        tol: float | None = None) -> Circuit:
+                        tol: float | None = None, speculative: bool = False) -> Circuit:
     """``greedy_circuit`` with the fast candidate evaluation: the same arguments, the same circuit."""
     names = _check_prune_args(model, layers, baseline)
     layer_ids = [model.layer_index(n) for n in names]
     (ws, full, final), = _fast_prune([[w.detach() for w in model.weights()]], [x], [label], layer_ids,
-                                     threshold, baseline, progress, tol)
+                                     threshold, baseline, progress, tol, speculative)
     kept = {n: (ws[li] != 0).cpu() for n, li in zip(names, layer_ids)}
     return Circuit(label, baseline, threshold, names, kept, full, final)
 
