@@ -231,12 +231,15 @@ def main() -> None:
     ap.add_argument("--ensemble", type=int, default=16, help="M configs in the ensemble comparison")
     ap.add_argument("--prune-layers", default="fc2,fc3", help="layers pruned in the circuit comparison")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: on a shared machine, more threads than free cores "
-                         "make OpenMP spin-waits slow small ops down by 10-30x, for both sides)")
+                    help="torch CPU threads; 0 = torch's own choice (one per core). Default 1: on a shared "
+                         "machine more threads than free cores let OpenMP spin-waits slow small ops down "
+                         "10-30x, for both sides, and the bench would take many minutes. The seed's loop "
+                         "gains least from a second thread, so the training ratio is lower at 1 thread")
     ap.add_argument("--only", default="all", choices=["all", "seed", "ensemble", "pruning", "cuda", "cpu"],
                     help="run one part (cpu = every CPU part)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("MODCLUST_DATA_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     data = modclust.load("mnist")
     out: dict[str, Any] = {"torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
