@@ -218,6 +218,14 @@ def bench_cuda(data: modclust.Dataset, out: dict[str, Any]) -> None:
               f"mean test acc {acc:.4f})", flush=True)
         out[f"cuda_{m}_model{'s' if m > 1 else ''}_10_epochs_s"] = s
         out[f"cuda_{m}_us_per_step"] = s / steps * 1e6
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # opt-in, reported apart: TF32 rounds matmul inputs
+    configs = [TrainConfig(seed=s, lam=15.0 if s % 2 == 0 else 0.0, epochs=10) for s in range(256)]
+    res, s = timed(lambda: train_many(configs, data, progress=False), device)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    acc = float(np.mean([r.test_acc for r in res]))
+    print(f"   256 models x 10 epochs with TF32 matmuls (opt-in): {s:6.2f} s (mean test acc {acc:.4f})")
+    out["cuda_256_models_10_epochs_tf32_s"] = s
     for m in (1, 256):
         configs = [TrainConfig(seed=s, epochs=1) for s in range(m)]
         _, s = timed(lambda: train_many(configs, data, progress=False, cuda_graph=False), device)

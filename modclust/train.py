@@ -182,6 +182,10 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
     lam_per_layer = lam / max(len(cfg0.clustered_layers), 1)  # lam * mean over layers
     neg_lr = torch.tensor([-c.lr for c in configs], device=device).view(m, 1, 1)
     same_lr = configs[0].lr if all(c.lr == configs[0].lr for c in configs) else None
+    # with one learning rate, layers whose C is not needed take their step fused into the
+    # gradient's matmul (C is computed from the weights before the step)
+    fused = frozenset(i for i in range(len(weights)) if same_lr is not None
+                      and f"fc{i + 1}" not in masks_per_member[0])
     clustered = bool(cfg0.clustered_layers)
 
     ce_hist = torch.empty(m, total_steps, device=device)
@@ -192,7 +196,7 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
 
     def sgd_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """One SGD step of every member on its batch, in place; returns CE and mean C before it."""
-        ce, grads = _ce_and_grads(weights, x, y)
+        ce, grads = _ce_and_grads(weights, x, y, fused, same_lr or 0.0)
         c_sum: Tensor | None = None
         for name in tracked:
             w = weights[layer_index[name]]
@@ -200,7 +204,9 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
             c_sum = c if c_sum is None else c_sum + c
             if clustered:
                 grads[layer_index[name]].addcmul_(dc, lam_per_layer, value=-1.0)
-        for w, g in zip(weights, grads):
+        for li, (w, g) in enumerate(zip(weights, grads)):
+            if li in fused:
+                continue  # stepped inside _ce_and_grads
             if same_lr is not None:  # a scalar step runs a vectorised kernel (the broadcast one does not)
                 w.add_(g, alpha=-same_lr)
             else:
@@ -308,8 +314,14 @@ def _final_c(model: MLP, cfg: TrainConfig) -> float:
     return float(sum(clusterability(ws[n], mk) for n, mk in masks.items()) / len(masks))
 
 
-def _ce_and_grads(weights: list[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """Mean cross-entropy per member and its gradient for each stacked weight (M, out, in)."""
+def _ce_and_grads(weights: list[Tensor], x: Tensor, y: Tensor, step_now: Sequence[int] = (),
+                  lr: float = 0.0) -> tuple[Tensor, list[Tensor]]:
+    """Mean cross-entropy per member and its gradient for each stacked weight (M, out, in).
+
+    Layers in ``step_now`` take their SGD step (learning rate ``lr``) right here, fused into
+    the gradient's matmul (``W += -lr * g^T a``), and get no gradient back (an empty tensor):
+    this saves writing and reading a gradient the size of the layer.
+    """
     acts = [x]
     h = x
     last = len(weights) - 1
@@ -326,9 +338,12 @@ def _ce_and_grads(weights: list[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, 
     g.div_(x.shape[1])
     grads: list[Tensor] = [torch.empty(0)] * len(weights)
     for i in range(last, -1, -1):
-        grads[i] = torch.bmm(g.transpose(1, 2), acts[i])
-        if i > 0:
-            g = torch.ops.aten.threshold_backward(torch.bmm(g, weights[i]), acts[i], 0)
+        g_below = torch.ops.aten.threshold_backward(torch.bmm(g, weights[i]), acts[i], 0) if i > 0 else g
+        if i in step_now:  # after the product above, which needs the weights before the step
+            weights[i].baddbmm_(g.transpose(1, 2), acts[i], alpha=-lr)
+        else:
+            grads[i] = torch.bmm(g.transpose(1, 2), acts[i])
+        g = g_below
     return ce, grads
 
 
