@@ -214,7 +214,7 @@ def cluster_top_examples(result: TrainResult, x: torch.Tensor, layer: str, n: in
 
 def circuit_sizes(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tensor, labels: Sequence[int],
                   layers: Sequence[str], threshold: float = 1e-4, baseline: str = "current",
-                  method: str = "plain", progress: bool = True) -> list[list[dict[str, Any]]]:
+                  method: str = "fast", progress: bool = True) -> list[list[dict[str, Any]]]:
     """Greedy per-label circuits of each run: per run, ``[circuit.to_dict() for each label]``.
 
     ``method="plain"``: ``circuits.greedy_circuit``, one candidate at a time. ``"fast"``: the
