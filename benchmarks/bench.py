@@ -17,7 +17,12 @@ Parts (each prints its timings and ratio; the last line is one JSON object):
    epoch without the graph for comparison.
 
 The seed's code below is written from the notebook's text (../shared/seed/), not imported.
-Run: ``python benchmarks/bench.py [--epochs N] [--only cpu|cuda|...]``.
+Run: ``python benchmarks/bench.py [--epochs N] [--threads T] [--only cpu|cuda|...]``.
+
+Threads: the default is 1 torch thread. On a machine whose cores are shared with other jobs,
+torch's default (one thread per core) lets OpenMP spin-waits slow every small op down by
+10-100x, for the seed's loop and modclust alike, and the ratios become noise; ``--threads 0``
+restores torch's choice for an idle machine.
 """
 
 from __future__ import annotations
