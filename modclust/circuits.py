@@ -195,7 +195,12 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
     w64 = [w.to(f64) for w in wp]
 
     def loss_of(logits: Tensor) -> Tensor:  # (P, N, C) -> (P,) mean CE over the valid rows
-        nll = torch.logsumexp(logits, -1) - logits.gather(-1, lab).squeeze(-1)
+        # exp-sum-log without the max shift is several times faster than logsumexp on a short
+        # last dim; float64 overflows only past logits of ~700, and then the stable form runs
+        lse = logits.exp().sum(-1).log()
+        if not bool(torch.isfinite(lse).all()):
+            lse = torch.logsumexp(logits, -1)
+        nll = lse - logits.gather(-1, lab).squeeze(-1)
         return (nll * valid).sum(-1) * inv_n
 
     acts: list[Tensor] = [big_x]  # acts[k]: the input of layer k
@@ -250,14 +255,17 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
         n_in = wp[li].shape[2]
         w = w64[li][:, i, j].clone()  # (P,)
         col = pre[li][:, :, i] - acts[li][:, :, j] * w[:, None]  # (P, N)
+        new_pre: list[Tensor] = []  # the candidate's pre-activations of layers li+1 .. last
         if li == last:
             logits = pre[li].clone()
             logits[:, :, i] = col
         else:
             logits = torch.addcmul(pre[li + 1], (torch.relu(col) - acts[li + 1][:, :, i])[:, :, None],
                                    w64[li + 1][:, None, :, i])
+            new_pre.append(logits)
             for k in range(li + 2, n_layers):
                 logits = torch.bmm(torch.relu(logits), w64[k].mT)
+                new_pre.append(logits)
         loss = loss_of(logits)
         ref = ref64 if current else full64
         diff = loss - ref
@@ -273,7 +281,14 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
             w64[li][:, i, j] = torch.where(accept, 0.0, w)
             wp[li][:, i, j] = torch.where(accept, zero, wp[li][:, i, j])
             pre[li][:, :, i] = torch.where(accept[:, None], col, pre[li][:, :, i])
-            refresh_after(li)
+            # the layers after li take the candidate's values already computed above
+            keep = accept[:, None, None]
+            if li < last:
+                acts[li + 1][:, :, i] = torch.relu(pre[li][:, :, i])
+            for k, z in enumerate(new_pre, start=li + 1):
+                pre[k] = torch.where(keep, z, pre[k])
+                if k < last:
+                    acts[k + 1] = torch.relu(pre[k])
         return accept
 
     def window(li: int, i: int, jp: Tensor, b: int) -> tuple[Tensor, Tensor, Tensor]:
