@@ -140,12 +140,6 @@ def greedy_circuit(model: MLP, x: Tensor, label: int, layers: Sequence[str] | No
 # after it are recomputed from there. Every (model, label) pair is one "problem" with its own
 # weight state; all problems visit the same candidate at once, as one batched step.
 #
-# With ``speculative=True`` candidates are evaluated in blocks along a row: a first pass
-# evaluates each candidate of a look-ahead window alone and guesses its decision from that; a
-# second pass evaluates each candidate as if the ones before it had been decided as guessed.
-# Each problem commits the prefix whose guesses hold (and the first wrong guess, which is itself
-# decided right), so decisions are made strictly in the plain loop's order and on its states.
-#
 # Float: the accept/reject rule compares a loss difference with a threshold, so a different
 # rounding could flip a decision. The batched state is kept in float64 and candidates are
 # evaluated in float64 (float32 for float32 models); every candidate whose difference lies
@@ -163,7 +157,7 @@ def _eps_tol(dtype: torch.dtype) -> float:
 
 def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor], labels: Sequence[int],
                 layer_ids: Sequence[int], threshold: float, baseline: str, progress: bool,
-                tol: float | None, speculative: bool = False) -> list[tuple[list[Tensor], float, float]]:
+                tol: float | None) -> list[tuple[list[Tensor], float, float]]:
     """Greedy pruning of many problems at once; per problem: final weights, full and final loss."""
     n_prob = len(inputs)
     n_layers = len(weight_sets[0])
@@ -172,9 +166,6 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
     dtype = weight_sets[0][0].dtype
     tol = _eps_tol(dtype) if tol is None else tol
     f64 = torch.float64
-    # Blocks of candidates are evaluated in float32 for float32 models (twice as fast as
-    # float64; the band re-check covers the difference); the state stays float64.
-    ev = torch.float32 if dtype == torch.float32 else f64
     current = baseline == "current"
 
     # The plain loop's weights, stacked (P, out, in) in the model's dtype: the exact re-check
@@ -291,141 +282,16 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
                     acts[k + 1] = torch.relu(pre[k])
         return accept
 
-    def window(li: int, i: int, jp: Tensor, b: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Columns (P, b) of each problem's next b candidates in row i (clamped), whether each
-        is in the row, and their weights (0 past the row's end: no change)."""
-        n_in = wp[li].shape[2]
-        cols = jp[:, None] + torch.arange(b, device=dev)
-        inside = cols < n_in
-        cols = cols.clamp(max=n_in - 1)
-        w = torch.where(inside, w64[li][:, i, :].gather(1, cols), 0.0)
-        return cols, inside, w
-
-    def evaluate(li: int, i: int, cols: Tensor, w: Tensor, guess: Tensor) -> tuple[Tensor, Tensor]:
-        """Losses (P, b) of each problem's candidates ``cols`` in row i, each evaluated as if
-        the ones before it had been decided as ``guess`` (P, b) says, and the reference each
-        is compared with."""
-        b = cols.shape[1]
-        a = acts[li].gather(2, cols[:, None, :].expand(n_prob, n_max, b))
-        delta = a.to(ev) * (-w).to(ev)[:, None, :]  # (P, N, b): each one's change of column i
-        taken = delta * guess[:, None, :].to(ev)
-        col = pre[li][:, :, i, None].to(ev) + (torch.cumsum(taken, -1) - taken) + delta  # (P, N, b)
-        if li == last:
-            logits = pre[li].to(ev)
-            others = logits.clone()
-            others[:, :, i] = -torch.inf
-            lse = torch.logaddexp(torch.logsumexp(others, -1)[:, :, None], col)
-            tgt = torch.where(lab_vec[:, None, None] == i, col, logits.gather(-1, lab)[:, :, :1])
-            nll = lse - tgt
-        else:
-            dh = torch.relu(col) - acts[li + 1][:, :, i, None].to(ev)  # (P, N, b)
-            z = pre[li + 1].to(ev)[:, :, None, :] + dh[..., None] * w64[li + 1][:, None, None, :, i].to(ev)
-            for k in range(li + 2, n_layers):
-                z = torch.matmul(torch.relu(z), w64[k].mT[:, None].to(ev))
-            # exp-sum-log without the max shift is twice as fast; float64 only overflows past
-            # logits of ~700, and then the stable form is used
-            lse = z.exp().sum(-1).log()
-            if not bool(torch.isfinite(lse).all()):  # (never for sane logits)
-                lse = torch.logsumexp(z, -1)
-            nll = lse - z.gather(-1, lab[:, :, None, :].expand(n_prob, n_max, b, 1)).squeeze(-1)
-        loss = ((nll * valid[:, :, None].to(ev)).sum(1) * inv_n[:, None].to(ev)).to(f64)  # (P, b)
-        if current:  # the reference before candidate t: the loss after the last guessed accept
-            pos = torch.where(guess, torch.arange(b, device=dev), -1)
-            last_acc = torch.cummax(torch.cat([torch.full((n_prob, 1), -1, device=dev), pos[:, :-1]], 1), 1).values
-            ref = torch.where(last_acc >= 0, loss.gather(1, last_acc.clamp(min=0)), ref64[:, None])
-        else:
-            ref = full64[:, None].expand(n_prob, b)
-        return loss, ref
-
-    def commit(li: int, i: int, cols: Tensor, w: Tensor, take: Tensor) -> None:
-        """Zero the weights ``take`` (P, b) marks and update the state after them."""
-        if not bool(take.any()):
-            return
-        p_idx, t_idx = take.nonzero(as_tuple=True)
-        c_idx = cols[p_idx, t_idx]
-        w64[li][p_idx, i, c_idx] = 0.0
-        wp[li][p_idx, i, c_idx] = 0.0
-        a = acts[li].gather(2, cols[:, None, :].expand(n_prob, n_max, cols.shape[1]))
-        pre[li][:, :, i] -= (a * (w * take)[:, None, :]).sum(-1)
-        refresh_after(li)
-
-    def block(li: int, i: int, jp: Tensor, b: int, row_guess: Tensor, guessed: Tensor) -> Tensor:
-        """Each problem's next b candidates of row i at once, speculatively, each problem from
-        its own position ``jp`` (P,). Guesses come from a first pass that evaluates each
-        candidate of a look-ahead window alone (kept in ``row_guess``, refined by later
-        passes; ``guessed`` (P,) = how far each problem's row is guessed); the second pass
-        evaluates each candidate as if the ones before it had been decided as guessed. Each
-        problem commits its prefix of confirmed guesses (clear of the threshold band) and its
-        first wrong guess, which is itself decided right. Returns how many each committed."""
-        nonlocal ref64
-        n_in = wp[li].shape[2]
-        left = n_in - jp
-        if bool((guessed < torch.clamp(jp + b, max=n_in)).any()):
-            look = max(b, look_ahead)
-            cols, inside, w = window(li, i, jp, look)
-            alone, ref = evaluate(li, i, cols, w, torch.zeros(n_prob, look, dtype=torch.bool, device=dev))
-            row_guess.scatter_(1, cols, torch.where(inside, alone - ref < threshold, row_guess.gather(1, cols)))
-            guessed.copy_(torch.clamp(jp + look, max=n_in))
-        cols, inside, w = window(li, i, jp, b)
-        guess = row_guess.gather(1, cols) & inside
-        loss, ref = evaluate(li, i, cols, w, guess)
-        diff = loss - ref
-        decision = diff < threshold
-        near = ((diff - threshold).abs() <= tol * (1.0 + ref.abs())) & inside
-        wrong = (decision != guess) & inside
-        row_guess.scatter_(1, cols, torch.where(inside, decision, row_guess.gather(1, cols)))
-        t = torch.arange(b, device=dev)
-        first_wrong = torch.where(wrong.any(1), wrong.int().argmax(1), b)
-        first_near = torch.where(near.any(1), near.int().argmax(1), b)
-        n_ok = torch.minimum(torch.minimum(torch.clamp(first_wrong + 1, max=b), first_near), left)
-        take = decision & (t < n_ok[:, None])
-        if current:
-            acc_pos = torch.where(take, t, -1).max(1).values  # (P,)
-            took = acc_pos >= 0
-            ref64 = torch.where(took, loss.gather(1, acc_pos.clamp(min=0)[:, None]).squeeze(1), ref64)
-            for p in took.nonzero().flatten().tolist():
-                ref_plain[p] = None
-        commit(li, i, cols, w, take)
-        # a candidate in the band at a problem's own position: the plain loop's arithmetic
-        stuck = (n_ok == 0) & (left > 0)
-        if bool(stuck.any()):
-            single = torch.zeros_like(take)
-            n_in_flat = wp[li].shape[2]
-            for p in stuck.nonzero().flatten().tolist():
-                if decide_exactly(p, li, i * n_in_flat + int(jp[p])):
-                    single[p, 0] = True
-                    if current:
-                        ref64[p] = loss[p, 0]
-            commit(li, i, cols, w, single)
-            n_ok = torch.where(stuck, 1, n_ok)
-        return n_ok
-
     zero = torch.zeros((), dtype=dtype, device=dev)
-    lab_vec = lab[:, 0, 0]
     total = sum(wp[k][0].numel() for k in layer_ids)
     bar = tqdm(total=total * n_prob, desc=f"prune {n_prob} label circuit{'s' if n_prob > 1 else ''}",
                disable=not progress, mininterval=0.5)
     for li in layer_ids:
         h_cache.clear()
         n_out, n_in = wp[li].shape[1:]
-        # a block's temporary is (P, N, b, width of the next layer): keep it to ~2e7 numbers
-        width = wp[li + 1].shape[1] if li < last else 1
-        b_max = max(2, min(256, int(2e7 // (n_prob * n_max * width))))
-        look_ahead = b_max
-        b = min(8, b_max)
         for i in range(n_out):
-            jp = torch.zeros(n_prob, dtype=torch.long, device=dev)
-            row_guess = torch.zeros(n_prob, n_in, dtype=torch.bool, device=dev)
-            guessed = torch.zeros(n_prob, dtype=torch.long, device=dev)
-            if not speculative:
-                for j in range(n_in):
-                    one_candidate(li, i, j)
-                jp[:] = n_in
-            while bool((jp < n_in).any()):
-                n_ok = block(li, i, jp, b, row_guess, guessed)
-                active = n_ok[jp < n_in]
-                jp += n_ok
-                b = min(b_max, 2 * b) if int(active.min()) >= b else max(4, min(b, 2 * int(active.max())))
+            for j in range(n_in):
+                one_candidate(li, i, j)
             bar.update(n_in * n_prob)
     bar.close()
     out = []
@@ -439,7 +305,7 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
 def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labels: Sequence[int] | None = None,
                          layers: Sequence[str] | None = None, threshold: float = 1e-4,
                          baseline: str = "current", progress: bool = False,
-                         tol: float | None = None, speculative: bool = False) -> list[dict[int, Circuit]]:
+                         tol: float | None = None) -> list[dict[int, Circuit]]:
     """Greedy circuits of every label for every model, all pruned together.
 
     For each model, ``{label: circuit}`` with each circuit identical to
@@ -447,10 +313,6 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
     share their widths. ``labels`` defaults to every label present in ``y``. ``tol`` is the
     band around the threshold whose candidates are re-decided with the plain loop's exact
     arithmetic (see the notes above); the default suits float32 and float64 models.
-    ``speculative`` evaluates candidates in speculative blocks along each row (see the notes
-    above) instead of one at a time; the circuits are the same either way. It pays off
-    when few problems are pruned together; with many (models x labels) the lockstep
-    one-candidate-at-a-time step, the default, is faster on a CPU.
     """
     model_list = [models] if isinstance(models, MLP) else list(models)
     if not model_list:
@@ -469,7 +331,7 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
     weight_sets = [[w.detach() for w in m.weights()] for m in model_list for _ in label_list]
     layer_ids = [model_list[0].layer_index(n) for n in names]
     results = _fast_prune(weight_sets, inputs * len(model_list), label_list * len(model_list), layer_ids,
-                          threshold, baseline, progress, tol, speculative)
+                          threshold, baseline, progress, tol)
     out: list[dict[int, Circuit]] = []
     for mi in range(len(model_list)):
         circuits = {}
@@ -484,12 +346,12 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
 @torch.no_grad()
 def greedy_circuit_fast(model: MLP, x: Tensor, label: int, layers: Sequence[str] | None = None,
                         threshold: float = 1e-4, baseline: str = "current", progress: bool = False,
-                        tol: float | None = None, speculative: bool = False) -> Circuit:
+                        tol: float | None = None) -> Circuit:
     """``greedy_circuit`` with the fast candidate evaluation: the same arguments, the same circuit."""
     names = _check_prune_args(model, layers, baseline)
     layer_ids = [model.layer_index(n) for n in names]
     (ws, full, final), = _fast_prune([[w.detach() for w in model.weights()]], [x], [label], layer_ids,
-                                     threshold, baseline, progress, tol, speculative)
+                                     threshold, baseline, progress, tol)
     kept = {n: (ws[li] != 0).cpu() for n, li in zip(names, layer_ids)}
     return Circuit(label, baseline, threshold, names, kept, full, final)
 

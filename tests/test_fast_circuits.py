@@ -22,13 +22,11 @@ def same(a, b):
     return a.kept.keys() == b.kept.keys() and all(torch.equal(a.kept[n], b.kept[n]) for n in a.kept)
 
 
-@pytest.mark.parametrize("speculative", [False, True])
 @pytest.mark.parametrize("baseline", ["current", "full"])
 @pytest.mark.parametrize("threshold", [1e-4, 1e-2])
-def test_same_circuits_as_the_plain_loop_for_every_label_and_model(setup, baseline, threshold, speculative):
+def test_same_circuits_as_the_plain_loop_for_every_label_and_model(setup, baseline, threshold):
     data, models = setup
-    fast = greedy_circuits_fast(models, data.test_x, data.test_y, threshold=threshold, baseline=baseline,
-                                speculative=speculative)
+    fast = greedy_circuits_fast(models, data.test_x, data.test_y, threshold=threshold, baseline=baseline)
     assert len(fast) == 2
     for model, per_label in zip(models, fast):
         assert sorted(per_label) == sorted(set(data.test_y.tolist()))
@@ -45,9 +43,8 @@ def test_single_label_entry_point_and_layer_subsets(setup, baseline):
     x = data.test_x[data.test_y == 2]
     for layers in (["fc3"], ["fc2", "fc3"], ["fc3", "fc1"]):
         plain = greedy_circuit(models[0], x, 2, layers=layers, baseline=baseline)
-        for speculative in (False, True):
-            fast = greedy_circuit_fast(models[0], x, 2, layers=layers, baseline=baseline, speculative=speculative)
-            assert fast.layers == layers and same(plain, fast)
+        fast = greedy_circuit_fast(models[0], x, 2, layers=layers, baseline=baseline)
+        assert fast.layers == layers and same(plain, fast)
 
 
 def test_float64_model_and_without_the_exact_recheck(setup):
@@ -59,7 +56,6 @@ def test_float64_model_and_without_the_exact_recheck(setup):
     plain = greedy_circuit(m64, x, 4)
     assert same(plain, greedy_circuit_fast(m64, x, 4))
     assert same(plain, greedy_circuit_fast(m64, x, 4, tol=0.0))
-    assert same(plain, greedy_circuit_fast(m64, x, 4, tol=0.0, speculative=True))
 
 
 def test_the_recheck_band_decides_near_ties_exactly(setup):
@@ -67,9 +63,7 @@ def test_the_recheck_band_decides_near_ties_exactly(setup):
     data, models = setup
     x = data.test_x[data.test_y == 1]
     plain = greedy_circuit(models[1], x, 1, layers=["fc2", "fc3"])
-    for speculative in (False, True):
-        assert same(plain, greedy_circuit_fast(models[1], x, 1, layers=["fc2", "fc3"], tol=1.0,
-                                               speculative=speculative))
+    assert same(plain, greedy_circuit_fast(models[1], x, 1, layers=["fc2", "fc3"], tol=1.0))
 
 
 def test_bad_arguments(setup):
@@ -87,7 +81,6 @@ def test_same_circuits_on_a_trained_mnist_model(mnist):
     data = mnist.subset(3000, 2000)
     model = train(TrainConfig(epochs=1), data, progress=False).model
     fast = greedy_circuits_fast(model, data.test_x, data.test_y, labels=[3, 7], layers=["fc3"])[0]
-    spec = greedy_circuits_fast(model, data.test_x, data.test_y, labels=[3, 7], layers=["fc3"], speculative=True)[0]
     for c in (3, 7):
         plain = greedy_circuit(model, data.test_x[data.test_y == c], c, layers=["fc3"])
-        assert same(plain, fast[c]) and same(plain, spec[c])
+        assert same(plain, fast[c])
