@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from modclust import circuits as _circuits
-from modclust.circuits import Circuit, circuit_iou, cluster_share, mask_iou
+from modclust.circuits import Circuit, circuit_iou, cluster_share, greedy_circuits_fast, mask_iou
 from modclust.data import Dataset
 from modclust.evaluate import ablate
 from modclust.interpret import layer_activations
@@ -61,15 +60,10 @@ def spectral_baseline(result: TrainResult, data: Dataset, layer: str = "fc2", n_
 
 def greedy_circuits(result: TrainResult, data: Dataset, labels: Sequence[int], layers: Sequence[str],
                     threshold: float = 1e-4, baseline: str = "current") -> list[Circuit]:
-    """Greedy circuits of the labels on the test set; the library's fast pruner when it has one."""
-    x, y = data.test_x, data.test_y
-    fast = getattr(_circuits, "greedy_circuits_fast", None)
-    if fast is not None:
-        found = fast(result.model, x, y, labels=list(labels), layers=list(layers), threshold=threshold,
-                     baseline=baseline)[0]
-        return [found[c] for c in labels]
-    return [_circuits.greedy_circuit(result.model, x[y == c], c, layers=list(layers), threshold=threshold,
-                                     baseline=baseline) for c in labels]
+    """Greedy circuits of the labels on the test set (the batched pruner: same circuits, faster)."""
+    found = greedy_circuits_fast(result.model, data.test_x, data.test_y, labels=list(labels), layers=list(layers),
+                                 threshold=threshold, baseline=baseline)[0]
+    return [found[c] for c in labels]
 
 
 def _offdiag_mean(m: torch.Tensor) -> float:

@@ -217,9 +217,8 @@ def circuit_sizes(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tens
                   method: str = "fast", progress: bool = True) -> list[list[dict[str, Any]]]:
     """Greedy per-label circuits of each run: per run, ``[circuit.to_dict() for each label]``.
 
-    ``method="plain"``: ``circuits.greedy_circuit``, one candidate at a time. ``"fast"``: the
-    library's batched pruner ``circuits.greedy_circuits_fast`` (all runs and labels at once,
-    the same circuits), when the library has it.
+    ``method="plain"``: ``circuits.greedy_circuit``, one candidate at a time. ``"fast"``:
+    ``circuits.greedy_circuits_fast``, all runs and labels at once, the same circuits.
     """
     if method not in ("plain", "fast"):
         raise ValueError(f"method must be 'plain' or 'fast', got {method!r}")
@@ -227,11 +226,8 @@ def circuit_sizes(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tens
     for c in labels:
         if not bool((y == c).any()):
             raise ValueError(f"no test examples of label {c}: pick labels present in the data")
-    fast = getattr(circuits, "greedy_circuits_fast", None) if method == "fast" else None
-    if method == "fast" and fast is None:
-        raise ValueError("this modclust has no circuits.greedy_circuits_fast: use method 'plain'")
-    if fast is not None:
-        found = fast([r.model for r in results], x, y, labels=labels, layers=list(layers),
+    if method == "fast":
+        found = circuits.greedy_circuits_fast([r.model for r in results], x, y, labels=labels, layers=list(layers),
                      threshold=threshold, baseline=baseline, progress=progress)
         return [[per_label[c].to_dict() for c in labels] for per_label in found]
     out = []
