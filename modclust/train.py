@@ -363,8 +363,7 @@ def _accuracy_tensor(weights: list[Tensor], data: Dataset) -> Tensor:
 
 def _accuracies(weights: list[Tensor], data: Dataset) -> list[float]:
     """Test accuracy of each stacked member."""
-    pred = forward(weights, data.test_x).argmax(-1)  # (M, N)
-    return (pred == data.test_y).float().mean(-1).tolist()
+    return _accuracy_tensor(weights, data).tolist()
 
 
 def _stacked(model: MLP) -> list[Tensor]:
