@@ -36,8 +36,9 @@ setup: $(VENV)/.installed
 data: setup
 	$(PY) -c "import modclust.data as d; [d.load(n) for n in d.DATASETS]; print('data ready in', d.paths.data_root())"
 
-# pipeline.mk adds the notebook checks to "test".
-test: test-lib
+# The notebook checks (nbval, in pipeline.mk) run first: they build the smoke preset's results,
+# which a library test reads.
+test: nbval test-lib
 
 test-lib: setup
 	$(PY) -m pytest -q tests

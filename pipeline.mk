@@ -114,8 +114,6 @@ nbval: | $(VENV)/.installed
 	PLOTLY_RENDERER=plotly_mimetype TQDM_DISABLE=1 $(PY) -m pytest -q -p no:cacheprovider \
 	    --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg $(SMOKE_NOTEBOOKS)
 
-test: nbval
-
 clean-paper:
 	rm -rf build/$(PRESET) paper/generated figures/*.pdf
 	cd paper && latexmk -C -quiet main.tex >/dev/null 2>&1 || true
