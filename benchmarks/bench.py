@@ -19,10 +19,11 @@ Parts (each prints its timings and ratio; the last line is one JSON object):
 The seed's code below is written from the notebook's text (../shared/seed/), not imported.
 Run: ``python benchmarks/bench.py [--epochs N] [--threads T] [--only cpu|cuda|...]``.
 
-Threads: the default is 1 torch thread. On a machine whose cores are shared with other jobs,
-torch's default (one thread per core) lets OpenMP spin-waits slow every small op down by
-10-100x, for the seed's loop and modclust alike, and the ratios become noise; ``--threads 0``
-restores torch's choice for an idle machine.
+Threads: by default torch's own choice (one per core), what a user's run gets on an idle
+machine. On a machine whose cores are busy with other jobs that lets OpenMP spin-waits slow
+every small op down 10-100x, for the seed's loop and modclust alike, and the ratios become
+noise: pass ``--threads 1`` there (the training ratio is lower at 1 thread, as the seed's loop
+gains least from a second thread).
 """
 
 from __future__ import annotations
@@ -243,11 +244,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1, help="epochs for the CPU comparisons (ratios are what matter)")
     ap.add_argument("--ensemble", type=int, default=16, help="M configs in the ensemble comparison")
     ap.add_argument("--prune-layers", default="fc2,fc3", help="layers pruned in the circuit comparison")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads; 0 = torch's own choice (one per core). Default 1: on a shared "
-                         "machine more threads than free cores let OpenMP spin-waits slow small ops down "
-                         "10-30x, for both sides, and the bench would take many minutes. The seed's loop "
-                         "gains least from a second thread, so the training ratio is lower at 1 thread")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads; 0 (default) = torch's own choice, one per core. Use 1 on a "
+                         "busy machine: more threads than free cores let OpenMP spin-waits slow small ops "
+                         "down 10-30x, for both sides")
     ap.add_argument("--only", default="all", choices=["all", "seed", "ensemble", "pruning", "cuda", "cpu"],
                     help="run one part (cpu = every CPU part)")
     args = ap.parse_args()
