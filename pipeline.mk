@@ -107,7 +107,8 @@ latex-tools:
 
 # nbval: re-execute the smoke preset's executed notebooks (they hold outputs) and compare the
 # outputs of the cells marked "# NBVAL_CHECK_OUTPUT": the marked numbers must be reproducible.
-SMOKE_NOTEBOOKS := $(foreach s,$(STAGES),build/smoke/$(s).ipynb)
+# The smoke preset has the sweep keys, so stage 6 is among them.
+SMOKE_NOTEBOOKS := $(foreach s,$(STAGES) 06_beyond,build/smoke/$(s).ipynb)
 nbval: | $(VENV)/.installed
 	$(MAKE) --no-print-directory results PRESET=smoke
 	@echo "==> nbval: re-executing $(words $(SMOKE_NOTEBOOKS)) smoke notebooks, checking marked outputs"
