@@ -137,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if dist.get_rank() == 0:
             save(result, args.out / f"ddp_lam{lams[0]:g}_seed{seeds[0]}.pt")
             print(f"test accuracy {result.test_acc:.4f} with {dist.get_world_size()} processes")
+        dist.barrier()  # all ranks done before teardown: gloo may abort a rank torn down mid-exchange
     finally:
         dist.destroy_process_group()
 

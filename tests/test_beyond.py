@@ -56,12 +56,13 @@ def test_beyond_figures_draw() -> None:
         plt.close(fig)
 
 
-def test_macros_follow_the_data() -> None:
-    from modclust.beyond import beyond_macros, macros_tex
-
+def fake_beyond_results() -> dict:
+    """Stage 6 results of 4 seeds in which the clustered models are less accurate, have smaller
+    greedy circuits and more selective clusters, and nothing else differs."""
     seeds = [0, 1, 2, 3]
-    recs = [{"layers": "fc2", "lam": lam, "seed": s, "test_acc": 0.9 - (0.05 if lam else 0) + 0.001 * s,
-             "C_clustered": 0.25 if lam == 0 else 0.99} for lam in (0.0, 15.0) for s in seeds]
+    recs = [{"layers": layers, "lam": lam, "seed": s, "test_acc": 0.9 - (0.05 if lam else 0) + 0.001 * s,
+             "C_clustered": 0.25 if lam == 0 else 0.99}
+            for layers in ("fc2", "all") for lam in (0.0, 15.0) for s in seeds]
     from modclust.sweep import paired_difference
 
     def rows(key_fn):
@@ -74,11 +75,18 @@ def test_macros_follow_the_data() -> None:
                                                   "z_ncut": 0.0, "blocks_c": 0.25})},
         "circuits": {"rows": rows(lambda lam, s: {"greedy_size": 100 - 50 * (lam > 0) + s, "mask_size": 80 + s,
                                                   "greedy_iou": 0.5, "mask_iou": 0.4, "greedy_vs_mask_iou": 0.7})},
-        "selectivity": {"layers": ["fc2"], "rows": rows(lambda lam, s: {"sel_fc2": 0.4 + 0.01 * s, "mi_fc2": 0.5,
+        "selectivity": {"layers": ["fc1", "fc2"], "rows": rows(lambda lam, s: {"sel_fc1": 0.3, "mi_fc1": 0.4,
+                                                                              "sel_fc2": 0.4 + 0.01 * s, "mi_fc2": 0.5,
                                                                        "cluster_sel": 0.2 + 0.1 * (lam > 0) + 0.01 * s,
                                                                        "cluster_mi": 0.3})},
     }
-    m = beyond_macros(res)
+    return res
+
+
+def test_macros_follow_the_data() -> None:
+    from modclust.beyond import beyond_macros, macros_tex
+
+    m = beyond_macros(fake_beyond_results())
     assert m["AccSentenceFcTwo"] == "less accurate than"
     assert m["SpectralSentence"] == "no more clusterable than"
     assert m["GreedySizeSentence"] == "smaller" and m["MaskSizeSentence"].startswith("no different")
@@ -100,3 +108,23 @@ def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
     assert "greedy_share" in res["circuits"]["rows"][0]
     json.dumps(res)
     assert "SpectralSentence" in beyond_macros(res)
+
+
+def test_the_paper_uses_only_macros_the_pipeline_writes() -> None:
+    """Stage 6's section, and main.tex's parts shown with it, use only generated macros (the
+    share macros, written only when circuits include fc2, are guarded by \\ifdefined)."""
+    import re
+
+    from modclust import paths, report
+    from modclust.beyond import beyond_macros
+    from test_report import _fake_results
+
+    known = set(report.paper_numbers(*_fake_results(), preset="smoke")[0].items)
+    known |= set(beyond_macros(fake_beyond_results())) | {"LaTeX", "TeX", "IfFileExists"}
+    for name in ("beyond_section.tex", "main.tex"):
+        text = (paths.PAPER / name).read_text()
+        if name == "main.tex":
+            text = "".join(re.findall(r"(?<!newif)\\ifbeyond(.*?)\\fi\b", text, flags=re.S))
+        text = re.sub(r"\\ifdefined\\GreedyShareClustered.*?\\fi\b", "", text, flags=re.S)
+        missing = set(re.findall(r"\\([A-Z][A-Za-z]+)", text)) - known
+        assert not missing, f"paper/{name} uses macros nobody writes: {sorted(missing)}"

@@ -16,6 +16,7 @@ def _worker(rank, world, init_file, config, data, out_dir):
     try:
         result = train_ddp(config, data)
         torch.save([w.detach().clone() for w in result.model.weights()], f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # both ranks done before teardown (a rank torn down mid-exchange can abort)
     finally:
         dist.destroy_process_group()
 
