@@ -197,19 +197,18 @@ def curves(summary: Mapping[str, Any], key: str) -> tuple[Any, dict[float, Any]]
 
 
 def cluster_top_examples(result: TrainResult, x: torch.Tensor, layer: str, n: int) -> list[list[int]]:
-    """Per cluster of ``layer``: the ``n`` inputs that most excite its output units U_c (summed).
+    """Per cluster of ``layer``: the ``n`` inputs that most excite its output units U_c (their mean).
 
     Ties are broken as :func:`modclust.interpret.top_k_indices` breaks them.
     """
-    from modclust.interpret import layer_activations, top_k_indices
+    from modclust.interpret import layer_activations
+    from modclust.selectivity import cluster_top_examples as top_per_group
 
     part = result.partitions.get(layer)
     if part is None:
         raise ValueError(f"{run_name(result.config)} has no partition on {layer!r}: "
                          f"clustered layers are {list(result.partitions)}")
-    acts = layer_activations(result.model, x, layer)  # (N, units)
-    per_cluster = torch.stack([acts[:, list(rows)].sum(1) for rows in part.rows], 1)  # (N, k)
-    return top_k_indices(per_cluster, n).tolist()
+    return top_per_group(layer_activations(result.model, x, layer), part.rows, n).tolist()
 
 
 def circuit_sizes(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tensor, labels: Sequence[int],
