@@ -5,7 +5,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from modclust import TrainConfig, train
-from modclust.distributed import _parse_ints, shard, train_ddp
+from modclust.distributed import _parse_ints, exit_skipping_teardown, shard, train_ddp
 
 from conftest import make_tiny
 
@@ -16,9 +16,10 @@ def _worker(rank, world, init_file, config, data, out_dir):
     try:
         result = train_ddp(config, data)
         torch.save([w.detach().clone() for w in result.model.weights()], f"{out_dir}/rank{rank}.pt")
-        dist.barrier()  # both ranks done before teardown (a rank torn down mid-exchange can abort)
+        dist.barrier()  # both ranks done before teardown
     finally:
         dist.destroy_process_group()
+    exit_skipping_teardown()  # reached only on success; a failure above still reaches mp.spawn
 
 
 def test_two_processes_give_the_weights_of_one(tmp_path):
