@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from modclust.clusterability import clusterability, clusterability_and_grad
+from modclust.clusterability import clusterability
 from modclust.data import Dataset
 from modclust.model import MLP, SEED_WIDTHS, forward, init_weights
 from modclust.partition import Partition
@@ -176,43 +176,15 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
     layer_index = {f"fc{i + 1}": i for i in range(len(weights))}
 
     masks_per_member = [_tracked_masks(c, device) for c in configs]
-    tracked = list(masks_per_member[0])
-    masks = {name: torch.stack([mm[name] for mm in masks_per_member]) for name in tracked}
-    lam = torch.tensor([c.lam for c in configs], device=device).view(m, 1, 1)
-    lam_per_layer = lam / max(len(cfg0.clustered_layers), 1)  # lam * mean over layers
-    neg_lr = torch.tensor([-c.lr for c in configs], device=device).view(m, 1, 1)
-    same_lr = configs[0].lr if all(c.lr == configs[0].lr for c in configs) else None
-    # with one learning rate, layers whose C is not needed take their step fused into the
-    # gradient's matmul (C is computed from the weights before the step)
-    fused = frozenset(i for i in range(len(weights)) if same_lr is not None
-                      and f"fc{i + 1}" not in masks_per_member[0])
-    clustered = bool(cfg0.clustered_layers)
+    masks = {layer_index[name]: torch.stack([mm[name] for mm in masks_per_member])
+             for name in masks_per_member[0]}
+    sgd_step = _BatchedSGD(weights, configs, masks)
 
-    ce_hist = torch.empty(m, total_steps, device=device)
+    lp_hist = torch.empty(m, total_steps, device=device)  # mean log-prob of the label: -CE
     c_hist = torch.empty(m, total_steps, device=device)
     acc_hist = [_accuracy_tensor(weights, data)]  # device tensors: no sync until the end
     bar = tqdm(total=total_steps, desc=f"train {m} model{'s' if m > 1 else ''}", disable=not progress,
                mininterval=0.5)
-
-    def sgd_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One SGD step of every member on its batch, in place; returns CE and mean C before it."""
-        ce, grads = _ce_and_grads(weights, x, y, fused, same_lr or 0.0)
-        c_sum: Tensor | None = None
-        for name in tracked:
-            w = weights[layer_index[name]]
-            c, dc = clusterability_and_grad(w, masks[name])
-            c_sum = c if c_sum is None else c_sum + c
-            if clustered:
-                grads[layer_index[name]].addcmul_(dc, lam_per_layer, value=-1.0)
-        for li, (w, g) in enumerate(zip(weights, grads)):
-            if li in fused:
-                continue  # stepped inside _ce_and_grads
-            if same_lr is not None:  # a scalar step runs a vectorised kernel (the broadcast one does not)
-                w.add_(g, alpha=-same_lr)
-            else:
-                w.addcmul_(g, neg_lr)
-        assert c_sum is not None
-        return ce, c_sum / len(tracked)
 
     # Static mode: every full batch is one step that reads its batch position and step number
     # from device tensors and writes its history in place, so on CUDA it can be captured once
@@ -228,9 +200,8 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         batch_pos = torch.arange(bs, device=device)
 
         def static_step() -> None:
-            idx = order_buf.index_select(1, cursor + batch_pos)
-            ce, c = sgd_step(*_batch(data, idx))
-            ce_hist.index_copy_(1, step_t, ce.unsqueeze(1))
+            lp, c = sgd_step(*_batch(data, order_buf.index_select(1, cursor + batch_pos), m))
+            lp_hist.index_copy_(1, step_t, lp.unsqueeze(1))
             c_hist.index_copy_(1, step_t, c.unsqueeze(1))
             cursor.add_(bs)
             step_t.add_(1)
@@ -253,7 +224,6 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         first = 0
         if static:
             order_buf.copy_(host_order, non_blocking=True)  # runs after the last epoch's steps
-            order = order_buf
             cursor.zero_()
             first = n_full
             for _ in range(n_full):
@@ -276,16 +246,21 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
                 step += 1
                 if step % 50 == 0 or step == total_steps:
                     bar.update(step - bar.n)
-        else:
-            order = host_order.to(device, non_blocking=True)
-        for b in range(first, steps):  # every step eagerly, or the last, partial batch
-            x, y = _batch(data, order[:, b * bs:(b + 1) * bs])  # (M, B, in), (M, B)
-            ce_hist[:, step], c_hist[:, step] = sgd_step(x, y)
-            if static:
-                step_t.add_(1)
+        eager = _eager_batches(order_buf if static else host_order.to(device, non_blocking=True), bs, first)
+        lps, cs = [], []  # the eager steps' history, written once per epoch
+        for idx in eager:  # every step eagerly, or the last, partial batch
+            lp, c = sgd_step(*_batch(data, idx, m))
+            lps.append(lp)
+            cs.append(c)
             step += 1
             if step % 50 == 0 or step == total_steps:
                 bar.update(step - bar.n)
+        if eager:
+            cols = slice(step - len(eager), step)
+            lp_hist[:, cols] = torch.stack(lps, 1)
+            c_hist[:, cols] = torch.stack(cs, 1)
+            if static:
+                step_t.add_(len(eager))
         if epoch + 1 < cfg0.epochs:
             host_order = draw_orders()
         acc_hist.append(_accuracy_tensor(weights, data))
@@ -294,7 +269,7 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         pool.shutdown()
     acc_rows = torch.stack(acc_hist).tolist()  # (epochs + 1, M)
 
-    ce_cpu, c_cpu = ce_hist.cpu(), c_hist.cpu()
+    ce_cpu, c_cpu = lp_hist.neg().cpu(), c_hist.cpu()
     results = []
     for i, cfg in enumerate(configs):
         model = MLP(cfg.widths).to(device)
@@ -314,45 +289,100 @@ def _final_c(model: MLP, cfg: TrainConfig) -> float:
     return float(sum(clusterability(ws[n], mk) for n, mk in masks.items()) / len(masks))
 
 
-def _ce_and_grads(weights: list[Tensor], x: Tensor, y: Tensor, step_now: Sequence[int] = (),
-                  lr: float = 0.0) -> tuple[Tensor, list[Tensor]]:
-    """Mean cross-entropy per member and its gradient for each stacked weight (M, out, in).
+class _BatchedSGD:
+    """One plain SGD step on CE - lam * mean C of every stacked member, in place, in few ops.
 
-    Layers in ``step_now`` take their SGD step (learning rate ``lr``) right here, fused into
-    the gradient's matmul (``W += -lr * g^T a``), and get no gradient back (an empty tensor):
-    this saves writing and reading a gradient the size of the layer.
+    A step of this small MLP costs more in op dispatch than in arithmetic, so: each layer's
+    CE step is fused into the matmul that forms its gradient (``W += -lr/B * g^T a`` as one
+    ``baddbmm_``, no gradient tensor), and the clusterability step, whose gradient
+    (2/T) W (M - C) depends on W alone (T = sum W^2), is one elementwise factor
+    ``W *= 1 + r (M - C)`` with r = 2 lr lam_layer / T, applied first. Both gradients are
+    taken at the weights before the step, as in SGD on the summed loss.
     """
-    acts = [x]
-    h = x
-    last = len(weights) - 1
-    for i, w in enumerate(weights):
-        h = torch.bmm(h, w.transpose(1, 2))
-        if i < last:
-            h = torch.relu(h)
-            acts.append(h)
-    logp = torch.log_softmax(h, dim=-1)
-    nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (M, B)
-    ce = nll.mean(-1)
-    g = logp.exp_()
-    g.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(nll, -1.0).unsqueeze(-1))
-    g.div_(x.shape[1])
-    grads: list[Tensor] = [torch.empty(0)] * len(weights)
-    for i in range(last, -1, -1):
-        g_below = torch.ops.aten.threshold_backward(torch.bmm(g, weights[i]), acts[i], 0) if i > 0 else g
-        if i in step_now:  # after the product above, which needs the weights before the step
-            weights[i].baddbmm_(g.transpose(1, 2), acts[i], alpha=-lr)
-        else:
-            grads[i] = torch.bmm(g.transpose(1, 2), acts[i])
-        g = g_below
-    return ce, grads
+
+    def __init__(self, weights: list[Tensor], configs: Sequence[TrainConfig], masks: dict[int, Tensor]):
+        cfg0 = configs[0]
+        device, m = weights[0].device, len(configs)
+        self.weights = weights
+        self.weights_t = [w.transpose(1, 2) for w in weights]  # views stay valid: updates are in place
+        self.m = m
+        self.lr = cfg0.lr if all(c.lr == cfg0.lr for c in configs) else None  # None: per member
+        self.neg_lr = torch.tensor([-c.lr for c in configs], device=device).view(m, 1, 1)
+        self.clustered = bool(cfg0.clustered_layers)
+        # per tracked layer: its mask, [1, mask] flattened for both sums in one matmul, and 2 lr lam_layer
+        lam_layer = torch.tensor([c.lr * c.lam for c in configs], device=device).view(m, 1, 1)
+        lam_layer = 2 * lam_layer / max(len(cfg0.clustered_layers), 1)
+        self.tracked = {i: (mask, torch.stack([torch.ones_like(mask), mask], -1).view(m, -1, 2), lam_layer)
+                        for i, mask in masks.items()}
+        self.one = torch.ones(m, 1, 1, device=device)
+        self._minus_ones: dict[int, Tensor] = {}
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Step on inputs (M, B, in) and labels (M, B); returns each member's mean log-prob of
+        the label (-CE) and its mean C over the tracked layers, both before the step."""
+        acts, h = [x], x
+        last = len(self.weights) - 1
+        for i, w_t in enumerate(self.weights_t):
+            h = torch.bmm(h, w_t)
+            if i < last:
+                h = torch.relu(h)
+                acts.append(h)
+        logp = torch.log_softmax(h, dim=-1)
+        label = y.unsqueeze(-1)
+        mean_logp = logp.gather(-1, label).mean((1, 2))
+        b = x.shape[1]
+        if b not in self._minus_ones:
+            self._minus_ones[b] = torch.full((self.m, b, 1), -1.0, device=x.device)
+        g = logp.exp_().scatter_add_(-1, label, self._minus_ones[b])  # B * dCE/dlogits
+        c_mean, factors = self._clusterability()
+        for i in range(last, -1, -1):
+            w = self.weights[i]
+            g_below = torch.ops.aten.threshold_backward(torch.bmm(g, w), acts[i], 0) if i > 0 else g
+            if i in factors:
+                w.mul_(factors[i])
+            if self.lr is not None:
+                w.baddbmm_(g.transpose(1, 2), acts[i], alpha=-self.lr / b)
+            else:
+                w.baddbmm_((g * (self.neg_lr / b)).transpose(1, 2), acts[i])
+            g = g_below
+        return mean_logp, c_mean
+
+    def _clusterability(self) -> tuple[Tensor, dict[int, Tensor]]:
+        """Mean C over the tracked layers (M,), and each clustered layer's step factor."""
+        c_sum: Tensor | None = None
+        factors = {}
+        for i, (mask, ones_and_mask, two_lr_lam) in self.tracked.items():
+            sq = self.weights[i].square().view(self.m, 1, -1)
+            sums = torch.bmm(sq, ones_and_mask)  # (M, 1, 2): sum W^2, and inside the blocks
+            total, inside = sums[..., :1], sums[..., 1:]
+            c = inside / total
+            c_sum = c if c_sum is None else c_sum + c
+            if self.clustered:
+                r = two_lr_lam / total
+                factors[i] = torch.addcmul(torch.addcmul(self.one, r, c, value=-1.0), mask, r)
+        assert c_sum is not None
+        return (c_sum / len(self.tracked)).view(self.m), factors
 
 
-def _batch(data: Dataset, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """Training inputs (M, B, in) and labels (M, B) at indices (M, B); index_select is the
-    fastest gather on CUDA."""
+def _eager_batches(order: Tensor, batch_size: int, first: int) -> list[Tensor]:
+    """Flat indices (M * B,) of each member's batches from batch ``first`` on, cut in one go."""
+    m, n = order.shape
+    n_full = n // batch_size
+    out: list[Tensor] = []
+    if first < n_full:
+        full = order[:, first * batch_size:n_full * batch_size].reshape(m, n_full - first, batch_size)
+        out += list(full.transpose(0, 1).reshape(n_full - first, m * batch_size).unbind(0))
+    if n_full * batch_size < n:
+        out.append(order[:, n_full * batch_size:].reshape(-1))
+    return out
+
+
+def _batch(data: Dataset, idx: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """Training inputs (M, B, in) and labels (M, B) of M members' batches, given their indices
+    member after member (any shape); index_select is the fastest gather on CUDA."""
     flat = idx.reshape(-1)
-    x = data.train_x.index_select(0, flat).view(*idx.shape, data.train_x.shape[1])
-    return x, data.train_y.index_select(0, flat).view(idx.shape)
+    x = data.train_x.index_select(0, flat)
+    return x.view(m, -1, x.shape[1]), data.train_y.index_select(0, flat).view(m, -1)
 
 
 def _accuracy_tensor(weights: list[Tensor], data: Dataset) -> Tensor:
