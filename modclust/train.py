@@ -309,11 +309,10 @@ class _BatchedSGD:
         self.lr = cfg0.lr if all(c.lr == cfg0.lr for c in configs) else None  # None: per member
         self.neg_lr = torch.tensor([-c.lr for c in configs], device=device).view(m, 1, 1)
         self.clustered = bool(cfg0.clustered_layers)
-        # per tracked layer: its mask, [1, mask] flattened for both sums in one matmul, and 2 lr lam_layer
-        lam_layer = torch.tensor([c.lr * c.lam for c in configs], device=device).view(m, 1, 1)
-        lam_layer = 2 * lam_layer / max(len(cfg0.clustered_layers), 1)
-        self.tracked = {i: (mask, torch.stack([torch.ones_like(mask), mask], -1).view(m, -1, 2), lam_layer)
-                        for i, mask in masks.items()}
+        # per tracked layer: its mask and 2 lr lam_layer
+        two_lr_lam = torch.tensor([2 * c.lr * c.lam for c in configs], device=device).view(m, 1, 1)
+        two_lr_lam = two_lr_lam / max(len(cfg0.clustered_layers), 1)
+        self.tracked = {i: (mask, two_lr_lam) for i, mask in masks.items()}
         self.one = torch.ones(m, 1, 1, device=device)
         self._minus_ones: dict[int, Tensor] = {}
 
@@ -351,11 +350,10 @@ class _BatchedSGD:
         """Mean C over the tracked layers (M,), and each clustered layer's step factor."""
         c_sum: Tensor | None = None
         factors = {}
-        for i, (mask, ones_and_mask, two_lr_lam) in self.tracked.items():
-            sq = self.weights[i].square().view(self.m, 1, -1)
-            sums = torch.bmm(sq, ones_and_mask)  # (M, 1, 2): sum W^2, and inside the blocks
-            total, inside = sums[..., :1], sums[..., 1:]
-            c = inside / total
+        for i, (mask, two_lr_lam) in self.tracked.items():
+            sq = self.weights[i].square()
+            total = sq.sum((1, 2), keepdim=True)
+            c = (sq * mask).sum((1, 2), keepdim=True) / total
             c_sum = c if c_sum is None else c_sum + c
             if self.clustered:
                 r = two_lr_lam / total
