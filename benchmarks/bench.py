@@ -16,6 +16,10 @@ Parts (each prints its timings and ratio; the last line is one JSON object):
 5. on CUDA: 1, 64 and 256 models x 10 epochs through ``train_many`` (CUDA graph), and one
    epoch without the graph for comparison.
 
+Parts 1 and 3 also print a ceiling: the time of the arithmetic no SGD on this model can skip
+(the batch gather and fc1's two products, :func:`fc1_floor_s`), so a ratio can be read against
+the most this machine allows.
+
 The seed's code below is written from the notebook's text (../shared/seed/), not imported.
 Run: ``python benchmarks/bench.py [--epochs N] [--threads T] [--only cpu|cuda|...]``.
 
@@ -145,6 +149,24 @@ def timed(fn: Callable[[], Any], device: torch.device | None = None) -> tuple[An
     return out, time.perf_counter() - t
 
 
+def fc1_floor_s(data: modclust.Dataset, epochs: int, m: int) -> float:
+    """Seconds of the arithmetic no SGD on this model can skip: per step, every member's batch
+    gathered, fc1's forward product and its weight-gradient product (the other two layers,
+    the loss and the update left out). A ratio cannot beat the one against this time."""
+    g = torch.Generator().manual_seed(0)
+    n, bs = len(data.train_x), 64
+    w = torch.randn(m, 64, data.train_x.shape[1], generator=g) * 0.01
+    grad_out = torch.randn(m, bs, 64, generator=g) * 1e-6
+    t = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.stack([torch.randperm(n, generator=g) for _ in range(m)])
+        for b in range(n // bs):
+            x = data.train_x.index_select(0, order[:, b * bs:(b + 1) * bs].reshape(-1)).view(m, bs, -1)
+            torch.bmm(x, w.transpose(1, 2))
+            w.baddbmm_(grad_out.transpose(1, 2), x, alpha=-1e-3)
+    return time.perf_counter() - t
+
+
 def row(name: str, seed_s: float, ours_s: float) -> float:
     ratio = seed_s / ours_s
     print(f"  {name:<44} {seed_s:9.2f} s  {ours_s:9.3f} s  {ratio:8.1f}x", flush=True)
@@ -160,7 +182,9 @@ def bench_seed(data: modclust.Dataset, epochs: int, out: dict[str, Any]) -> None
     _, seed_s = timed(lambda: seed_train(train_set, epochs))
     result, ours_s = timed(lambda: train(TrainConfig(epochs=epochs), data, progress=False))
     out["train_speedup"] = row(f"train {epochs} epoch(s), clustered", seed_s, ours_s)
-    out.update(seed_train_s=seed_s, modclust_train_s=ours_s, epochs=epochs)
+    floor_s = fc1_floor_s(data, epochs, 1)
+    out["train_speedup_ceiling"] = row("  ceiling: fc1's two products alone", seed_s, floor_s)
+    out.update(seed_train_s=seed_s, modclust_train_s=ours_s, epochs=epochs, train_floor_s=floor_s)
 
     seed_model = SeedMLP()
     with torch.no_grad():
@@ -181,7 +205,9 @@ def bench_ensemble(data: modclust.Dataset, epochs: int, m: int, out: dict[str, A
     _, seq_s = timed(lambda: [train(c, data, progress=False) for c in configs])
     results, ens_s = timed(lambda: train_many(configs, data, progress=False))
     out["ensemble_speedup"] = row(f"{m} configs", seq_s, ens_s)
-    out.update(ensemble_m=m, sequential_s=seq_s, ensemble_s=ens_s)
+    floor_s = fc1_floor_s(data, epochs, m)
+    out["ensemble_speedup_ceiling"] = row(f"  ceiling: fc1's two products of {m} members", seq_s, floor_s)
+    out.update(ensemble_m=m, sequential_s=seq_s, ensemble_s=ens_s, ensemble_floor_s=floor_s)
     return results
 
 
