@@ -359,7 +359,9 @@ class _BatchedSGD:
                 r = two_lr_lam / total
                 factors[i] = torch.addcmul(torch.addcmul(self.one, r, c, value=-1.0), mask, r)
         assert c_sum is not None
-        return (c_sum / len(self.tracked)).view(self.m), factors
+        if len(self.tracked) > 1:
+            c_sum = c_sum / len(self.tracked)
+        return c_sum.view(self.m), factors
 
 
 def _eager_batches(order: Tensor, batch_size: int, first: int) -> list[Tensor]:
