@@ -309,10 +309,9 @@ class _BatchedSGD:
         self.lr = cfg0.lr if all(c.lr == cfg0.lr for c in configs) else None  # None: per member
         self.neg_lr = torch.tensor([-c.lr for c in configs], device=device).view(m, 1, 1)
         self.clustered = bool(cfg0.clustered_layers)
-        # per tracked layer: its mask and 2 lr lam_layer
-        two_lr_lam = torch.tensor([2 * c.lr * c.lam for c in configs], device=device).view(m, 1, 1)
-        two_lr_lam = two_lr_lam / max(len(cfg0.clustered_layers), 1)
-        self.tracked = {i: (mask, two_lr_lam) for i, mask in masks.items()}
+        self.masks = masks  # layer index -> (M, out, in) mask of the layers whose C is logged
+        self.two_lr_lam = torch.tensor([2 * c.lr * c.lam / max(len(cfg0.clustered_layers), 1)
+                                        for c in configs], device=device).view(m, 1, 1)
         self.one = torch.ones(m, 1, 1, device=device)
         self._minus_ones: dict[int, Tensor] = {}
 
@@ -350,17 +349,17 @@ class _BatchedSGD:
         """Mean C over the tracked layers (M,), and each clustered layer's step factor."""
         c_sum: Tensor | None = None
         factors = {}
-        for i, (mask, two_lr_lam) in self.tracked.items():
+        for i, mask in self.masks.items():
             sq = self.weights[i].square()
             total = sq.sum((1, 2), keepdim=True)
             c = (sq * mask).sum((1, 2), keepdim=True) / total
             c_sum = c if c_sum is None else c_sum + c
             if self.clustered:
-                r = two_lr_lam / total
+                r = self.two_lr_lam / total
                 factors[i] = torch.addcmul(torch.addcmul(self.one, r, c, value=-1.0), mask, r)
         assert c_sum is not None
-        if len(self.tracked) > 1:
-            c_sum = c_sum / len(self.tracked)
+        if len(self.masks) > 1:
+            c_sum = c_sum / len(self.masks)
         return c_sum.view(self.m), factors
 
 
