@@ -134,10 +134,12 @@ def _check_batchable(configs: Sequence[TrainConfig]) -> None:
 
 
 def train(config: TrainConfig, data: Dataset, method: str = "fast", progress: bool = True,
-          cuda_graph: bool | None = None) -> TrainResult:
-    """Train one configuration on ``data`` (on the data's device); ``cuda_graph`` as in ``train_many``."""
+          cuda_graph: bool | None = None, test_every_epoch: bool = True) -> TrainResult:
+    """Train one configuration on ``data`` (on the data's device); ``cuda_graph`` and
+    ``test_every_epoch`` as in ``train_many``."""
     if method == "fast":
-        return train_many([config], data, progress=progress, cuda_graph=cuda_graph)[0]
+        return train_many([config], data, progress=progress, cuda_graph=cuda_graph,
+                          test_every_epoch=test_every_epoch)[0]
     if method == "autograd":
         return _train_autograd(config, data, progress=progress)
     raise ValueError(f"method must be 'fast' or 'autograd', got {method!r}")
@@ -145,7 +147,7 @@ def train(config: TrainConfig, data: Dataset, method: str = "fast", progress: bo
 
 @torch.no_grad()
 def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = True,
-               cuda_graph: bool | None = None) -> list[TrainResult]:
+               cuda_graph: bool | None = None, test_every_epoch: bool = True) -> list[TrainResult]:
     """Train several configurations as one batched model; member i equals ``train(configs[i])``.
 
     Configs may differ in seed, lam, lr and n_clusters; they must share the dataset,
@@ -153,7 +155,12 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
 
     ``cuda_graph``: None (default) captures the training step as a CUDA graph on CUDA and runs
     it eagerly on the CPU; True on the CPU runs the same static-buffer step without capture
-    (the numbers are identical either way); False runs every step eagerly.
+    (the numbers are identical either way, except that a lone member's eager CPU step rounds
+    its scalars in double precision); False runs every step eagerly.
+
+    ``test_every_epoch``: True (default) logs test accuracy before training and after every
+    epoch; False measures it once, after training (``history["test_acc"]`` then has one
+    entry). On MNIST one test pass costs about as much as 80 training steps, 8 % of an epoch.
     """
     if not configs:
         return []
@@ -178,11 +185,16 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
     masks_per_member = [_tracked_masks(c, device) for c in configs]
     masks = {layer_index[name]: torch.stack([mm[name] for mm in masks_per_member])
              for name in masks_per_member[0]}
-    sgd_step = _BatchedSGD(weights, configs, masks)
+    n_full = n_train // bs
+    static = (device.type == "cuda") if cuda_graph is None else bool(cuda_graph)
+    static = static and n_full > 0 and total_steps > 0
+    # a lone member on the CPU keeps its step's scalars as Python floats: reading one back
+    # costs nothing there, and it saves the tiny tensor ops around them
+    sgd_step = _BatchedSGD(weights, configs, masks, host_scalars=m == 1 and device.type == "cpu" and not static)
 
-    lp_hist = torch.empty(m, total_steps, device=device)  # mean log-prob of the label: -CE
+    lp_hist = torch.empty(m, total_steps, device=device)  # summed log-prob of the labels: -B * CE
     c_hist = torch.empty(m, total_steps, device=device)
-    acc_hist = [_accuracy_tensor(weights, data)]  # device tensors: no sync until the end
+    acc_hist = [_accuracy_tensor(weights, data)] if test_every_epoch else []  # device tensors: no sync
     bar = tqdm(total=total_steps, desc=f"train {m} model{'s' if m > 1 else ''}", disable=not progress,
                mininterval=0.5)
 
@@ -190,9 +202,6 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
     # from device tensors and writes its history in place, so on CUDA it can be captured once
     # as a CUDA graph and replayed (one launch per step instead of ~30 kernel launches from
     # Python). The same static step runs eagerly on the CPU when asked for (tests use it).
-    n_full = n_train // bs
-    static = (device.type == "cuda") if cuda_graph is None else bool(cuda_graph)
-    static = static and n_full > 0 and total_steps > 0
     if static:
         order_buf = torch.empty(m, n_train, dtype=torch.long, device=device)
         cursor = torch.zeros(1, dtype=torch.long, device=device)  # first example of the batch
@@ -246,10 +255,14 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
                 step += 1
                 if step % 50 == 0 or step == total_steps:
                     bar.update(step - bar.n)
-        eager = _eager_batches(order_buf if static else host_order.to(device, non_blocking=True), bs, first)
+        order = order_buf if static else host_order.to(device, non_blocking=True)
+        eager = _eager_batches(order, bs, first)
+        # the epoch's labels gathered once, cut like the indices
+        labels = _eager_batches(data.train_y[order], bs, first) if eager else []
         lps, cs = [], []  # the eager steps' history, written once per epoch
-        for idx in eager:  # every step eagerly, or the last, partial batch
-            lp, c = sgd_step(*_batch(data, idx, m))
+        for idx, y in zip(eager, labels):  # every step eagerly, or the last, partial batch
+            x = data.train_x.index_select(0, idx)
+            lp, c = sgd_step(x.view(m, -1, x.shape[1]), y.view(m, -1))
             lps.append(lp)
             cs.append(c)
             step += 1
@@ -258,18 +271,23 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         if eager:
             cols = slice(step - len(eager), step)
             lp_hist[:, cols] = torch.stack(lps, 1)
-            c_hist[:, cols] = torch.stack(cs, 1)
+            c_hist[:, cols] = torch.tensor(cs).view(m, -1) if sgd_step.host_scalars else torch.stack(cs, 1)
             if static:
                 step_t.add_(len(eager))
         if epoch + 1 < cfg0.epochs:
             host_order = draw_orders()
+        if test_every_epoch or epoch + 1 == cfg0.epochs:
+            acc_hist.append(_accuracy_tensor(weights, data))
+    if not acc_hist:  # no epochs and no per-epoch log: the accuracy of the init
         acc_hist.append(_accuracy_tensor(weights, data))
     bar.close()
     if pool is not None:
         pool.shutdown()
     acc_rows = torch.stack(acc_hist).tolist()  # (epochs + 1, M)
 
-    ce_cpu, c_cpu = lp_hist.neg().cpu(), c_hist.cpu()
+    sizes = torch.full((steps,), float(bs))  # each step's batch size: the last one may be short
+    sizes[-1] = n_train - (steps - 1) * bs
+    ce_cpu, c_cpu = (lp_hist.cpu() / -sizes.repeat(cfg0.epochs)), c_hist.cpu()
     results = []
     for i, cfg in enumerate(configs):
         model = MLP(cfg.widths).to(device)
@@ -298,9 +316,13 @@ class _BatchedSGD:
     (2/T) W (M - C) depends on W alone (T = sum W^2), is one elementwise factor
     ``W *= 1 + r (M - C)`` with r = 2 lr lam_layer / T, applied first. Both gradients are
     taken at the weights before the step, as in SGD on the summed loss.
+
+    ``host_scalars`` (one member on the CPU, not static): C, T and r are Python floats, and
+    C is returned as one; otherwise they stay device tensors, as a CUDA graph needs.
     """
 
-    def __init__(self, weights: list[Tensor], configs: Sequence[TrainConfig], masks: dict[int, Tensor]):
+    def __init__(self, weights: list[Tensor], configs: Sequence[TrainConfig], masks: dict[int, Tensor],
+                 host_scalars: bool = False):
         cfg0 = configs[0]
         device, m = weights[0].device, len(configs)
         self.weights = weights
@@ -310,24 +332,28 @@ class _BatchedSGD:
         self.neg_lr = torch.tensor([-c.lr for c in configs], device=device).view(m, 1, 1)
         self.clustered = bool(cfg0.clustered_layers)
         self.masks = masks  # layer index -> (M, out, in) mask of the layers whose C is logged
-        self.two_lr_lam = torch.tensor([2 * c.lr * c.lam / max(len(cfg0.clustered_layers), 1)
-                                        for c in configs], device=device).view(m, 1, 1)
+        # host scalars: each tracked layer's [all ones, mask] as columns, so that its total and
+        # in-block squared weight come out of one matmul
+        self.sum_cols = {i: torch.stack([torch.ones_like(mk[0]), mk[0]], -1).view(-1, 2) for i, mk in masks.items()}
+        per_layer = [2 * c.lr * c.lam / max(len(cfg0.clustered_layers), 1) for c in configs]
+        self.two_lr_lam = torch.tensor(per_layer, device=device).view(m, 1, 1)
+        self.host_scalars = host_scalars and m == 1
+        self.two_lr_lam_host = per_layer[0]
         self.one = torch.ones(m, 1, 1, device=device)
         self._minus_ones: dict[int, Tensor] = {}
 
-    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Step on inputs (M, B, in) and labels (M, B); returns each member's mean log-prob of
-        the label (-CE) and its mean C over the tracked layers, both before the step."""
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | float]:
+        """Step on inputs (M, B, in) and labels (M, B); returns each member's summed log-prob
+        of the labels (-B * CE) and its mean C over the tracked layers, both before the step."""
         acts, h = [x], x
         last = len(self.weights) - 1
         for i, w_t in enumerate(self.weights_t):
             h = torch.bmm(h, w_t)
             if i < last:
-                h = torch.relu(h)
-                acts.append(h)
+                acts.append(h.relu_())
         logp = torch.log_softmax(h, dim=-1)
         label = y.unsqueeze(-1)
-        mean_logp = logp.gather(-1, label).mean((1, 2))
+        sum_logp = logp.gather(-1, label).sum((1, 2))
         b = x.shape[1]
         if b not in self._minus_ones:
             self._minus_ones[b] = torch.full((self.m, b, 1), -1.0, device=x.device)
@@ -343,24 +369,29 @@ class _BatchedSGD:
             else:
                 w.baddbmm_((g * (self.neg_lr / b)).transpose(1, 2), acts[i])
             g = g_below
-        return mean_logp, c_mean
+        return sum_logp, c_mean
 
-    def _clusterability(self) -> tuple[Tensor, dict[int, Tensor]]:
-        """Mean C over the tracked layers (M,), and each clustered layer's step factor."""
-        c_sum: Tensor | None = None
-        factors = {}
+    def _clusterability(self) -> tuple[Tensor | float, dict[int, Tensor]]:
+        """Mean C over the tracked layers ((M,), or a float with host scalars), and each
+        clustered layer's step factor 1 + r (M - C)."""
+        cs, factors = [], {}
         for i, mask in self.masks.items():
             sq = self.weights[i].square()
-            total = sq.sum((1, 2), keepdim=True)
-            c = (sq * mask).sum((1, 2), keepdim=True) / total
-            c_sum = c if c_sum is None else c_sum + c
-            if self.clustered:
-                r = self.two_lr_lam / total
-                factors[i] = torch.addcmul(torch.addcmul(self.one, r, c, value=-1.0), mask, r)
-        assert c_sum is not None
-        if len(self.masks) > 1:
-            c_sum = c_sum / len(self.masks)
-        return c_sum.view(self.m), factors
+            if self.host_scalars:  # total and in-block sums from one matmul, read back as floats
+                total, inside = torch.mm(sq.view(1, -1), self.sum_cols[i]).view(2).tolist()
+                c = inside / total
+                r = self.two_lr_lam_host / total
+                if self.clustered:
+                    factors[i] = torch.add(1.0 - r * c, mask, alpha=r)  # (1 - rC) + r M
+            else:  # plain reductions (a CUDA graph runs them faster than a gemv)
+                total = sq.sum((1, 2), keepdim=True)
+                c = (sq * mask).sum((1, 2), keepdim=True) / total
+                if self.clustered:
+                    r = self.two_lr_lam / total
+                    factors[i] = torch.addcmul(torch.addcmul(self.one, r, c, value=-1.0), mask, r)
+            cs.append(c)
+        c_mean = cs[0] if len(cs) == 1 else sum(cs) / len(cs)
+        return (c_mean if self.host_scalars else c_mean.view(self.m)), factors
 
 
 def _eager_batches(order: Tensor, batch_size: int, first: int) -> list[Tensor]:

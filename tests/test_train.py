@@ -42,6 +42,10 @@ def test_history_shapes(tiny):
     assert len(r.history["ce"]) == len(r.history["clusterability"]) == steps
     assert len(r.history["test_acc"]) == 3
     assert r.test_acc == r.history["test_acc"][-1]
+    once = train(cfg(), tiny, test_every_epoch=False)  # the same run, tested once at the end
+    assert once.history["test_acc"] == [r.test_acc]
+    assert once.history["ce"] == r.history["ce"]
+    assert train(cfg(epochs=0), tiny, test_every_epoch=False).history["test_acc"] == r.history["test_acc"][:1]
 
 
 def test_clusterability_rises_with_lambda(tiny):
