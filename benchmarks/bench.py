@@ -5,15 +5,17 @@ Parts (each prints its timings and ratio; the last line is one JSON object):
 1. training: the seed's loop (torchvision Dataset with ToTensor + Normalize, DataLoader batch 64
    shuffled, nn.Module MLP, the block mask rebuilt with Python loops every step as in the seed's
    ``cluster_goodness_fast``, loss CE - 15 C, SGD lr 1e-3, the seed's per-step ``.item()``
-   logging, without its periodic test evaluations) against ``modclust.train``; same model,
-   batch, epochs.
+   logging, without its periodic test evaluations) against ``modclust.train`` with one test
+   pass at the end (``test_every_epoch=False``); same model, batch, epochs.
 2. label semanticity of fc2 (k = 50): the seed's way (one pass over the test DataLoader per unit,
    ``np.argsort``, made stable so ties break like the library) against
    ``modclust.interpret.label_semanticity``, on the same trained model; the scores must agree.
-3. an ensemble of M configurations (``train_many``) against M sequential ``train`` calls.
+3. an ensemble of M configurations (``train_many``) against M sequential ``train`` calls (each
+   tested once, at the end, on both sides).
 4. greedy circuits of every label of two models: the plain loop (``greedy_circuit``) against
    ``greedy_circuits_fast``; the circuits must be identical.
-5. on CUDA: 1, 64 and 256 models x 10 epochs through ``train_many`` (CUDA graph), and one
+5. on CUDA: 1, 64 and 256 models x 10 epochs through ``train_many`` (CUDA graph) with a test
+   pass after every epoch (the library's default), 256 models tested once at the end, and one
    epoch without the graph for comparison.
 
 Parts 1 and 3 also print a ceiling: the time of the arithmetic no SGD on this model can skip
@@ -180,7 +182,7 @@ def bench_seed(data: modclust.Dataset, epochs: int, out: dict[str, Any]) -> None
     print(f"  {'':<44} {'seed':>11}  {'modclust':>11}  {'ratio':>9}")
     train_set, test_set = seed_datasets()
     _, seed_s = timed(lambda: seed_train(train_set, epochs))
-    result, ours_s = timed(lambda: train(TrainConfig(epochs=epochs), data, progress=False))
+    result, ours_s = timed(lambda: train(TrainConfig(epochs=epochs), data, progress=False, test_every_epoch=False))
     out["train_speedup"] = row(f"train {epochs} epoch(s), clustered", seed_s, ours_s)
     floor_s = fc1_floor_s(data, epochs, 1)
     out["train_speedup_ceiling"] = row("  ceiling: fc1's two products alone", seed_s, floor_s)
@@ -202,8 +204,8 @@ def bench_seed(data: modclust.Dataset, epochs: int, out: dict[str, Any]) -> None
 def bench_ensemble(data: modclust.Dataset, epochs: int, m: int, out: dict[str, Any]) -> list[Any]:
     print(f"\n[3] ensemble of {m} (train_many) vs {m} sequential train calls (CPU, {epochs} epoch(s))")
     configs = [TrainConfig(seed=s, lam=lam, epochs=epochs) for lam in (15.0, 0.0) for s in range(m // 2)]
-    _, seq_s = timed(lambda: [train(c, data, progress=False) for c in configs])
-    results, ens_s = timed(lambda: train_many(configs, data, progress=False))
+    _, seq_s = timed(lambda: [train(c, data, progress=False, test_every_epoch=False) for c in configs])
+    results, ens_s = timed(lambda: train_many(configs, data, progress=False, test_every_epoch=False))
     out["ensemble_speedup"] = row(f"{m} configs", seq_s, ens_s)
     floor_s = fc1_floor_s(data, epochs, m)
     out["ensemble_speedup_ceiling"] = row(f"  ceiling: fc1's two products of {m} members", seq_s, floor_s)
@@ -211,20 +213,25 @@ def bench_ensemble(data: modclust.Dataset, epochs: int, m: int, out: dict[str, A
     return results
 
 
-def bench_pruning(models: list[Any], data: modclust.Dataset, layers: list[str], out: dict[str, Any]) -> None:
+def bench_pruning(models: list[Any], data: modclust.Dataset, layers: list[str], out: dict[str, Any],
+                  key: str = "pruning") -> None:
+    """Plain vs fast greedy circuits on the data's device; results under ``key``_*."""
     labels = list(range(10))
-    print(f"\n[4] greedy circuits, {len(models)} models x {len(labels)} labels, layers {layers}, "
-          "baseline 'current', threshold 1e-4")
+    print(f"\n[4] greedy circuits on {data.device.type}, {len(models)} models x {len(labels)} labels, "
+          f"layers {layers}, baseline 'current', threshold 1e-4")
     x, y = data.test_x, data.test_y
-    plain, plain_s = timed(lambda: [[greedy_circuit(m, x[y == c], c, layers=layers) for c in labels] for m in models])
-    fast, fast_s = timed(lambda: greedy_circuits_fast(models, x, y, labels=labels, layers=layers))
-    out["pruning_speedup"] = row("plain loop vs fast", plain_s, fast_s)
+    models = [m.to(data.device) for m in models]
+    sync = data.device if data.device.type == "cuda" else None
+    plain, plain_s = timed(lambda: [[greedy_circuit(m, x[y == c], c, layers=layers) for c in labels] for m in models],
+                           sync)
+    fast, fast_s = timed(lambda: greedy_circuits_fast(models, x, y, labels=labels, layers=layers), sync)
+    out[f"{key}_speedup"] = row("plain loop vs fast", plain_s, fast_s)
     same = all(torch.equal(p.kept[n], fast[mi][p.label].kept[n])
                for mi, per_model in enumerate(plain) for p in per_model for n in p.kept)
     sizes = [[c.size for c in per_model] for per_model in plain]
     print(f"  same circuits: {same}; sizes per label: {sizes}")
-    out.update(pruning_plain_s=plain_s, pruning_fast_s=fast_s, pruning_same_circuits=same,
-               pruning_layers=layers, pruning_problems=len(models) * len(labels))
+    out.update({f"{key}_plain_s": plain_s, f"{key}_fast_s": fast_s, f"{key}_same_circuits": same,
+                f"{key}_layers": layers, f"{key}_problems": len(models) * len(labels)})
     if not same:
         raise SystemExit("fast pruning found different circuits from the plain loop")
 
@@ -237,8 +244,9 @@ def bench_cuda(data: modclust.Dataset, out: dict[str, Any]) -> None:
     out["cuda_device"] = name
     train_many([TrainConfig(epochs=1)], data.subset(6400), progress=False)  # warm up kernels
     steps = 10 * -(-len(data.train_x) // 64)
+    sweep = lambda m: [TrainConfig(seed=s, lam=15.0 if s % 2 == 0 else 0.0, epochs=10) for s in range(m)]  # noqa: E731
     for m in (1, 64, 256):
-        configs = [TrainConfig(seed=s, lam=15.0 if s % 2 == 0 else 0.0, epochs=10) for s in range(m)]
+        configs = sweep(m)
         try:
             res, s = timed(lambda: train_many(configs, data, progress=False), device)
         except Exception as err:  # report, and measure without the graph rather than nothing
@@ -250,9 +258,15 @@ def bench_cuda(data: modclust.Dataset, out: dict[str, Any]) -> None:
               f"mean test acc {acc:.4f})", flush=True)
         out[f"cuda_{m}_model{'s' if m > 1 else ''}_10_epochs_s"] = s
         out[f"cuda_{m}_us_per_step"] = s / steps * 1e6
+    configs = sweep(256)
+    res, s = timed(lambda: train_many(configs, data, progress=False, test_every_epoch=False), device)
+    acc = float(np.mean([r.test_acc for r in res]))
+    print(f"   256 models x 10 epochs, tested once at the end: {s:6.2f} s ({s / steps * 1e6:7.1f} us/step, "
+          f"mean test acc {acc:.4f})", flush=True)
+    out["cuda_256_models_10_epochs_test_once_s"] = s
+    pair = [res[0].model, res[1].model]  # one clustered and one unclustered model, for pruning
     tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True  # opt-in, reported apart: TF32 rounds matmul inputs
-    configs = [TrainConfig(seed=s, lam=15.0 if s % 2 == 0 else 0.0, epochs=10) for s in range(256)]
     res, s = timed(lambda: train_many(configs, data, progress=False), device)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     acc = float(np.mean([r.test_acc for r in res]))
@@ -263,6 +277,7 @@ def bench_cuda(data: modclust.Dataset, out: dict[str, Any]) -> None:
         _, s = timed(lambda: train_many(configs, data, progress=False, cuda_graph=False), device)
         print(f"  {m:4d} model(s) x 1 epoch without the graph: {s:6.2f} s ({s * 10:.1f} s per 10 epochs)")
         out[f"cuda_{m}_eager_1_epoch_s"] = s
+    bench_pruning(pair, data, ["fc2", "fc3"], out, key="cuda_pruning")
 
 
 def main() -> None:
