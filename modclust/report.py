@@ -160,6 +160,22 @@ def _by_lam(rows: Sequence[dict], fn) -> dict[float, list[float]]:
     return group(rows, fn)
 
 
+def seed_cell_sentence(cell: dict, classes: Sequence[str]) -> str:
+    """What the seed notebook's pruning cell, rerun as written, did (``circuits.seed_cell_prune``)."""
+    acc = cell["classwise_acc"]
+    if acc[0] == 1.0 and max(acc[1:]) == 0.0:
+        outcome = (f"the model it leaves predicts class {tex_escape(classes[0])} for every test image "
+                   "(class-wise accuracy 1 for it and 0 for every other class), the pattern the notebook printed")
+    else:
+        outcome = "its class-wise test accuracy after pruning is " + ", ".join(f"{a:.2f}" for a in acc)
+    return (f"Rerun as written on our model {tex_escape(cell['run'])}, the notebook's own pruning cell decides to keep "
+            f"{cell['decided_kept']} of the {cell['visited']} weights of {cell['layer']} for label {cell['label']}, "
+            f"yet leaves {cell['nonzero_after']} of them nonzero: it saves each weight as a view of itself "
+            f"(\texttt{{temp = w.data[i, j]}}), which reads zero once the weight is zeroed, so every restore "
+            f"writes zero back; {outcome}. Our loop restores the value and keeps {cell['ours_kept']} weights "
+            f"of {cell['layer']} for the same label and model.")
+
+
 def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset: str
                   ) -> tuple[Macros, dict[str, str]]:
     """Every number and data-dependent sentence of the paper, from the four stages' JSON.
@@ -281,6 +297,7 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
         "mean circuit size", digits=1, unit=" weights"))
     m.add("CircuitDirection", {"higher": "larger", "lower": "smaller",
                                "indistinguishable": "no smaller"}[cmp_k.direction])
+    m.add("SeedCellSentence", seed_cell_sentence(circ["seed_cell"], spec.classes))
     ss = circ["search_space"]["per_cluster"]
     m.add("SearchSpacePruned", f"{100 * sum(ss) / len(ss):.2f}\\,\\%")
     m.add("TotalWeights", f"{total_w:,}".replace(",", "{,}"))

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from modclust import MLP, Partition, TrainConfig, train
-from modclust.circuits import greedy_circuit, search_space_pruned
+from modclust.circuits import greedy_circuit, search_space_pruned, seed_cell_prune
 
 
 def test_search_space_pruning_of_the_seed_is_76_40_percent():
@@ -53,6 +53,21 @@ def test_greedy_matches_the_seeds_loop(tiny, baseline):
         assert torch.equal(c.kept[name], ref[name])
     assert 0 < c.size < 6 * 5 + 5 * 10
     assert c.size == sum(c.size_per_layer.values())
+
+
+def test_the_seeds_cell_as_written_zeroes_every_weight_it_visits(tiny):
+    """The seed's ``temp = w.data[i, j]`` is a view: its restore writes back zero."""
+    model = train(TrainConfig(widths=(784, 6, 5, 10), lam=0.0, lr=0.1, epochs=5), tiny).model
+    x = tiny.test_x[tiny.test_y == 3]
+    cell = seed_cell_prune(model, x, 3, "fc3", threshold=1e-3)
+    assert cell.decided_kept > 0 and cell.decided_pruned + cell.decided_kept == 50
+    assert cell.nonzero_after == 0 and not bool(cell.pruned.fc3.weight.any())
+    assert torch.equal(cell.pruned.fc2.weight, model.fc2.weight)  # the other layers untouched
+    assert bool((cell.pruned(tiny.test_x).argmax(-1) == 0).all())  # equal logits: argmax 0, as printed
+    ours = greedy_circuit(model, x, 3, layers=["fc3"], threshold=1e-3)
+    assert ours.size > 0  # the loop that restores values keeps a circuit
+    with pytest.raises(ValueError, match="unknown layer"):
+        seed_cell_prune(model, x, 3, "fc9")
 
 
 def test_loss_bounds_of_both_baselines(tiny):

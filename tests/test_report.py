@@ -79,7 +79,20 @@ def _fake_results(seeds=(0, 1, 2), main=15.0, k=4):
     train = {"main_lambda": main, "runs": runs}
     return (train, {"layer": "fc2", "rows": abl}, {"layers": ["fc1", "fc2"], "top_k": 50, "rows": sem},
             {"layers": ["fc3"], "labels": list(range(10)), "threshold": 1e-4, "baseline": "current",
-             "search_space": {"layer": "fc2", "per_cluster": [0.764] * k}, "rows": circ})
+             "search_space": {"layer": "fc2", "per_cluster": [0.764] * k}, "rows": circ,
+             "seed_cell": {"label": 8, "layer": "fc3", "decided_pruned": 84, "decided_kept": 556, "nonzero_after": 0,
+                           "visited": 640, "ours_kept": 212, "classwise_acc": [1.0] + [0.0] * 9,
+                           "run": f"lam{main:g}_seed0"}})
+
+
+def test_seed_cell_sentence_says_what_the_numbers_show():
+    cell = _fake_results()[3]["seed_cell"]
+    classes = [str(c) for c in range(10)]
+    text = report.seed_cell_sentence(cell, classes)
+    assert "keep 556 of the 640 weights of fc3 for label 8" in text and "leaves 0 of them nonzero" in text
+    assert "predicts class 0 for every test image" in text and "keeps 212 weights" in text
+    other = report.seed_cell_sentence({**cell, "classwise_acc": [0.5] * 10}, classes)
+    assert "every test image" not in other and "0.50, 0.50" in other
 
 
 def test_paper_numbers_cover_what_the_paper_uses(tmp_path):
