@@ -168,10 +168,11 @@ def seed_cell_sentence(cell: dict, classes: Sequence[str]) -> str:
                    "(class-wise accuracy 1 for it and 0 for every other class), the pattern the notebook printed")
     else:
         outcome = "its class-wise test accuracy after pruning is " + ", ".join(f"{a:.2f}" for a in acc)
-    return (f"Rerun as written on our model {tex_escape(cell['run'])}, the notebook's own pruning cell decides to keep "
+    return (f"Rerun as written on our seed-{cell['seed']} model at $\\lambda={cell['lam']:g}$, the notebook's own "
+            f"pruning cell decides to keep "
             f"{cell['decided_kept']} of the {cell['visited']} weights of {cell['layer']} for label {cell['label']}, "
             f"yet leaves {cell['nonzero_after']} of them nonzero: it saves each weight as a view of itself "
-            f"(\texttt{{temp = w.data[i, j]}}), which reads zero once the weight is zeroed, so every restore "
+            f"(\\texttt{{temp = w.data[i, j]}}), which reads zero once the weight is zeroed, so every restore "
             f"writes zero back; {outcome}. Our loop restores the value and keeps {cell['ours_kept']} weights "
             f"of {cell['layer']} for the same label and model.")
 

@@ -82,7 +82,7 @@ def _fake_results(seeds=(0, 1, 2), main=15.0, k=4):
              "search_space": {"layer": "fc2", "per_cluster": [0.764] * k}, "rows": circ,
              "seed_cell": {"label": 8, "layer": "fc3", "decided_pruned": 84, "decided_kept": 556, "nonzero_after": 0,
                            "visited": 640, "ours_kept": 212, "classwise_acc": [1.0] + [0.0] * 9,
-                           "run": f"lam{main:g}_seed0"}})
+                           "lam": main, "seed": 0}})
 
 
 def test_seed_cell_sentence_says_what_the_numbers_show():
@@ -91,6 +91,7 @@ def test_seed_cell_sentence_says_what_the_numbers_show():
     text = report.seed_cell_sentence(cell, classes)
     assert "keep 556 of the 640 weights of fc3 for label 8" in text and "leaves 0 of them nonzero" in text
     assert "predicts class 0 for every test image" in text and "keeps 212 weights" in text
+    assert "seed-0 model at $\\lambda=15$" in text and "(\\texttt{temp = w.data[i, j]})" in text
     other = report.seed_cell_sentence({**cell, "classwise_acc": [0.5] * 10}, classes)
     assert "every test image" not in other and "0.50, 0.50" in other
 
