@@ -168,7 +168,7 @@ def seed_cell_sentence(cell: dict, classes: Sequence[str]) -> str:
                    "(class-wise accuracy 1 for it and 0 for every other class), the pattern the notebook printed")
     else:
         outcome = "its class-wise test accuracy after pruning is " + ", ".join(f"{a:.2f}" for a in acc)
-    return (f"Rerun as written on our seed-{cell['seed']} model at $\\lambda={cell['lam']:g}$, the notebook's own "
+    return (f"Rerun as written on our seed-{cell['seed']} model at $\\lambda={cell['lam']:g}$, the notebook's "
             f"pruning cell decides to keep "
             f"{cell['decided_kept']} of the {cell['visited']} weights of {cell['layer']} for label {cell['label']}, "
             f"yet leaves {cell['nonzero_after']} of them nonzero: it saves each weight as a view of itself "
