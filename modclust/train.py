@@ -336,10 +336,6 @@ class _BatchedSGD:
         self.two_lr_lam = torch.tensor(per_layer, device=device).view(m, 1, 1)
         self.host_scalars = host_scalars and m == 1
         self.two_lr_lam_host = per_layer[0]
-        # host scalars: each tracked layer's [all ones, mask] as columns, so that its total and
-        # in-block squared weight come out of one matmul
-        self.sum_cols = ({i: torch.stack([torch.ones_like(mk[0]), mk[0]], -1).view(-1, 2) for i, mk in masks.items()}
-                         if self.host_scalars else {})
         self.one = torch.ones(m, 1, 1, device=device)
         self._minus_ones: dict[int, Tensor] = {}
 
@@ -377,14 +373,15 @@ class _BatchedSGD:
         clustered layer's step factor 1 + r (M - C)."""
         cs, factors = [], {}
         for i, mask in self.masks.items():
-            sq = self.weights[i].square()
-            if self.host_scalars:  # total and in-block sums from one matmul, read back as floats
-                total, inside = torch.mm(sq.view(1, -1), self.sum_cols[i]).view(2).tolist()
-                c = inside / total
+            if self.host_scalars:  # total and in-block squared weight as two dot products
+                w = self.weights[i].view(-1)
+                total = torch.dot(w, w).item()
+                c = torch.dot(w * mask.view(-1), w).item() / total
                 r = self.two_lr_lam_host / total
                 if self.clustered:
                     factors[i] = torch.add(1.0 - r * c, mask, alpha=r)  # (1 - rC) + r M
             else:  # plain reductions (a CUDA graph runs them faster than a gemv)
+                sq = self.weights[i].square()
                 total = sq.sum((1, 2), keepdim=True)
                 c = (sq * mask).sum((1, 2), keepdim=True) / total
                 if self.clustered:
