@@ -20,7 +20,8 @@ Parts (each prints its timings and ratio; the last line is one JSON object):
 
 Parts 1 and 3 also print a ceiling: the time of the arithmetic no SGD on this model can skip
 (the batch gather and fc1's two products, :func:`fc1_floor_s`), so a ratio can be read against
-the most this machine allows.
+the most this machine allows. Their ways (and the ceiling) take turns for ``--repeats`` rounds
+and each keeps its best time, as the speed of these machines drifts within the hour.
 
 The seed's code below is written from the notebook's text (../shared/seed/), not imported.
 Run: ``python benchmarks/bench.py [--epochs N] [--threads T] [--only cpu|cuda|...]``.
@@ -169,6 +170,19 @@ def fc1_floor_s(data: modclust.Dataset, epochs: int, m: int) -> float:
     return time.perf_counter() - t
 
 
+def alternated(fns: list[Callable[[], Any]], repeats: int) -> tuple[list[Any], list[float]]:
+    """Each function's last result and best time over ``repeats`` rounds, the functions taking
+    turns within a round: these machines' speed drifts by up to 1.5x within the hour, so
+    competing ways are timed in the same minutes and a slow moment hits each about equally."""
+    results: list[Any] = [None] * len(fns)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            results[i], t = timed(fn)
+            best[i] = min(best[i], t)
+    return results, best
+
+
 def row(name: str, seed_s: float, ours_s: float) -> float:
     ratio = seed_s / ours_s
     print(f"  {name:<44} {seed_s:9.2f} s  {ours_s:9.3f} s  {ratio:8.1f}x", flush=True)
@@ -177,14 +191,16 @@ def row(name: str, seed_s: float, ours_s: float) -> float:
 
 # --- parts -----------------------------------------------------------------------------------
 
-def bench_seed(data: modclust.Dataset, epochs: int, out: dict[str, Any]) -> None:
-    print(f"\n[1-2] the seed's way vs modclust (CPU, {epochs} epoch(s), batch 64, lambda 15)")
+def bench_seed(data: modclust.Dataset, epochs: int, repeats: int, out: dict[str, Any]) -> None:
+    print(f"\n[1-2] the seed's way vs modclust (CPU, {epochs} epoch(s), batch 64, lambda 15; "
+          f"training: best of {repeats}, alternated)")
     print(f"  {'':<44} {'seed':>11}  {'modclust':>11}  {'ratio':>9}")
     train_set, test_set = seed_datasets()
-    _, seed_s = timed(lambda: seed_train(train_set, epochs))
-    result, ours_s = timed(lambda: train(TrainConfig(epochs=epochs), data, progress=False, test_every_epoch=False))
+    (_, result, _), (seed_s, ours_s, floor_s) = alternated([
+        lambda: seed_train(train_set, epochs),
+        lambda: train(TrainConfig(epochs=epochs), data, progress=False, test_every_epoch=False),
+        lambda: fc1_floor_s(data, epochs, 1)], repeats)
     out["train_speedup"] = row(f"train {epochs} epoch(s), clustered", seed_s, ours_s)
-    floor_s = fc1_floor_s(data, epochs, 1)
     out["train_speedup_ceiling"] = row("  ceiling: fc1's two products alone", seed_s, floor_s)
     out.update(seed_train_s=seed_s, modclust_train_s=ours_s, epochs=epochs, train_floor_s=floor_s)
 
@@ -201,13 +217,15 @@ def bench_seed(data: modclust.Dataset, epochs: int, out: dict[str, Any]) -> None
     out.update(semanticity_seed=seed_score, semanticity_modclust=ours.score, semanticity_agree=agree)
 
 
-def bench_ensemble(data: modclust.Dataset, epochs: int, m: int, out: dict[str, Any]) -> list[Any]:
-    print(f"\n[3] ensemble of {m} (train_many) vs {m} sequential train calls (CPU, {epochs} epoch(s))")
+def bench_ensemble(data: modclust.Dataset, epochs: int, m: int, repeats: int, out: dict[str, Any]) -> list[Any]:
+    print(f"\n[3] ensemble of {m} (train_many) vs {m} sequential train calls (CPU, {epochs} epoch(s); "
+          f"best of {repeats}, alternated)")
     configs = [TrainConfig(seed=s, lam=lam, epochs=epochs) for lam in (15.0, 0.0) for s in range(m // 2)]
-    _, seq_s = timed(lambda: [train(c, data, progress=False, test_every_epoch=False) for c in configs])
-    results, ens_s = timed(lambda: train_many(configs, data, progress=False, test_every_epoch=False))
+    (_, results, _), (seq_s, ens_s, floor_s) = alternated([
+        lambda: [train(c, data, progress=False, test_every_epoch=False) for c in configs],
+        lambda: train_many(configs, data, progress=False, test_every_epoch=False),
+        lambda: fc1_floor_s(data, epochs, m)], repeats)
     out["ensemble_speedup"] = row(f"{m} configs", seq_s, ens_s)
-    floor_s = fc1_floor_s(data, epochs, m)
     out["ensemble_speedup_ceiling"] = row(f"  ceiling: fc1's two products of {m} members", seq_s, floor_s)
     out.update(ensemble_m=m, sequential_s=seq_s, ensemble_s=ens_s, ensemble_floor_s=floor_s)
     return results
@@ -284,6 +302,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=1, help="epochs for the CPU comparisons (ratios are what matter)")
     ap.add_argument("--ensemble", type=int, default=16, help="M configs in the ensemble comparison")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="rounds of the training and ensemble comparisons, the ways alternated; best time kept")
     ap.add_argument("--prune-layers", default="fc2,fc3", help="layers pruned in the circuit comparison")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads; 0 (default) = torch's own choice, one per core. Use 1 on a "
@@ -301,9 +321,9 @@ def main() -> None:
     run = lambda part: args.only in ("all", part) or (args.only == "cpu" and part != "cuda")  # noqa: E731
     print(f"modclust bench: torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     if run("seed"):
-        bench_seed(data, args.epochs, out)
+        bench_seed(data, args.epochs, args.repeats, out)
     if run("ensemble"):
-        results = bench_ensemble(data, args.epochs, args.ensemble, out)
+        results = bench_ensemble(data, args.epochs, args.ensemble, args.repeats, out)
         pair = [results[0], results[len(results) // 2]]  # one clustered and one unclustered model
     else:
         pair = train_many([TrainConfig(lam=15.0, epochs=args.epochs), TrainConfig(lam=0.0, epochs=args.epochs)], data,
