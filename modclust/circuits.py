@@ -279,14 +279,6 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
             ref_plain[p] = new
         return ok
 
-    def refresh_after(li: int) -> None:
-        """Recompute the layers after ``li`` from its (updated) pre-activation."""
-        for k in range(li, n_layers):
-            if k > li:
-                pre[k] = torch.bmm(acts[k], w64[k].mT)
-            if k < last:
-                acts[k + 1] = torch.relu(pre[k])
-
     def one_candidate(li: int, i: int, j: int) -> Tensor:
         """Evaluate and decide one candidate for every problem; returns the accept mask (P,)."""
         nonlocal ref64
