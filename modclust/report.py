@@ -164,10 +164,12 @@ def seed_cell_sentence(cell: dict, classes: Sequence[str]) -> str:
     """What the seed notebook's pruning cell, rerun as written, did (``circuits.seed_cell_prune``)."""
     acc = cell["classwise_acc"]
     if acc[0] == 1.0 and max(acc[1:]) == 0.0:
-        outcome = (f"the model it leaves predicts class {tex_escape(classes[0])} for every test image "
-                   "(class-wise accuracy 1 for it and 0 for every other class), the pattern the notebook printed")
+        outcome = (f"the model it leaves scores class-wise test accuracy 1 on class {tex_escape(classes[0])} and 0 "
+                   "on every other class, the pattern the notebook printed")
     else:
         outcome = "its class-wise test accuracy after pruning is " + ", ".join(f"{a:.2f}" for a in acc)
+    if cell["nonzero_after"] == 0:  # a bias-free MLP with a zero layer gives equal logits
+        outcome += " (with the layer all zero, every logit is 0 and argmax picks the first class)"
     return (f"Rerun as written on our seed-{cell['seed']} model at $\\lambda={cell['lam']:g}$, the notebook's "
             f"pruning cell decides to keep "
             f"{cell['decided_kept']} of the {cell['visited']} weights of {cell['layer']} for label {cell['label']}, "

@@ -90,10 +90,11 @@ def test_seed_cell_sentence_says_what_the_numbers_show():
     classes = [str(c) for c in range(10)]
     text = report.seed_cell_sentence(cell, classes)
     assert "keep 556 of the 640 weights of fc3 for label 8" in text and "leaves 0 of them nonzero" in text
-    assert "predicts class 0 for every test image" in text and "keeps 212 weights" in text
+    assert "accuracy 1 on class 0 and 0 on every other class" in text and "keeps 212 weights" in text
+    assert "argmax picks the first class" in text
     assert "seed-0 model at $\\lambda=15$" in text and "(\\texttt{temp = w.data[i, j]})" in text
-    other = report.seed_cell_sentence({**cell, "classwise_acc": [0.5] * 10}, classes)
-    assert "every test image" not in other and "0.50, 0.50" in other
+    other = report.seed_cell_sentence({**cell, "classwise_acc": [0.5] * 10, "nonzero_after": 3}, classes)
+    assert "every other class" not in other and "argmax" not in other and "0.50, 0.50" in other
 
 
 def test_paper_numbers_cover_what_the_paper_uses(tmp_path):
