@@ -229,17 +229,19 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
         big_x[p, :len(x)] = x.to(f64)
     valid = (torch.arange(n_max, device=dev) < counts[:, None]).to(f64)  # (P, N)
     inv_n = 1.0 / counts.to(f64)
-    lab = torch.tensor(list(labels), device=dev).view(n_prob, 1, 1).expand(n_prob, n_max, 1)
+    lab = torch.tensor(list(labels), device=dev)
+    prob = torch.arange(n_prob, device=dev)
     w64 = [w.to(f64) for w in wp]
 
     def loss_of(logits: Tensor) -> Tensor:  # (P, N, C) -> (P,) mean CE over the valid rows
         # exp-sum-log without the max shift is several times faster than logsumexp on a short
-        # last dim; float64 overflows only past logits of ~700, and then the stable form runs
-        lse = logits.exp().sum(-1).log()
-        if not bool(torch.isfinite(lse).all()):
-            lse = torch.logsumexp(logits, -1)
-        nll = lse - logits.gather(-1, lab).squeeze(-1)
-        return (nll * valid).sum(-1) * inv_n
+        # last dim; float64 overflows only past logits of ~700 (an inf loss), and then the
+        # stable form runs. Every example of a problem has the problem's label.
+        def mean_nll(lse: Tensor) -> Tensor:
+            return ((lse - logits[prob, :, lab]) * valid).sum(-1) * inv_n
+
+        loss = mean_nll(logits.exp().sum(-1).log())
+        return loss if bool(torch.isfinite(loss).all()) else mean_nll(torch.logsumexp(logits, -1))
 
     acts: list[Tensor] = [big_x]  # acts[k]: the input of layer k
     pre: list[Tensor] = []  # pre[k]: layer k's pre-activation (the logits for the last)
@@ -247,6 +249,10 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
         pre.append(torch.bmm(acts[k], w64[k].mT))
         if k < last:
             acts.append(torch.relu(pre[k]))
+    # the logits live class-major in memory (a (P, C, N) tensor seen as (P, N, C)): a candidate's
+    # rank-one update, its exp and its sum over classes then run along contiguous examples, and
+    # elementwise results keep that layout
+    pre[last] = pre[last].mT.contiguous().mT
     full64 = loss_of(pre[last])
     ref64 = full64.clone()
     ref_plain: list[float | None] = list(full_plain)  # current baseline's exact reference, None = recompute
@@ -284,13 +290,14 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
         nonlocal ref64
         n_in = wp[li].shape[2]
         w = w64[li][:, i, j].clone()  # (P,)
-        col = pre[li][:, :, i] - acts[li][:, :, j] * w[:, None]  # (P, N)
+        pre_i = pre_t[:, i] if li < last else pre[li][:, :, i]
+        col = pre_i - a_in_t[:, j] * w[:, None]  # (P, N)
         new_pre: list[Tensor] = []  # the candidate's pre-activations of layers li+1 .. last
         if li == last:
             logits = pre[li].clone()
             logits[:, :, i] = col
         else:
-            logits = torch.addcmul(pre[li + 1], (torch.relu(col) - acts[li + 1][:, :, i])[:, :, None],
+            logits = torch.addcmul(pre[li + 1], (torch.relu(col) - a_out_t[:, i])[:, :, None],
                                    w64[li + 1][:, None, :, i])
             new_pre.append(logits)
             for k in range(li + 2, n_layers):
@@ -310,11 +317,13 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
                 ref64 = torch.where(accept, loss, ref64)
             w64[li][:, i, j] = torch.where(accept, 0.0, w)
             wp[li][:, i, j] = torch.where(accept, zero, wp[li][:, i, j])
-            pre[li][:, :, i] = torch.where(accept[:, None], col, pre[li][:, :, i])
             # the layers after li take the candidate's values already computed above
-            keep = accept[:, None, None]
             if li < last:
-                acts[li + 1][:, :, i] = torch.relu(pre[li][:, :, i])
+                pre_t[:, i] = torch.where(accept[:, None], col, pre_i)
+                a_out_t[:, i] = torch.relu(pre_t[:, i])
+            else:
+                pre[li][:, :, i] = torch.where(accept[:, None], col, pre_i)
+            keep = accept[:, None, None]
             for k, z in enumerate(new_pre, start=li + 1):
                 pre[k] = torch.where(keep, z, pre[k])
                 if k < last:
@@ -327,11 +336,18 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
                disable=not progress, mininterval=0.5)
     for li in layer_ids:
         h_cache.clear()
+        # While layer li is pruned, the columns its candidates read and write (input unit j,
+        # output unit i) are kept as contiguous rows: transposed copies, written back after it.
+        a_in_t = acts[li].mT.contiguous()  # (P, in, N)
+        if li < last:
+            pre_t, a_out_t = pre[li].mT.contiguous(), acts[li + 1].mT.contiguous()  # (P, out, N)
         n_out, n_in = wp[li].shape[1:]
         for i in range(n_out):
             for j in range(n_in):
                 one_candidate(li, i, j)
             bar.update(n_in * n_prob)
+        if li < last:
+            pre[li], acts[li + 1] = pre_t.mT, a_out_t.mT
     bar.close()
     out = []
     for p in range(n_prob):

@@ -84,3 +84,15 @@ def test_same_circuits_on_a_trained_mnist_model(mnist):
     for c in (3, 7):
         plain = greedy_circuit(model, data.test_x[data.test_y == c], c, layers=["fc3"])
         assert same(plain, fast[c])
+
+
+def test_logits_past_float64_exp_range_take_the_stable_form(setup):
+    """Logits beyond ~709 overflow exp in float64: the loss then comes from logsumexp."""
+    data, models = setup
+    big = MLP(models[0].widths)
+    big.set_weights(models[0].weights()[:-1] + [models[0].weights()[-1] * 5000])
+    x = data.test_x[data.test_y == 2]
+    assert float(big(x).detach().abs().max()) > 1000  # exp overflows past ~709
+    plain = greedy_circuit(big, x, 2, layers=["fc2", "fc3"])
+    assert same(plain, greedy_circuit_fast(big, x, 2, layers=["fc2", "fc3"]))
+    assert 0 < plain.size < 8 * 12 + 10 * 8
