@@ -188,8 +188,8 @@ def seed_cell_prune(model: MLP, x: Tensor, label: int, layer: str = "fc3", thres
 # weight state; all problems visit the same candidate at once, as one batched step.
 #
 # Float: the accept/reject rule compares a loss difference with a threshold, so a different
-# rounding could flip a decision. The batched state is kept in float64 and candidates are
-# evaluated in float64 (float32 for float32 models); every candidate whose difference lies
+# rounding could flip a decision. The batched state is kept, and candidates are evaluated, in
+# float64 whatever the model's dtype; every candidate whose difference lies
 # within a small band around the threshold (``tol``, by default 64 machine epsilons of the
 # model's dtype times 1 + |loss|: measured float32 loss errors are ~2 epsilons, and the band is
 # far narrower than the threshold) is re-decided with exactly the plain loop's arithmetic: the
