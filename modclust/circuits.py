@@ -11,6 +11,7 @@ changes nothing in the result.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from modclust.evaluate import classwise_correct
 from modclust.model import MLP, forward
+from modclust.objectives import (LABEL_FREE, Objective, ablation_means, check_objective, circuit_weights,
+                                 make_objective, objective_loss)
 from modclust.partition import Partition
 
 
@@ -61,15 +65,23 @@ def label_loss(weights: Sequence[Tensor], x: Tensor, label: int) -> Tensor:
 
 @dataclass
 class Circuit:
-    """The weights that survive greedy pruning for one label."""
+    """The weights that survive a circuit search for one label (``label`` None: the whole function).
 
-    label: int
+    ``objective`` and ``ablation`` say what the search kept low and how pruned weights were
+    removed (:mod:`modclust.objectives`); under mean ablation ``means`` holds, per pruned layer,
+    the mean input its pruned weights' contributions were replaced with.
+    """
+
+    label: int | None
     baseline: str
     threshold: float
     layers: list[str]
     kept: dict[str, Tensor]  # bool mask per pruned layer, True = in the circuit
     full_loss: float
     final_loss: float
+    objective: str = "seed"
+    ablation: str = "zero"
+    means: dict[str, Tensor] | None = None
 
     @property
     def size_per_layer(self) -> dict[str, int]:
@@ -80,55 +92,80 @@ class Circuit:
         return sum(self.size_per_layer.values())
 
     def to_dict(self) -> dict[str, object]:
-        return {"label": self.label, "baseline": self.baseline, "threshold": self.threshold,
-                "layers": self.layers, "size": self.size, "size_per_layer": self.size_per_layer,
-                "full_loss": self.full_loss, "final_loss": self.final_loss}
+        return {"label": self.label, "objective": self.objective, "ablation": self.ablation,
+                "baseline": self.baseline, "threshold": self.threshold, "layers": self.layers, "size": self.size,
+                "size_per_layer": self.size_per_layer, "full_loss": self.full_loss, "final_loss": self.final_loss}
 
 
-def _check_prune_args(model: MLP, layers: Sequence[str] | None, baseline: str) -> list[str]:
+def _check_prune_args(model: MLP, layers: Sequence[str] | None, baseline: str, threshold: float,
+                      objective: str = "seed", ablation: str = "zero") -> list[str]:
     if baseline not in ("current", "full"):
         raise ValueError(f"baseline must be 'current' (the seed's) or 'full' (the follow-up's), got {baseline!r}")
+    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be a finite number >= 0 (the loss rise a pruned weight may cost), "
+                         f"got {threshold!r}")
+    check_objective(objective, ablation)
     names = list(model.layer_names if layers is None else layers)
+    if not names:
+        raise ValueError(f"give at least one layer to prune (this MLP has {model.layer_names})")
     for name in names:
         model.layer_index(name)
     return names
 
 
+def _pruned_layer_means(means: Sequence[Tensor] | None, model: MLP, names: Sequence[str]) -> dict[str, Tensor] | None:
+    return None if means is None else {n: means[model.layer_index(n)].cpu() for n in names}
+
+
 @torch.no_grad()
-def greedy_circuit(model: MLP, x: Tensor, label: int, layers: Sequence[str] | None = None,
-                   threshold: float = 1e-4, baseline: str = "current", progress: bool = False) -> Circuit:
-    """Greedy per-label pruning, one candidate at a time (the plain loop)."""
-    names = _check_prune_args(model, layers, baseline)
+def greedy_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str] | None = None,
+                   threshold: float = 1e-4, baseline: str = "current", progress: bool = False,
+                   objective: str = "seed", ablation: str = "zero") -> Circuit:
+    """Greedy pruning for one label, one candidate at a time (the plain loop).
+
+    ``x`` are the inputs the objective reads: for ``"seed"`` the images of class ``label``, for
+    ``"margin"`` and ``"kl"`` inputs of every class (see :mod:`modclust.objectives`).
+    """
+    names = _check_prune_args(model, layers, baseline, threshold, objective, ablation)
     weights = [w.detach().clone() for w in model.weights()]
-    x = x.flatten(1)
-    full = label_loss(weights, x, label).item()
+    obj = make_objective(objective, weights, x.to(weights[0]), label)
+    means = ablation_means(weights, obj.x, ablation)
+    biases = None if means is None else [torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) for w in weights]
+    full = obj.loss(forward(weights, obj.x)).item()
     ref = full
     kept: dict[str, Tensor] = {}
     total = sum(weights[model.layer_index(n)].numel() for n in names)
-    bar = tqdm(total=total, desc=f"prune label {label}", disable=not progress, mininterval=0.5)
+    bar = tqdm(total=total, desc=f"prune label {obj.label}", disable=not progress, mininterval=0.5)
     for name in names:
         li = model.layer_index(name)
         # Inputs to layer li do not change while it is pruned: compute them once.
-        h = forward(weights[:li], x) if li > 0 else x
-        if li > 0:
-            h = torch.relu(h)
+        h = torch.relu(forward(weights[:li], obj.x, None if biases is None else biases[:li])) if li > 0 else obj.x
         rest = weights[li:]
+        rest_b = None if biases is None else biases[li:]
         w = rest[0]
         flat = w.view(-1)
+        n_in = w.shape[1]
         for j in range(flat.numel()):
             old = flat[j].item()
+            if rest_b is not None:  # mean ablation: the weight's mean contribution moves into the bias
+                i = j // n_in
+                b_old = rest_b[0][i].clone()
+                rest_b[0][i] = b_old + w[i, j % n_in] * means[li][j % n_in]  # type: ignore[index]
             flat[j] = 0.0
-            loss = label_loss(rest, h, label).item()
+            loss = obj.loss(forward(rest, h, rest_b)).item()
             if loss - ref < threshold:
                 if baseline == "current":
                     ref = loss
             else:
                 flat[j] = old
+                if rest_b is not None:
+                    rest_b[0][i] = b_old
         kept[name] = w != 0
         bar.update(flat.numel())
     bar.close()
-    final = label_loss(weights, x, label).item()
-    return Circuit(label, baseline, threshold, names, {n: m.cpu() for n, m in kept.items()}, full, final)
+    final = obj.loss(forward(weights, obj.x, biases)).item()
+    return Circuit(obj.label, baseline, threshold, names, {n: m.cpu() for n, m in kept.items()}, full, final,
+                   objective, ablation, _pruned_layer_means(means, model, names))
 
 
 @dataclass
@@ -202,53 +239,64 @@ def _eps_tol(dtype: torch.dtype) -> float:
     return max(64 * torch.finfo(dtype).eps, 1e-12)
 
 
-def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor], labels: Sequence[int],
-                layer_ids: Sequence[int], threshold: float, baseline: str, progress: bool,
-                tol: float | None) -> list[tuple[list[Tensor], float, float]]:
-    """Greedy pruning of many problems at once; per problem: final weights, full and final loss."""
-    n_prob = len(inputs)
+def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], objectives: Sequence[Objective], layer_ids: Sequence[int],
+                threshold: float, baseline: str, ablation: str, progress: bool, tol: float | None
+                ) -> list[tuple[list[Tensor], list[Tensor] | None, float, float]]:
+    """Greedy pruning of many problems at once (one objective kind for all).
+
+    Per problem: the final weights, the mean-ablation means (None for zero ablation), the full
+    and the final loss.
+    """
+    n_prob = len(objectives)
+    kind = objectives[0].kind
     n_layers = len(weight_sets[0])
     last = n_layers - 1
-    dev = inputs[0].device
+    dev = objectives[0].x.device
     dtype = weight_sets[0][0].dtype
     tol = _eps_tol(dtype) if tol is None else tol
     f64 = torch.float64
     current = baseline == "current"
+    mean = ablation == "mean"
 
-    # The plain loop's weights, stacked (P, out, in) in the model's dtype: the exact re-check
-    # reads its state from here.
+    # The plain loop's state, stacked (P, out, in) in the model's dtype: the exact re-check
+    # reads its weights (and, under mean ablation, its biases and means) from here.
     wp = [torch.stack([ws[k].detach() for ws in weight_sets]).clone() for k in range(n_layers)]
-    xs = [x.flatten(1) for x in inputs]
-    full_plain = [label_loss([w[p] for w in wp], xs[p], labels[p]).item() for p in range(n_prob)]
+    xs = [o.x for o in objectives]
+    means_p = [ablation_means(ws, o.x, ablation) for ws, o in zip(weight_sets, objectives)]
+    if mean:
+        abar_p = [torch.stack([m[k] for m in means_p]) for k in range(n_layers)]  # type: ignore[index]  # (P, in)
+        abar64 = [a.to(f64) for a in abar_p]
+        bp = [torch.zeros(n_prob, wp[k].shape[1], dtype=dtype, device=dev) for k in range(n_layers)]  # (P, out)
+        b64 = [b.to(f64) for b in bp]
+    full_plain = [o.loss(forward([w[p] for w in wp], o.x)).item() for p, o in enumerate(objectives)]
 
-    # Batched float64 state: inputs padded to the largest label set, padding masked in the loss.
-    counts = torch.tensor([len(x) for x in xs], device=dev)
-    n_max = int(counts.max())
+    # Batched float64 state: inputs padded to the largest input set; padding has weight 0.
+    counts = [len(x) for x in xs]
+    n_max = max(counts)
     big_x = torch.zeros(n_prob, n_max, xs[0].shape[1], dtype=f64, device=dev)
-    for p, x in enumerate(xs):
-        big_x[p, :len(x)] = x.to(f64)
-    valid = (torch.arange(n_max, device=dev) < counts[:, None]).to(f64)  # (P, N)
-    inv_n = 1.0 / counts.to(f64)
-    lab = torch.tensor(list(labels), device=dev)
-    prob = torch.arange(n_prob, device=dev)
-    w64 = [w.to(f64) for w in wp]
+    weight64 = torch.zeros(n_prob, n_max, dtype=f64, device=dev)
+    for p, o in enumerate(objectives):
+        big_x[p, :counts[p]] = o.x.to(f64)
+        weight64[p, :counts[p]] = o.weight.to(f64)
+    target64 = None
+    if objectives[0].target is not None:
+        target64 = torch.zeros(n_prob, n_max, *objectives[0].target.shape[1:], dtype=f64, device=dev)
+        for p, o in enumerate(objectives):
+            target64[p, :counts[p]] = o.target.to(f64)  # type: ignore[union-attr]
+    lab = None if kind in LABEL_FREE else torch.tensor([int(o.label) for o in objectives], device=dev)  # type: ignore[arg-type]
+    offset64 = torch.tensor([o.offset for o in objectives], dtype=f64, device=dev)
 
-    def loss_of(logits: Tensor) -> Tensor:  # (P, N, C) -> (P,) mean CE over the valid rows
-        # exp-sum-log without the max shift is several times faster than logsumexp on a short
-        # last dim; float64 overflows only past logits of ~700 (an inf loss), and then the
-        # stable form runs. Every example of a problem has the problem's label.
-        def mean_nll(lse: Tensor) -> Tensor:
-            return ((lse - logits[prob, :, lab]) * valid).sum(-1) * inv_n
-
-        loss = mean_nll(logits.exp().sum(-1).log())
-        return loss if bool(torch.isfinite(loss).all()) else mean_nll(torch.logsumexp(logits, -1))
+    def loss_of(logits: Tensor) -> Tensor:  # (P, N, C) -> (P,)
+        return objective_loss(kind, logits, lab, target64, weight64, offset64, unshifted=True)
 
     acts: list[Tensor] = [big_x]  # acts[k]: the input of layer k
     pre: list[Tensor] = []  # pre[k]: layer k's pre-activation (the logits for the last)
     for k in range(n_layers):
-        pre.append(torch.bmm(acts[k], w64[k].mT))
+        pre.append(torch.bmm(acts[k], wp[k].to(f64).mT))
         if k < last:
             acts.append(torch.relu(pre[k]))
+    del big_x
+    w64 = [w.to(f64) for w in wp]
     # the logits live class-major in memory (a (P, C, N) tensor seen as (P, N, C)): a candidate's
     # rank-one update, its exp and its sum over classes then run along contiguous examples, and
     # elementwise results keep that layout
@@ -259,17 +307,25 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
 
     h_cache: dict[int, Tensor] = {}
 
+    def plain_biases(p: int, lo: int) -> list[Tensor] | None:
+        return None if not mean else [b[p].clone() for b in bp[lo:]]
+
     def plain_input(p: int, layer: int) -> Tensor:
         """What the plain loop feeds layer ``layer`` for problem p (computed once per layer)."""
         if p not in h_cache:
-            h_cache[p] = torch.relu(forward([w[p] for w in wp[:layer]], xs[p])) if layer > 0 else xs[p]
+            bs = None if not mean else [b[p] for b in bp[:layer]]
+            h_cache[p] = torch.relu(forward([w[p] for w in wp[:layer]], xs[p], bs)) if layer > 0 else xs[p]
         return h_cache[p]
 
     def plain_loss(p: int, layer: int, flat_index: int | None) -> float:
         rest = [w[p].clone() for w in wp[layer:]]
+        rest_b = plain_biases(p, layer)
         if flat_index is not None:
-            rest[0].view(-1)[flat_index] = 0.0
-        return label_loss(rest, plain_input(p, layer), labels[p]).item()
+            i, j = divmod(flat_index, rest[0].shape[1])
+            if rest_b is not None:
+                rest_b[0][i] = rest_b[0][i] + rest[0][i, j] * abar_p[layer][p, j]
+            rest[0][i, j] = 0.0
+        return objectives[p].loss(forward(rest, plain_input(p, layer), rest_b)).item()
 
     def decide_exactly(p: int, li: int, flat_index: int) -> bool:
         """The plain loop's own decision for problem p's candidate (and its reference update)."""
@@ -280,7 +336,7 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
             base = ref_plain[p]
         else:
             base = full_plain[p]
-        ok = new - base < threshold
+        ok = new - base < threshold  # type: ignore[operator]
         if ok and current:
             ref_plain[p] = new
         return ok
@@ -291,7 +347,9 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
         n_in = wp[li].shape[2]
         w = w64[li][:, i, j].clone()  # (P,)
         pre_i = pre_t[:, i] if li < last else pre[li][:, :, i]
-        col = pre_i - a_in_t[:, j] * w[:, None]  # (P, N)
+        # zeroing moves the pre-activation by -w * a_j; mean ablation adds back w * mean(a_j)
+        a_j = a_in_t[:, j] - abar64[li][:, j, None] if mean else a_in_t[:, j]
+        col = pre_i - a_j * w[:, None]  # (P, N)
         new_pre: list[Tensor] = []  # the candidate's pre-activations of layers li+1 .. last
         if li == last:
             logits = pre[li].clone()
@@ -302,6 +360,8 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
             new_pre.append(logits)
             for k in range(li + 2, n_layers):
                 logits = torch.bmm(torch.relu(logits), w64[k].mT)
+                if mean:
+                    logits = logits + b64[k][:, None, :]
                 new_pre.append(logits)
         loss = loss_of(logits)
         ref = ref64 if current else full64
@@ -315,6 +375,9 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
                 for p in (accept & ~near).nonzero().flatten().tolist():
                     ref_plain[p] = None
                 ref64 = torch.where(accept, loss, ref64)
+            if mean:
+                b64[li][:, i] = torch.where(accept, b64[li][:, i] + w * abar64[li][:, j], b64[li][:, i])
+                bp[li][:, i] = torch.where(accept, bp[li][:, i] + wp[li][:, i, j] * abar_p[li][:, j], bp[li][:, i])
             w64[li][:, i, j] = torch.where(accept, 0.0, w)
             wp[li][:, i, j] = torch.where(accept, zero, wp[li][:, i, j])
             # the layers after li take the candidate's values already computed above
@@ -332,7 +395,7 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
 
     zero = torch.zeros((), dtype=dtype, device=dev)
     total = sum(wp[k][0].numel() for k in layer_ids)
-    bar = tqdm(total=total * n_prob, desc=f"prune {n_prob} label circuit{'s' if n_prob > 1 else ''}",
+    bar = tqdm(total=total * n_prob, desc=f"prune {n_prob} {kind} circuit{'s' if n_prob > 1 else ''}",
                disable=not progress, mininterval=0.5)
     for li in layer_ids:
         h_cache.clear()
@@ -350,24 +413,44 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor
             pre[li], acts[li + 1] = pre_t.mT, a_out_t.mT
     bar.close()
     out = []
-    for p in range(n_prob):
+    for p, o in enumerate(objectives):
         ws = [w[p].clone() for w in wp]
-        out.append((ws, full_plain[p], label_loss(ws, xs[p], labels[p]).item()))
+        bs = None if not mean else [b[p] for b in bp]
+        out.append((ws, means_p[p], full_plain[p], o.loss(forward(ws, o.x, bs)).item()))
     return out
+
+
+def _label_list(objective: str, y: Tensor, labels: Sequence[int] | None) -> list[int | None]:
+    """The labels to find circuits for: [None] for a label-free objective, else ``labels`` or every label in y."""
+    if objective in LABEL_FREE:
+        return [None]
+    return sorted(set(y.tolist())) if labels is None else [int(c) for c in labels]
+
+
+def objective_inputs(objective: str, x: Tensor, y: Tensor, label: int | None) -> Tensor:
+    """The inputs ``objective`` reads for ``label``: the label's images for "seed", all of ``x`` otherwise."""
+    if objective != "seed":
+        return x
+    xc = x[y == label]
+    if len(xc) == 0:
+        raise ValueError(f"no examples of label {label} in the data: pick labels present in it")
+    return xc
 
 
 @torch.no_grad()
 def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labels: Sequence[int] | None = None,
                          layers: Sequence[str] | None = None, threshold: float = 1e-4,
-                         baseline: str = "current", progress: bool = False,
-                         tol: float | None = None) -> list[dict[int, Circuit]]:
+                         baseline: str = "current", progress: bool = False, tol: float | None = None,
+                         objective: str = "seed", ablation: str = "zero") -> list[dict[int | None, Circuit]]:
     """Greedy circuits of every label for every model, all pruned together.
 
-    For each model, ``{label: circuit}`` with each circuit identical to
-    ``greedy_circuit(model, x[y == label], label, layers, threshold, baseline)``. Models must
-    share their widths. ``labels`` defaults to every label present in ``y``. ``tol`` is the
-    band around the threshold whose candidates are re-decided with the plain loop's exact
-    arithmetic (see the notes above); the default suits float32 and float64 models.
+    For each model, ``{label: circuit}`` with each circuit identical to ``greedy_circuit(model,
+    inputs, label, layers, threshold, baseline, objective=objective, ablation=ablation)``, where
+    ``inputs`` is ``x[y == label]`` for the seed's objective and all of ``x`` for the others (see
+    :func:`objective_inputs`). A label-free objective ("kl") gives one circuit per model, under
+    the key None. Models must share their widths. ``labels`` defaults to every label present in
+    ``y``. ``tol`` is the band around the threshold whose candidates are re-decided with the
+    plain loop's exact arithmetic (see the notes above); the default suits float32 and float64.
     """
     model_list = [models] if isinstance(models, MLP) else list(models)
     if not model_list:
@@ -375,40 +458,129 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
     for m in model_list[1:]:
         if m.widths != model_list[0].widths:
             raise ValueError(f"models pruned together must share widths ({model_list[0].widths} vs {m.widths})")
-    names = _check_prune_args(model_list[0], layers, baseline)
-    label_list = sorted(set(y.tolist())) if labels is None else [int(c) for c in labels]
-    inputs = []
-    for c in label_list:
-        xc = x[y == c]
-        if len(xc) == 0:
-            raise ValueError(f"no examples of label {c} in the data")
-        inputs.append(xc)
+    names = _check_prune_args(model_list[0], layers, baseline, threshold, objective, ablation)
+    label_list = _label_list(objective, y, labels)
+    inputs = [objective_inputs(objective, x.flatten(1), y, c) for c in label_list]
     weight_sets = [[w.detach() for w in m.weights()] for m in model_list for _ in label_list]
+    objectives = [make_objective(objective, ws, inputs[p % len(label_list)].to(ws[0]), label_list[p % len(label_list)])
+                  for p, ws in enumerate(weight_sets)]
     layer_ids = [model_list[0].layer_index(n) for n in names]
-    results = _fast_prune(weight_sets, inputs * len(model_list), label_list * len(model_list), layer_ids,
-                          threshold, baseline, progress, tol)
-    out: list[dict[int, Circuit]] = []
+    results = _fast_prune(weight_sets, objectives, layer_ids, threshold, baseline, ablation, progress, tol)
+    out: list[dict[int | None, Circuit]] = []
     for mi in range(len(model_list)):
-        circuits = {}
+        circuits: dict[int | None, Circuit] = {}
         for ci, c in enumerate(label_list):
-            ws, full, final = results[mi * len(label_list) + ci]
+            ws, means, full, final = results[mi * len(label_list) + ci]
             kept = {n: (ws[li] != 0).cpu() for n, li in zip(names, layer_ids)}
-            circuits[c] = Circuit(c, baseline, threshold, names, kept, full, final)
+            circuits[c] = Circuit(c, baseline, threshold, names, kept, full, final, objective, ablation,
+                                  _pruned_layer_means(means, model_list[0], names))
         out.append(circuits)
     return out
 
 
 @torch.no_grad()
-def greedy_circuit_fast(model: MLP, x: Tensor, label: int, layers: Sequence[str] | None = None,
+def greedy_circuit_fast(model: MLP, x: Tensor, label: int | None, layers: Sequence[str] | None = None,
                         threshold: float = 1e-4, baseline: str = "current", progress: bool = False,
-                        tol: float | None = None) -> Circuit:
+                        tol: float | None = None, objective: str = "seed", ablation: str = "zero") -> Circuit:
     """``greedy_circuit`` with the fast candidate evaluation: the same arguments, the same circuit."""
-    names = _check_prune_args(model, layers, baseline)
+    names = _check_prune_args(model, layers, baseline, threshold, objective, ablation)
     layer_ids = [model.layer_index(n) for n in names]
-    (ws, full, final), = _fast_prune([[w.detach() for w in model.weights()]], [x], [label], layer_ids,
-                                     threshold, baseline, progress, tol)
+    ws0 = [w.detach() for w in model.weights()]
+    obj = make_objective(objective, ws0, x.to(ws0[0]), label)
+    (ws, means, full, final), = _fast_prune([ws0], [obj], layer_ids, threshold, baseline, ablation, progress, tol)
     kept = {n: (ws[li] != 0).cpu() for n, li in zip(names, layer_ids)}
-    return Circuit(label, baseline, threshold, names, kept, full, final)
+    return Circuit(obj.label, baseline, threshold, names, kept, full, final, objective, ablation,
+                   _pruned_layer_means(means, model, names))
+
+
+# --- Faithfulness: does the network cut down to the circuit still do the task? ---------------
+
+
+@torch.no_grad()
+def circuit_logits(model: MLP, circuit: Circuit, x: Tensor) -> Tensor:
+    """Logits (N, C) of ``model`` with only ``circuit``'s weights left in its pruned layers.
+
+    Pruned weights are removed as the circuit was searched: zeroed, or (mean ablation) replaced
+    by their mean contribution.
+    """
+    weights = [w.detach() for w in model.weights()]
+    dev = weights[0].device
+    kept = [circuit.kept[n].to(dev) if n in circuit.kept else None for n in model.layer_names]
+    means = None
+    if circuit.ablation == "mean":
+        if circuit.means is None:
+            raise ValueError("a mean-ablated circuit needs its means (Circuit.means); this one has none")
+        means = [circuit.means[n].to(weights[0]) if n in circuit.means else None for n in model.layer_names]
+    ws, bs = circuit_weights(weights, kept, means)  # type: ignore[arg-type]
+    return forward(ws, x.flatten(1).to(weights[0]), bs)
+
+
+@dataclass
+class Faithfulness:
+    """How the network cut down to a circuit behaves on a set of inputs (of every class).
+
+    ``classwise_acc`` / ``acc``: accuracy of the pruned network against the true labels.
+    ``top1_agreement``: the share of inputs where its argmax equals the full model's.
+    For a label's circuit (``label`` not None), the c-vs-rest decision (argmax == c):
+    ``share_c`` (``full_share_c``) the share of all inputs the pruned (full) network assigns to
+    c; ``agreement`` the share of inputs where the pruned network's decision equals the full
+    model's; ``agreement_c`` and ``agreement_rest`` the same on the inputs the full model calls
+    c and calls something else; ``balanced_agreement`` their mean. A constant "always c" scores
+    balanced agreement 0.5 (1 on c, 0 on the rest), as does "never c": 0.5 is chance.
+    """
+
+    label: int | None
+    objective: str
+    classwise_acc: list[float]
+    acc: float
+    top1_agreement: float
+    share_c: float
+    full_share_c: float
+    agreement: float
+    agreement_c: float
+    agreement_rest: float
+    balanced_agreement: float
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def _share(mask: Tensor, of: Tensor) -> float:
+    n = int(of.sum())
+    return float("nan") if n == 0 else int((mask & of).sum()) / n
+
+
+@torch.no_grad()
+def faithfulness(model: MLP, circuit: Circuit, x: Tensor, y: Tensor, n_classes: int | None = None) -> Faithfulness:
+    """How faithful ``circuit`` is to ``model`` on inputs ``x`` (labels ``y``): see :class:`Faithfulness`.
+
+    Judge on inputs the circuit was not searched on (the test set when it was found on training
+    images).
+    """
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"faithfulness needs inputs and labels of one nonzero length, got {len(x)} and {len(y)}")
+    full_pred = model(x.flatten(1)).argmax(-1)
+    pred = circuit_logits(model, circuit, x).argmax(-1)
+    n_classes = int(model.widths[-1]) if n_classes is None else n_classes
+    classwise = classwise_correct(pred, y, n_classes).tolist()
+    acc = float((pred == y).double().mean())
+    top1 = float((pred == full_pred).double().mean())
+    nan = float("nan")
+    if circuit.label is None:
+        return Faithfulness(None, circuit.objective, classwise, acc, top1, nan, nan, nan, nan, nan, nan)
+    c = int(circuit.label)
+    says_c, full_c = pred == c, full_pred == c
+    same = says_c == full_c
+    everything = torch.ones_like(same)
+    agree_c, agree_rest = _share(same, full_c), _share(same, ~full_c)
+    balanced = _nanmean_pair(agree_c, agree_rest)
+    return Faithfulness(c, circuit.objective, classwise, acc, top1, _share(says_c, everything),
+                        _share(full_c, everything), _share(same, everything), agree_c, agree_rest, balanced)
+
+
+def _nanmean_pair(a: float, b: float) -> float:
+    vals = [v for v in (a, b) if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
 
 
 # --- Circuit overlap between labels, and the share of a circuit inside one cluster ------------

@@ -95,6 +95,26 @@ class Dataset:
         return (x * self.spec.std + self.spec.mean).reshape(-1, 28, 28).clamp(0, 1)
 
 
+def balanced_indices(y: Tensor, per_class: int, seed: int = 0, n_classes: int | None = None) -> Tensor:
+    """Indices of ``per_class`` examples of every class, drawn without replacement by ``seed``, sorted.
+
+    A fixed, class-balanced subset: circuits are searched on such a subset of the training
+    images and judged on the test set.
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+    y = y.cpu()
+    n_classes = int(y.max()) + 1 if n_classes is None else n_classes
+    g = torch.Generator().manual_seed(int(seed))
+    picked = []
+    for c in range(n_classes):
+        idx = (y == c).nonzero().flatten()
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has only {len(idx)} examples, fewer than per_class={per_class}")
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(picked).sort().values
+
+
 def _check_name(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: choose one of {sorted(DATASETS)}")

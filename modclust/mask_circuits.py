@@ -4,9 +4,12 @@ Greedy pruning depends on the order it visits weights. Learning the mask instead
 spirit of Csordas et al. 2021) removes that choice: each weight W_ij of the masked layers is
 multiplied by sigmoid(l_ij), and the logits are trained with Adam on
 
-    CE(masked model on the label's images, label) + sparsity * sum_ij sigmoid(l_ij)
+    objective(masked model) + sparsity * sum_ij sigmoid(l_ij)
 
-for a fixed number of full-batch steps, then thresholded at 0.5. ``sparsity`` is the price of
+for a fixed number of full-batch steps, then thresholded at 0.5. The objective is any of
+:mod:`modclust.objectives` (the seed's CE towards the label on its images, the faithful
+c-vs-rest margin, or the KL to the full model), and a masked-out weight is zeroed or, under
+mean ablation, replaced by its mean contribution (the soft gate mixes the two). ``sparsity`` is the price of
 keeping one weight in units of loss, so it plays the role of greedy pruning's ``threshold``:
 a weight stays when dropping it would cost more than that. Everything is deterministic (the
 logits start equal, the batch is the whole set).
@@ -14,16 +17,17 @@ logits start equal, the batch is the whole set).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from modclust.circuits import Circuit, label_loss
+from modclust.circuits import Circuit, _check_prune_args, _label_list, _pruned_layer_means, objective_inputs
 from modclust.model import MLP, forward
+from modclust.objectives import ablation_means, circuit_weights, make_objective
 
 
 @dataclass
@@ -42,62 +46,69 @@ class MaskCircuit(Circuit):
         return d
 
 
-def mask_circuit(model: MLP, x: Tensor, label: int, layers: Sequence[str] | None = None, sparsity: float = 1e-4,
-                 steps: int = 300, lr: float = 0.1, init_logit: float = 3.0, threshold: float = 0.5,
-                 log_every: int = 10, progress: bool = False) -> MaskCircuit:
-    """Learn a weight mask that keeps the model's loss towards ``label`` on ``x`` with few weights."""
-    if sparsity < 0 or steps < 0 or lr <= 0:
-        raise ValueError("sparsity and steps must be >= 0 and lr > 0")
+def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str] | None = None,
+                 sparsity: float = 1e-4, steps: int = 300, lr: float = 0.1, init_logit: float = 3.0,
+                 threshold: float = 0.5, log_every: int = 10, progress: bool = False, objective: str = "seed",
+                 ablation: str = "zero") -> MaskCircuit:
+    """Learn a weight mask that keeps ``objective`` low on ``x`` with few weights.
+
+    ``x`` are the inputs the objective reads, as for :func:`modclust.circuits.greedy_circuit`.
+    """
+    for name, v in (("sparsity", sparsity), ("lr", lr), ("init_logit", init_logit)):
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if sparsity < 0 or lr <= 0:
+        raise ValueError(f"sparsity must be >= 0 and lr > 0, got sparsity={sparsity}, lr={lr}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold is a cut on sigmoid(logit), so it must lie in (0, 1), got {threshold}")
-    names = list(model.layer_names if layers is None else layers)
-    idx = [model.layer_index(n) for n in names]
-    if not names:
+    if layers is not None and not list(layers):
         raise ValueError("mask_circuit needs at least one layer to mask")
+    names = _check_prune_args(model, layers, "full", 0.0, objective, ablation)
+    idx = [model.layer_index(n) for n in names]
     weights = [w.detach().clone() for w in model.weights()]
-    x = x.flatten(1).to(weights[0])
-    target = torch.full((x.shape[0],), int(label), device=x.device)
+    obj = make_objective(objective, weights, x.to(weights[0]), label)
+    means = ablation_means(weights, obj.x, ablation)
     logits = [torch.full_like(weights[i], init_logit, requires_grad=True) for i in idx]
     opt = torch.optim.Adam(logits, lr=lr)
     # The layers before the first masked one never change: run them once.
     first = min(idx)
-    h = torch.relu(forward(weights[:first], x)) if first > 0 else x
+    h = torch.relu(forward(weights[:first], obj.x)) if first > 0 else obj.x
 
-    def masked(gates: list[Tensor]) -> list[Tensor]:
-        ws = list(weights)
+    def masked_loss(gates: Sequence[Tensor]) -> Tensor:
+        kept: list[Tensor | None] = [None] * len(weights)
         for i, g in zip(idx, gates):
-            ws[i] = weights[i] * g
-        return ws[first:]
+            kept[i] = g
+        ws, bs = circuit_weights(weights, kept, means)
+        return obj.loss(forward(ws[first:], h, None if bs is None else bs[first:]))
 
     history: list[float] = []
-    for step in tqdm(range(steps), desc=f"mask label {label}", disable=not progress, mininterval=0.5):
+    for step in tqdm(range(steps), desc=f"mask label {obj.label}", disable=not progress, mininterval=0.5):
         gates = [torch.sigmoid(lg) for lg in logits]
-        ce = F.cross_entropy(forward(masked(gates), h), target)
-        objective = ce + sparsity * sum(g.sum() for g in gates)
+        objective_value = masked_loss(gates) + sparsity * sum(g.sum() for g in gates)
         opt.zero_grad(set_to_none=True)
-        objective.backward()
+        objective_value.backward()  # type: ignore[union-attr]
         opt.step()
         if step % log_every == 0:
-            history.append(objective.item())
+            history.append(objective_value.item())  # type: ignore[union-attr]
     with torch.no_grad():
         gates = [torch.sigmoid(lg) for lg in logits]
-        soft = F.cross_entropy(forward(masked(gates), h), target).item()
+        soft = masked_loss(gates).item()
         kept = {n: g > threshold for n, g in zip(names, gates)}
-        final = label_loss(masked([k.to(weights[0]) for k in kept.values()]), h, label).item()
-        full = label_loss(weights, x, label).item()
-    return MaskCircuit(label=int(label), baseline="mask", threshold=threshold, layers=names,
+        final = masked_loss(list(kept.values())).item()
+        full = obj.loss(forward(weights, obj.x)).item()
+    return MaskCircuit(label=obj.label, baseline="mask", threshold=threshold, layers=names,
                        kept={n: k.cpu() for n, k in kept.items()}, full_loss=full, final_loss=final,
+                       objective=objective, ablation=ablation, means=_pruned_layer_means(means, model, names),
                        sparsity=sparsity, steps=steps, lr=lr, soft_loss=soft, history=history)
 
 
-def mask_circuits(model: MLP, x: Tensor, y: Tensor, labels: Sequence[int] | None = None,
+def mask_circuits(model: MLP, x: Tensor, y: Tensor, labels: Sequence[int] | None = None, objective: str = "seed",
                   **kwargs: object) -> list[MaskCircuit]:
-    """``mask_circuit`` for each label (default: every label in ``y``) on that label's examples."""
-    labels = sorted(int(v) for v in torch.unique(y)) if labels is None else list(labels)
-    out = []
-    for c in labels:
-        xs = x[y == c]
-        if len(xs) == 0:
-            raise ValueError(f"no examples of label {c} to learn its circuit on")
-        out.append(mask_circuit(model, xs, c, **kwargs))  # type: ignore[arg-type]
-    return out
+    """``mask_circuit`` for each label (default: every label in ``y``), on the inputs its objective reads.
+
+    A label-free objective ("kl") gives one circuit, of label None.
+    """
+    return [mask_circuit(model, objective_inputs(objective, x, y, c), c, objective=objective, **kwargs)  # type: ignore[arg-type]
+            for c in _label_list(objective, y, labels)]

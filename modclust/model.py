@@ -25,11 +25,18 @@ def init_weights(widths: Sequence[int], generator: torch.Generator) -> list[Tens
     return weights
 
 
-def forward(weights: Sequence[Tensor], x: Tensor) -> Tensor:
-    """Logits of the MLP given its weights; a weight may carry leading model dims (M, out, in)."""
+def forward(weights: Sequence[Tensor], x: Tensor, biases: Sequence[Tensor | None] | None = None) -> Tensor:
+    """Logits of the MLP given its weights; a weight may carry leading model dims (M, out, in).
+
+    ``biases`` (one per layer, ``None`` for none) are added to each layer's pre-activation. The
+    model itself is bias-free; a mean-ablated circuit uses them for its pruned weights' constant
+    contributions (see :mod:`modclust.objectives`).
+    """
     h = x
     for i, w in enumerate(weights):
         h = h @ w.transpose(-1, -2)
+        if biases is not None and biases[i] is not None:
+            h = h + biases[i]
         if i < len(weights) - 1:
             h = torch.relu(h)
     return h

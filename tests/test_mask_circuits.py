@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from modclust.circuits import Circuit, greedy_circuit, label_loss
+from modclust.circuits import Circuit, greedy_circuit
+from modclust.objectives import make_objective
 from modclust.mask_circuits import MaskCircuit, mask_circuit, mask_circuits
-from modclust.model import MLP
+from modclust.model import MLP, forward
 
 
 def planted_model() -> tuple[MLP, torch.Tensor]:
@@ -54,7 +55,8 @@ def test_deterministic_layers_and_serialisation() -> None:
     # the loss is computed from fc1's output once; it must equal the full model's masked loss
     ws = [w.detach() for w in model.weights()]
     ws[1] = ws[1] * a.kept["fc2"]
-    assert a.final_loss == pytest.approx(label_loss(ws, x, 0).item(), rel=1e-6)
+    seed = make_objective("seed", ws, x, 0)  # the seed's CE towards 0
+    assert a.final_loss == pytest.approx(seed.loss(forward(ws, x)).item(), rel=1e-6)
     d = a.to_dict()
     assert d["baseline"] == "mask" and d["size"] == a.size and d["sparsity"] == 1e-3
     with pytest.raises(ValueError, match="threshold"):

@@ -1,0 +1,219 @@
+"""What a circuit must preserve: per-label objectives, and how pruned weights are ablated.
+
+A circuit search (greedy pruning, learned masks) removes weights while an *objective* stays low.
+The objective decides what the circuit is a circuit *of*:
+
+``"seed"``
+    The seed notebook's: the mean cross-entropy towards label c on the images of class c only.
+    Kept so the seed can be reproduced, but it is **degenerate**: a network that answers c for
+    every input minimises it, so pruning is free to delete everything that recognises the other
+    classes, and on trained MNIST models it does (the pruned network assigns every test image
+    to c).
+
+``"margin"`` (the faithful per-label objective)
+    The circuit must keep the full model's own c-vs-rest decisions on inputs of *every* class.
+    With logits z, the margin m = z_c - logsumexp_{j != c} z_j is exactly the log-odds of c under
+    the softmax (sigmoid(m) = p_c), so its binary cross-entropy against the full model's decision
+    t = [argmax_j z^full_j == c] is the circuit's cross-entropy on the question "is this a c?":
+
+        L_c = 1/2 mean_{t=1} softplus(-m) + 1/2 mean_{t=0} softplus(m).
+
+    The two halves are weighted equally (class-balanced: the full model says "c" for about a
+    tenth of the inputs), so neither "always c" nor "never c" can satisfy it: each pays
+    log 2 or more on half of the objective. Using the full model's decisions rather than the true
+    labels asks the circuit to be faithful to the model (mistakes included), not to be a better
+    classifier.
+
+``"kl"`` (the whole function)
+    KL(p_full || p_circuit), the mean over inputs of every class of the KL divergence between
+    the full model's and the circuit's output distributions. It has no label: its circuit is the
+    reference for how small the network's whole function can be.
+
+Each objective is a weighted sum over its inputs of a per-input loss, ``sum_n w_n f(z_n)``,
+with the weights summing to 1. :func:`objective_loss` computes it for logits with any leading
+dims, so one definition serves the plain loop, the batched pruner (float64, many problems at
+once) and the learned masks (autograd).
+
+Ablation: a pruned weight is set to zero (``"zero"``, the default and the seed's choice) or
+replaced by its mean contribution (``"mean"``): W_ij a_j(x) becomes W_ij mean_x a_j, with the
+mean taken over the objective's inputs under the full model. The constant lands in a bias of
+the layer's pre-activation, so a mean-ablated circuit of this bias-free MLP carries biases. The
+choice is known to move circuit metrics, so it is reported with every circuit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from modclust.model import forward
+
+OBJECTIVES = ("seed", "margin", "kl")
+ABLATIONS = ("zero", "mean")
+LABEL_FREE = ("kl",)  # objectives whose circuit is one per model, not one per label
+
+
+def check_objective(objective: str, ablation: str = "zero") -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES} ('seed' is the seed notebook's, degenerate; "
+                         f"'margin' keeps the c-vs-rest decisions; 'kl' the whole output), got {objective!r}")
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be 'zero' (pruned weights set to 0) or 'mean' (replaced by their mean "
+                         f"contribution), got {ablation!r}")
+
+
+def _lse(z: Tensor, unshifted: bool) -> Tensor:
+    # exp-sum-log without the max shift is several times faster than logsumexp on a short last
+    # dim; float64 overflows only past logits of ~700, and objective_loss then redoes it stably
+    return z.exp().sum(-1).log() if unshifted else torch.logsumexp(z, -1)
+
+
+def objective_loss(kind: str, logits: Tensor, label: Tensor | int | None, target: Tensor | None,
+                   weight: Tensor, offset: Tensor | float = 0.0, unshifted: bool = False) -> Tensor:
+    """``sum_n weight_n f(logits_n)`` for logits (..., N, C): shape (...).
+
+    ``label``: an int, or a (...) long tensor of per-problem labels (unused by "kl").
+    ``target``: "margin": (..., N) the full model's decisions as 0./1.; "kl": (..., N, C) its
+    probabilities; "seed": unused. ``weight``: (..., N), summing to 1 over N. ``offset``: added
+    (for "kl", sum_n w_n sum_j p log p, which makes the loss a KL divergence).
+    ``unshifted``: a faster log-sum-exp for float64 (the result is recomputed stably if it
+    overflows).
+    """
+    if unshifted:
+        out = _objective_loss(kind, logits, label, target, weight, offset, True)
+        if bool(torch.isfinite(out).all()):
+            return out
+    return _objective_loss(kind, logits, label, target, weight, offset, False)
+
+
+def _label_column(logits: Tensor, label: Tensor | int) -> Tensor:
+    """z_c for each row: (..., N)."""
+    if isinstance(label, int):
+        return logits[..., label]
+    idx = label.reshape(*label.shape, 1, 1).expand(*logits.shape[:-1], 1)
+    return logits.gather(-1, idx).squeeze(-1)
+
+
+def _objective_loss(kind: str, logits: Tensor, label: Tensor | int | None, target: Tensor | None,
+                    weight: Tensor, offset: Tensor | float, unshifted: bool) -> Tensor:
+    if kind == "seed":
+        per = _lse(logits, unshifted) - _label_column(logits, label)  # type: ignore[arg-type]
+    elif kind == "margin":
+        n_classes = logits.shape[-1]
+        if isinstance(label, int):
+            is_c = (torch.arange(n_classes, device=logits.device) == label)[None]  # (1, C)
+        else:
+            is_c = torch.arange(n_classes, device=logits.device) == label[..., None, None]  # type: ignore[index]  # (..., 1, C)
+        if unshifted:  # sum_{j != c} exp z_j as one matmul against the 0/1 "not c" vector
+            not_c = (~is_c).to(logits.dtype).reshape(*is_c.shape[:-2], n_classes, 1)
+            rest = torch.matmul(logits.exp(), not_c).squeeze(-1).log()
+        else:
+            rest = torch.logsumexp(logits.masked_fill(is_c, float("-inf")), -1)
+        m = _label_column(logits, label) - rest  # type: ignore[arg-type]  # log-odds of c
+        # t softplus(-m) + (1 - t) softplus(m), written with one softplus
+        per = F.softplus(m) - target * m  # type: ignore[operator]
+    elif kind == "kl":
+        per = _lse(logits, unshifted) - (target * logits).sum(-1)  # type: ignore[operator]
+    else:
+        check_objective(kind)
+        raise AssertionError
+    return (weight * per).sum(-1) + offset
+
+
+@dataclass
+class Objective:
+    """One circuit search's objective: the inputs it reads and what it asks of the logits.
+
+    ``x`` (N, d_in) are the inputs; ``weight`` (N,) their weights (summing to 1); ``target`` the
+    full model's decisions (margin, (N,)) or probabilities (kl, (N, C)); ``offset`` the constant
+    that makes "kl" a divergence. ``label`` is None for "kl".
+    """
+
+    kind: str
+    label: int | None
+    x: Tensor
+    weight: Tensor
+    target: Tensor | None
+    offset: float
+
+    def loss(self, logits: Tensor) -> Tensor:
+        """The objective of logits (N, C): a 0-d tensor."""
+        return objective_loss(self.kind, logits, self.label, self.target, self.weight, self.offset)
+
+
+def make_objective(kind: str, weights: Sequence[Tensor], x: Tensor, label: int | None) -> Objective:
+    """The objective ``kind`` for ``label`` on inputs ``x``, against the full model ``weights``.
+
+    ``x`` are the inputs the objective reads: for "seed", the images of class ``label``; for
+    "margin" and "kl", inputs of every class (a class-balanced set is best).
+    """
+    check_objective(kind)
+    x = x.flatten(1)
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError(f"the {kind!r} objective of label {label} has no inputs to read")
+    if kind in LABEL_FREE:
+        label = None
+    elif label is None:
+        raise ValueError(f"the {kind!r} objective is per label: give the label")
+    else:
+        label = int(label)
+    dtype = weights[0].dtype
+    with torch.no_grad():
+        full = forward([w.detach() for w in weights], x)  # (N, C)
+    if label is not None and not 0 <= label < full.shape[1]:
+        raise ValueError(f"label {label} is not an output of this model (it has {full.shape[1]})")
+    weight = torch.full((n,), 1.0 / n, dtype=dtype, device=x.device)
+    target: Tensor | None = None
+    offset = 0.0
+    if kind == "margin":
+        target = (full.argmax(-1) == label).to(dtype)
+        n_pos = int(target.sum())
+        if 0 < n_pos < n:
+            weight = torch.where(target > 0, 0.5 / n_pos, 0.5 / (n - n_pos)).to(dtype)
+    elif kind == "kl":
+        target = torch.softmax(full, -1)
+        logp = torch.log_softmax(full, -1)
+        offset = float((weight * (target * logp).sum(-1)).sum())
+    return Objective(kind, label, x, weight, target, offset)
+
+
+def ablation_means(weights: Sequence[Tensor], x: Tensor, ablation: str) -> list[Tensor] | None:
+    """Per layer, the mean over ``x`` of its input under the full model (None for "zero")."""
+    check_objective("seed", ablation)
+    if ablation == "zero":
+        return None
+    means = []
+    h = x.flatten(1)
+    with torch.no_grad():
+        for i, w in enumerate(weights):
+            means.append(h.mean(0))
+            h = h @ w.detach().transpose(-1, -2)
+            if i < len(weights) - 1:
+                h = torch.relu(h)
+    return means
+
+
+def circuit_weights(weights: Sequence[Tensor], kept: Sequence[Tensor | None], means: Sequence[Tensor] | None
+                    ) -> tuple[list[Tensor], list[Tensor | None] | None]:
+    """The circuit's weights (pruned ones zeroed) and, under mean ablation, its biases.
+
+    ``kept`` has one entry per layer: a mask (bool, or a soft gate in [0, 1] for learned masks)
+    or None for a layer that is not pruned. The bias of a pruned layer is
+    ``(W * (1 - kept)) @ mean_input``: the pruned weights' mean contribution.
+    """
+    ws: list[Tensor] = []
+    bs: list[Tensor | None] = []
+    for i, (w, k) in enumerate(zip(weights, kept, strict=True)):
+        if k is None:
+            ws.append(w)
+            bs.append(None)
+            continue
+        k = k.to(w.dtype)
+        ws.append(w * k)
+        bs.append(None if means is None else (w * (1 - k)) @ means[i])
+    return ws, (None if means is None else bs)
