@@ -212,26 +212,84 @@ def cluster_top_examples(result: TrainResult, x: torch.Tensor, layer: str, n: in
     return top_per_group(layer_activations(result.model, x, layer), part.rows, n).tolist()
 
 
-def circuit_sizes(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tensor, labels: Sequence[int],
-                  layers: Sequence[str], threshold: float = 1e-4, baseline: str = "current",
-                  method: str = "fast", progress: bool = True) -> list[list[dict[str, Any]]]:
-    """Greedy per-label circuits of each run: per run, ``[circuit.to_dict() for each label]``.
+def find_circuits(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tensor, labels: Sequence[int],
+                  layers: Sequence[str], objective: str = "seed", threshold: float = 1e-4, baseline: str = "current",
+                  ablation: str = "zero", method: str = "fast", progress: bool = True
+                  ) -> list[dict[int | None, circuits.Circuit]]:
+    """Greedy circuits of each run: per run, ``{label: circuit}`` (``{None: circuit}`` for "kl").
 
-    ``method="plain"``: ``circuits.greedy_circuit``, one candidate at a time. ``"fast"``:
-    ``circuits.greedy_circuits_fast``, all runs and labels at once, the same circuits.
+    ``x, y`` is the search set (the inputs each objective reads are taken from it, see
+    :func:`modclust.circuits.objective_inputs`). ``method="plain"``: ``circuits.greedy_circuit``,
+    one candidate at a time. ``"fast"``: ``circuits.greedy_circuits_fast``, all runs and labels
+    at once, the same circuits.
     """
     if method not in ("plain", "fast"):
         raise ValueError(f"method must be 'plain' or 'fast', got {method!r}")
     labels = [int(c) for c in labels]
     for c in labels:
         if not bool((y == c).any()):
-            raise ValueError(f"no test examples of label {c}: pick labels present in the data")
+            raise ValueError(f"no examples of label {c} in the search set: pick labels present in the data")
     if method == "fast":
-        found = circuits.greedy_circuits_fast([r.model for r in results], x, y, labels=labels, layers=list(layers),
-                     threshold=threshold, baseline=baseline, progress=progress)
-        return [[per_label[c].to_dict() for c in labels] for per_label in found]
+        return circuits.greedy_circuits_fast([r.model for r in results], x, y, labels=labels, layers=list(layers),
+                                             threshold=threshold, baseline=baseline, progress=progress,
+                                             objective=objective, ablation=ablation)
     out = []
-    for r in tqdm(results, desc="circuits", disable=not progress):
-        out.append([circuits.greedy_circuit(r.model, x[y == c], c, layers=list(layers), threshold=threshold,
-                                            baseline=baseline).to_dict() for c in labels])
+    for r in tqdm(results, desc=f"{objective} circuits", disable=not progress):
+        out.append({c: circuits.greedy_circuit(r.model, circuits.objective_inputs(objective, x, y, c), c,
+                                               layers=list(layers), threshold=threshold, baseline=baseline,
+                                               objective=objective, ablation=ablation)
+                    for c in circuits._label_list(objective, y, labels)})
     return out
+
+
+def circuit_rows(results: Sequence[TrainResult], found: Sequence[Mapping[int | None, circuits.Circuit]],
+                 test_x: torch.Tensor, test_y: torch.Tensor, method: str = "greedy"
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per run, a JSON row of its circuits with their faithfulness on the test set; and the records.
+
+    A row is ``{"name", "lam", "seed", "objective", "threshold", "circuits": [circuit.to_dict() +
+    {"faithfulness": ...}]}``. A record (one per circuit, for ``circuits.pt``) holds ``run``,
+    ``lam``, ``seed``, ``label``, ``objective``, ``method``, ``ablation``, ``threshold``,
+    ``baseline``, ``size`` and ``kept`` (``{layer: bool tensor}``), plus ``means`` under mean
+    ablation: everything needed to cut the model down to the circuit again.
+    """
+    rows, records = [], []
+    for r, per_label in zip(results, found, strict=True):
+        name = run_name(r.config)
+        cs = []
+        for c in per_label.values():
+            f = circuits.faithfulness(r.model, c, test_x, test_y)
+            cs.append({**c.to_dict(), "faithfulness": f.to_dict()})
+            records.append({"run": name, "lam": r.config.lam, "seed": r.config.seed, "label": c.label,
+                            "objective": c.objective, "method": method, "ablation": c.ablation,
+                            "threshold": c.threshold, "baseline": c.baseline, "size": c.size,
+                            "kept": {n: m.clone() for n, m in c.kept.items()},
+                            **({"means": dict(c.means)} if c.means is not None else {})})
+        first = next(iter(per_label.values()))
+        rows.append({"name": name, "lam": r.config.lam, "seed": r.config.seed, "objective": first.objective,
+                     "method": method, "threshold": first.threshold, "circuits": cs})
+    return rows, records
+
+
+def save_circuit_records(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Every circuit's record in one file, loadable with ``torch.load(path, weights_only=True)``."""
+    from modclust.io import write_atomic
+
+    return write_atomic(resolve(path), lambda tmp: torch.save(list(records), tmp))
+
+
+def select_rows(rows: Iterable[Mapping[str, Any]], objective: str, threshold: float | None = None,
+                method: str | None = None) -> list[Mapping[str, Any]]:
+    """The rows of one objective (and threshold, and method, when given)."""
+    out = [r for r in rows if r["objective"] == objective and (threshold is None or r["threshold"] == threshold)
+           and (method is None or r.get("method", "greedy") == method)]
+    if not out:
+        raise ValueError(f"no circuit rows for objective {objective!r} at threshold {threshold}")
+    return out
+
+
+def mean_over_circuits(row: Mapping[str, Any], key: str) -> float:
+    """The mean over a row's circuits of ``size`` or a faithfulness field (``"agreement"``, ...)."""
+    vals = [float(c["size"] if key == "size" else c["faithfulness"][key]) for c in row["circuits"]]
+    vals = [v for v in vals if v == v]
+    return sum(vals) / len(vals) if vals else float("nan")

@@ -278,6 +278,34 @@ def circuit_sizes(sizes: Mapping[float, np.ndarray], labels: Sequence[int], clas
     return fig
 
 
+def size_faithfulness(curves: Mapping[float, Sequence[Sequence[tuple[float, float]]]], lambdas: Sequence[float],
+                      xlabel: str, level: float | None = None) -> plt.Figure:
+    """Circuit size against faithfulness over a threshold sweep: one faint line per run, and per
+    lambda the mean over seeds at each threshold with 95 % intervals on both axes.
+
+    ``curves[lam]`` holds, per run, its (faithfulness, mean size) points in threshold order.
+    ``level``: the faithfulness at which sizes are compared, drawn as a vertical line.
+    """
+    fig, ax = plt.subplots(figsize=(3.4, 2.4))
+    lams = list(lambdas)
+    for lam in lams:
+        color = lambda_color(lam, lams)
+        runs = [np.asarray(r, dtype=float) for r in curves[lam]]
+        for r in runs:
+            ax.plot(r[:, 0], r[:, 1], color=color, lw=0.5, alpha=0.3)
+        pts = np.stack(runs)  # (seeds, thresholds, 2)
+        (fx, sx), (fh, sh) = mean_and_half(pts[:, :, 0]), mean_and_half(pts[:, :, 1])
+        ax.errorbar(fx, sx, xerr=fh if len(runs) > 1 else None, yerr=sh if len(runs) > 1 else None, fmt="o-",
+                    markersize=3, lw=1, color=color, label=lambda_label(lam))
+    if level is not None:
+        ax.axvline(level, color="black", lw=0.6, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("circuit size (weights)")
+    ax.legend(fontsize="small")
+    return fig
+
+
 # -- plotly twins, for exploring in the notebooks ---------------------------------------------
 
 def plotly_classwise(off_cw: np.ndarray, on_cw: np.ndarray, class_names: Sequence[str]):
@@ -324,4 +352,22 @@ def plotly_bars(categories: Sequence[str], series: Mapping[str, np.ndarray], tit
         fig.add_trace(go.Bar(x=list(categories), y=m, name=name, error_y={"type": "data", "array": h}))
     fig.update_layout(title_text=title, yaxis_title=ylabel, barmode="group", plot_bgcolor="white",
                       width=800, height=400)
+    return fig
+
+
+def plotly_size_faithfulness(curves: Mapping[float, Sequence[Sequence[tuple[float, float]]]], title: str,
+                             xlabel: str):
+    """Interactive version of :func:`size_faithfulness`: one line per run, coloured by lambda."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    lams = list(curves)
+    for lam in lams:
+        for i, run in enumerate(curves[lam]):
+            f, s = zip(*run) if run else ((), ())
+            fig.add_trace(go.Scatter(x=list(f), y=list(s), mode="lines+markers", name=lambda_label(lam),
+                                     legendgroup=str(lam), showlegend=i == 0,
+                                     line={"color": lambda_color(lam, lams)}))
+    fig.update_layout(title_text=title, xaxis_title=xlabel, yaxis_title="circuit size (weights)",
+                      yaxis_type="log", plot_bgcolor="white", width=800, height=400)
     return fig

@@ -12,17 +12,21 @@ The objective decides what the circuit is a circuit *of*:
 
 ``"margin"`` (the faithful per-label objective)
     The circuit must keep the full model's own c-vs-rest decisions on inputs of *every* class.
-    With logits z, the margin m = z_c - logsumexp_{j != c} z_j is exactly the log-odds of c under
-    the softmax (sigmoid(m) = p_c), so its binary cross-entropy against the full model's decision
-    t = [argmax_j z^full_j == c] is the circuit's cross-entropy on the question "is this a c?":
+    With logits z, the decision margin m = z_c - max_{j != c} z_j is positive exactly when the
+    network answers c, and the objective is its logistic loss against the full model's decision
+    t = [argmax_j z^full_j == c]:
 
         L_c = 1/2 mean_{t=1} softplus(-m) + 1/2 mean_{t=0} softplus(m).
 
-    The two halves are weighted equally (class-balanced: the full model says "c" for about a
-    tenth of the inputs), so neither "always c" nor "never c" can satisfy it: each pays
-    log 2 or more on half of the objective. Using the full model's decisions rather than the true
-    labels asks the circuit to be faithful to the model (mistakes included), not to be a better
-    classifier.
+    Every flipped decision costs at least log 2 (times its weight), so a circuit with a low L_c
+    keeps the decisions, with margins like the full model's. The two halves are weighted equally
+    (class-balanced: the full model says "c" for about a tenth of the inputs), so neither
+    "always c" nor "never c" can satisfy it: each pays log 2 or more on half of the objective.
+    Using the full model's decisions rather than the true labels asks the circuit to be faithful
+    to the model (mistakes included), not to be a better classifier. (The softmax log-odds
+    z_c - logsumexp_{j != c} z_j is the smoother choice, but its sign is not the decision: with
+    nine close rivals, z_c can be the largest logit at log-odds -2. On our one-epoch models its
+    circuits answered c for 92 % of the test images while keeping that loss low.)
 
 ``"kl"`` (the whole function)
     KL(p_full || p_circuit), the mean over inputs of every class of the KL divergence between
@@ -108,13 +112,9 @@ def _objective_loss(kind: str, logits: Tensor, label: Tensor | int | None, targe
             is_c = (torch.arange(n_classes, device=logits.device) == label)[None]  # (1, C)
         else:
             is_c = torch.arange(n_classes, device=logits.device) == label[..., None, None]  # type: ignore[index]  # (..., 1, C)
-        if unshifted:  # sum_{j != c} exp z_j as one matmul against the 0/1 "not c" vector
-            not_c = (~is_c).to(logits.dtype).reshape(*is_c.shape[:-2], n_classes, 1)
-            rest = torch.matmul(logits.exp(), not_c).squeeze(-1).log()
-        else:
-            rest = torch.logsumexp(logits.masked_fill(is_c, float("-inf")), -1)
-        m = _label_column(logits, label) - rest  # type: ignore[arg-type]  # log-odds of c
-        # t softplus(-m) + (1 - t) softplus(m), written with one softplus
+        rival = logits.masked_fill(is_c, float("-inf")).amax(-1)  # max_{j != c} z_j
+        m = _label_column(logits, label) - rival  # type: ignore[arg-type]  # > 0 exactly when argmax is c
+        # the logistic loss of the decision margin: t softplus(-m) + (1 - t) softplus(m)
         per = F.softplus(m) - target * m  # type: ignore[operator]
     elif kind == "kl":
         per = _lse(logits, unshifted) - (target * logits).sum(-1)  # type: ignore[operator]

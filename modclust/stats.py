@@ -1,4 +1,4 @@
-"""Summaries over seeds: mean and a Student-t confidence interval."""
+"""Summaries over seeds: mean and a Student-t confidence interval, comparisons, interpolation."""
 
 from __future__ import annotations
 
@@ -54,3 +54,21 @@ def compare(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> str:
     if not p < alpha:  # also catches nan (both samples constant)
         return "indistinguishable"
     return "higher" if ma > mb else "lower"
+
+
+def size_at_faithfulness(points: Sequence[tuple[float, float]], level: float) -> float:
+    """The circuit size at faithfulness ``level``, from (faithfulness, size) points of a threshold sweep.
+
+    Linear interpolation of log size between the two sweep points that bracket ``level`` (sorted
+    by faithfulness); nan when the sweep does not reach ``level`` on both sides.
+    """
+    pts = sorted((f, s) for f, s in points if f == f and s > 0)
+    for (f0, s0), (f1, s1) in zip(pts, pts[1:]):
+        if f0 <= level <= f1:
+            if f1 == f0:
+                return math.sqrt(s0 * s1)
+            t = (level - f0) / (f1 - f0)
+            return math.exp((1 - t) * math.log(s0) + t * math.log(s1))
+    if len(pts) == 1 and pts[0][0] == level:
+        return pts[0][1]
+    return float("nan")
