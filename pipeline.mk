@@ -23,7 +23,7 @@ N_STAGES := $(if $(BEYOND),6,5)
 # The library modules notebooks 01-05 import (directly or not): editing another module does
 # not make the paper stages stale. Stage 6 depends on the whole package.
 PIPELINE_MODULES := __init__ checkpoint circuits clusterability data evaluate experiment figures \
-                    interpret io model partition paths report stats train
+                    interpret io model objectives partition paths report stats train
 LIBRARY := $(foreach m,$(PIPELINE_MODULES),modclust/$(m).py) paper/modclust.mplstyle
 PAPERMILL := $(VENV)/bin/papermill
 # Rendering for plotly in executed notebooks (a JSON mimetype, no embedded plotly.js).

@@ -13,7 +13,10 @@ Parts (each prints its timings and ratio; the last line is one JSON object):
 3. an ensemble of M configurations (``train_many``) against M sequential ``train`` calls (each
    tested once, at the end, on both sides).
 4. greedy circuits of every label of two models: the plain loop (``greedy_circuit``) against
-   ``greedy_circuits_fast``; the circuits must be identical.
+   ``greedy_circuits_fast``; the circuits must be identical. Once with the seed's objective on
+   the test images of each label (as the seed did), once with the faithful c-vs-rest objective
+   (``objective="margin"``), which reads inputs of every class: the pipeline's search set of 50
+   training images per class.
 5. on CUDA: 1, 64 and 256 models x 10 epochs through ``train_many`` (CUDA graph) with a test
    pass after every epoch (the library's default), 256 models tested once at the end, and one
    epoch without the graph for comparison.
@@ -53,7 +56,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import modclust  # noqa: E402
 from modclust import paths  # noqa: E402
-from modclust.circuits import greedy_circuit, greedy_circuits_fast  # noqa: E402
+from modclust.circuits import greedy_circuit, greedy_circuits_fast, objective_inputs  # noqa: E402
+from modclust.data import balanced_indices  # noqa: E402
 from modclust.interpret import label_semanticity  # noqa: E402
 from modclust.train import TrainConfig, train, train_many  # noqa: E402
 
@@ -232,17 +236,26 @@ def bench_ensemble(data: modclust.Dataset, epochs: int, m: int, repeats: int, ou
 
 
 def bench_pruning(models: list[Any], data: modclust.Dataset, layers: list[str], out: dict[str, Any],
-                  key: str = "pruning") -> None:
-    """Plain vs fast greedy circuits on the data's device; results under ``key``_*."""
+                  key: str = "pruning", objective: str = "seed") -> None:
+    """Plain vs fast greedy circuits on the data's device; results under ``key``_*.
+
+    The seed's objective reads each label's test images; the others read the pipeline's search
+    set (50 training images per class, seed 0).
+    """
     labels = list(range(10))
-    print(f"\n[4] greedy circuits on {data.device.type}, {len(models)} models x {len(labels)} labels, "
-          f"layers {layers}, baseline 'current', threshold 1e-4")
-    x, y = data.test_x, data.test_y
+    if objective == "seed":
+        x, y, where = data.test_x, data.test_y, "each label's test images"
+    else:
+        idx = balanced_indices(data.train_y, 50, seed=0).to(data.device)
+        x, y, where = data.train_x[idx], data.train_y[idx], f"{len(idx)} training images of every class"
+    print(f"\n[4] greedy circuits ({objective} objective, on {where}) on {data.device.type}, {len(models)} models "
+          f"x {len(labels)} labels, layers {layers}, baseline 'current', threshold 1e-4")
     models = [m.to(data.device) for m in models]
     sync = data.device if data.device.type == "cuda" else None
-    plain, plain_s = timed(lambda: [[greedy_circuit(m, x[y == c], c, layers=layers) for c in labels] for m in models],
-                           sync)
-    fast, fast_s = timed(lambda: greedy_circuits_fast(models, x, y, labels=labels, layers=layers), sync)
+    plain, plain_s = timed(lambda: [[greedy_circuit(m, objective_inputs(objective, x, y, c), c, layers=layers,
+                                                    objective=objective) for c in labels] for m in models], sync)
+    fast, fast_s = timed(lambda: greedy_circuits_fast(models, x, y, labels=labels, layers=layers, objective=objective),
+                         sync)
     out[f"{key}_speedup"] = row("plain loop vs fast", plain_s, fast_s)
     same = all(torch.equal(p.kept[n], fast[mi][p.label].kept[n])
                for mi, per_model in enumerate(plain) for p in per_model for n in p.kept)
@@ -330,6 +343,8 @@ def main() -> None:
                           progress=False)
     if run("pruning"):
         bench_pruning([r.model for r in pair], data, args.prune_layers.split(","), out)
+        bench_pruning([r.model for r in pair], data, args.prune_layers.split(","), out, key="faithful_pruning",
+                      objective="margin")
     if run("cuda"):
         if torch.cuda.is_available():
             bench_cuda(data, out)

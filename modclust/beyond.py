@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from modclust.circuits import Circuit, circuit_iou, cluster_share, greedy_circuits_fast, mask_iou
+from modclust.circuits import Circuit, circuit_iou, cluster_share, faithfulness, greedy_circuits_fast, mask_iou
+from modclust.data import balanced_indices
 from modclust.data import Dataset
 from modclust.evaluate import ablate
 from modclust.interpret import layer_activations
@@ -58,11 +59,12 @@ def spectral_baseline(result: TrainResult, data: Dataset, layer: str = "fc2", n_
                        "ablation": _ablation_summary(result, blocks, data, layer)}}
 
 
-def greedy_circuits(result: TrainResult, data: Dataset, labels: Sequence[int], layers: Sequence[str],
-                    threshold: float = 1e-4, baseline: str = "current") -> list[Circuit]:
-    """Greedy circuits of the labels on the test set (the batched pruner: same circuits, faster)."""
-    found = greedy_circuits_fast(result.model, data.test_x, data.test_y, labels=list(labels), layers=list(layers),
-                                 threshold=threshold, baseline=baseline)[0]
+def greedy_circuits(result: TrainResult, x: torch.Tensor, y: torch.Tensor, labels: Sequence[int],
+                    layers: Sequence[str], threshold: float = 1e-4, baseline: str = "current",
+                    objective: str = "seed", ablation: str = "zero") -> list[Circuit]:
+    """Greedy circuits of the labels searched on ``x, y`` (the batched pruner: same circuits, faster)."""
+    found = greedy_circuits_fast(result.model, x, y, labels=list(labels), layers=list(layers),
+                                 threshold=threshold, baseline=baseline, objective=objective, ablation=ablation)[0]
     return [found[c] for c in labels]
 
 
@@ -75,11 +77,13 @@ def _offdiag_mean(m: torch.Tensor) -> float:
     return float(vals.mean()) if len(vals) else float("nan")
 
 
-def _method_summary(circs: Sequence[Circuit], part: Partition | None, share_layer: str) -> dict[str, Any]:
+def _method_summary(result: TrainResult, circs: Sequence[Circuit], part: Partition | None, share_layer: str,
+                    data: Dataset) -> dict[str, Any]:
     iou = circuit_iou(circs)
+    faith = [faithfulness(result.model, c, data.test_x, data.test_y).to_dict() for c in circs]
     out: dict[str, Any] = {"sizes": [c.size for c in circs], "size_per_layer": [c.size_per_layer for c in circs],
                            "final_loss": [c.final_loss for c in circs], "full_loss": [c.full_loss for c in circs],
-                           "iou": iou.tolist(), "mean_iou": _offdiag_mean(iou)}
+                           "iou": iou.tolist(), "mean_iou": _offdiag_mean(iou), "faithfulness": faith}
     if part is not None and all(share_layer in c.kept for c in circs):
         shares = [cluster_share(c, part, share_layer) for c in circs]
         out["share"] = [s.to_dict() for s in shares]
@@ -88,24 +92,31 @@ def _method_summary(circs: Sequence[Circuit], part: Partition | None, share_laye
 
 def circuit_analysis(result: TrainResult, data: Dataset, labels: Sequence[int] | None = None,
                      layers: Sequence[str] = ("fc2", "fc3"), threshold: float = 1e-4, baseline: str = "current",
-                     mask_sparsity: float = 1e-4, mask_steps: int = 300, share_layer: str = "fc2"
-                     ) -> dict[str, Any]:
-    """Greedy and learned-mask circuits of each label: sizes, overlap, agreement, cluster share.
+                     mask_sparsity: float = 1e-4, mask_steps: int = 300, share_layer: str = "fc2",
+                     objective: str = "seed", ablation: str = "zero", search: torch.Tensor | None = None
+                     ) -> tuple[dict[str, Any], list[tuple[str, Circuit]]]:
+    """Greedy and learned-mask circuits of each label: sizes, overlap, agreement, cluster share, faithfulness.
 
-    ``mask_sparsity`` defaults to greedy's threshold: both then keep a weight when dropping it
-    costs more than that much loss, so their sizes are comparable.
+    Circuits are searched on the training images ``search`` (indices; default: the whole test set,
+    as the seed did) and their faithfulness is judged on the test set. ``mask_sparsity`` defaults
+    to greedy's threshold: both then keep a weight when dropping it costs more than that much
+    loss, so their sizes are comparable. Returns the JSON-ready summary and the circuits, as
+    (method, circuit) pairs.
     """
     labels = list(range(data.n_classes)) if not labels else [int(c) for c in labels]
+    x, y = (data.test_x, data.test_y) if search is None else (data.train_x[search], data.train_y[search])
     part = blocks_of(result, share_layer) if share_layer in layers else None
-    greedy = greedy_circuits(result, data, labels, layers, threshold, baseline)
-    masks = mask_circuits(result.model, data.test_x, data.test_y, labels, layers=list(layers),
-                          sparsity=mask_sparsity, steps=mask_steps)
+    greedy = greedy_circuits(result, x, y, labels, layers, threshold, baseline, objective, ablation)
+    masks = mask_circuits(result.model, x, y, labels, layers=list(layers), sparsity=mask_sparsity, steps=mask_steps,
+                          objective=objective, ablation=ablation)
     agree = [mask_iou(torch.cat([g.kept[n].flatten() for n in layers]), torch.cat([m.kept[n].flatten() for n in layers]))
              for g, m in zip(greedy, masks)]
-    return {"labels": labels, "layers": list(layers), "share_layer": share_layer if part else None,
-            "greedy": _method_summary(greedy, part, share_layer),
-            "mask": _method_summary(masks, part, share_layer),
-            "greedy_vs_mask_iou": agree}
+    summary = {"labels": labels, "layers": list(layers), "share_layer": share_layer if part else None,
+               "objective": objective, "ablation": ablation,
+               "greedy": _method_summary(result, greedy, part, share_layer, data),
+               "mask": _method_summary(result, masks, part, share_layer, data),
+               "greedy_vs_mask_iou": agree}
+    return summary, [("greedy", c) for c in greedy] + [("mask", c) for c in masks]
 
 
 def selectivity_analysis(result: TrainResult, data: Dataset, layers: Sequence[str] = ("fc1", "fc2"),
@@ -143,6 +154,8 @@ def circuit_row(res: dict[str, Any]) -> dict[str, float]:
         row[f"{method}_size"] = _nanmean(m["sizes"])
         row[f"{method}_iou"] = m["mean_iou"]
         row[f"{method}_loss"] = _nanmean(m["final_loss"])
+        for key in ("agreement", "balanced_agreement", "share_c"):
+            row[f"{method}_{key}"] = _nanmean([f[key] for f in m["faithfulness"]])
         if "share" in m:
             row[f"{method}_share"] = _nanmean([s["share"] for s in m["share"]])
             row[f"{method}_inside_any"] = _nanmean([s["inside_any"] for s in m["share"]])
@@ -324,6 +337,14 @@ def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
     for key, name in (("greedy_size", "GreedySize"), ("mask_size", "MaskSize"), ("greedy_iou", "GreedyIoU"),
                       ("mask_iou", "MaskIoU")):
         m[f"{name}Sentence"] = words[compare(_col(cr, key, main), _col(cr, key, 0.0))]
+    pct = lambda vals: _pm([100 * v for v in vals], 1) + "\\,\\%"  # noqa: E731
+    sc = res["seed_circuits"]["rows"]
+    for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
+        for key, name in (("greedy_agreement", "GreedyAgree"), ("mask_agreement", "MaskAgree")):
+            m[f"{name}{tag}"] = pct(_col(cr, key, lam))
+        m[f"SeedGreedyIoU{tag}"] = _pm(_col(sc, "greedy_iou", lam), 2)
+        m[f"SeedMaskShareC{tag}"] = pct(_col(sc, "mask_share_c", lam))
+        m[f"SeedGreedyShareC{tag}"] = pct(_col(sc, "greedy_share_c", lam))
     sr = res["selectivity"]["rows"]
     for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
         for layer in res["selectivity"]["layers"]:
@@ -357,13 +378,17 @@ def run_beyond(data: Dataset, base: Any, sweep_lambdas: Sequence[float], seeds: 
                layer_sets: Sequence[Any] = ("fc2", "all"), main_lambda: float = 15.0, null_draws: int = 20,
                circuit_layers: Sequence[str] = ("fc2", "fc3"), labels: Sequence[int] | None = None,
                threshold: float = 1e-4, baseline: str = "current", mask_sparsity: float = 1e-4,
-               mask_steps: int = 300, selectivity_bins: int = 10, progress: bool = True
-               ) -> tuple[dict[str, Any], list[TrainResult]]:
+               mask_steps: int = 300, selectivity_bins: int = 10, progress: bool = True,
+               faithful_objective: str = "margin", ablation: str = "zero", search_per_class: int = 50,
+               search_seed: int = 0) -> tuple[dict[str, Any], list[TrainResult], list[dict[str, Any]]]:
     """Train the sweep and run every analysis; returns the JSON-ready results and the trained runs.
 
     ``base`` is the TrainConfig every run derives from. The sweep covers ``sweep_lambdas``
     (plus 0 and ``main_lambda``) x ``seeds`` x ``layer_sets``; spectral, circuit and selectivity
-    analyses use the runs of the first layer set at lambda 0 and ``main_lambda``.
+    analyses use the runs of the first layer set at lambda 0 and ``main_lambda``. Circuits are
+    found for ``faithful_objective`` (the headline: ``circuits``) and for the seed's objective
+    (``seed_circuits``), searched on ``search_per_class`` training images per class and judged on
+    the test set. Also returns one record per circuit (for ``circuits.pt``).
     """
     from tqdm.auto import tqdm
 
@@ -384,12 +409,24 @@ def run_beyond(data: Dataset, base: Any, sweep_lambdas: Sequence[float], seeds: 
     circ_labels = [int(c) for c in labels] if labels else list(range(data.n_classes))
     sel_layers = names[:-1]
 
-    spectral, circ, sel = [], [], []
+    search = balanced_indices(data.train_y, search_per_class, seed=search_seed, n_classes=data.n_classes)
+    search = search.to(data.device)
+    spectral, sel = [], []
+    circ: dict[str, list[dict[str, Any]]] = {faithful_objective: [], "seed": []}
+    circuit_records: list[dict[str, Any]] = []
     for r in tqdm(pair, desc="analyses", disable=not progress):
         tag = {"lam": r.config.lam, "seed": r.config.seed, "layers": first}
         spectral.append({**tag, **spectral_baseline(r, data, spec_layer, null_draws, seed=r.config.seed)})
-        circ.append({**tag, **circuit_analysis(r, data, circ_labels, circuit_layers, threshold, baseline,
-                                               mask_sparsity, mask_steps)})
+        for objective in circ:
+            summary, found = circuit_analysis(r, data, circ_labels, circuit_layers, threshold, baseline, mask_sparsity,
+                                              mask_steps, objective=objective, ablation=ablation, search=search)
+            circ[objective].append({**tag, **summary})
+            circuit_records += [{"run": f"lam{r.config.lam:g}_seed{r.config.seed}_{first}", "lam": r.config.lam,
+                                 "seed": r.config.seed, "layers": first, "label": c.label, "objective": c.objective,
+                                 "method": method, "ablation": c.ablation, "size": c.size,
+                                 "kept": {n: k.clone() for n, k in c.kept.items()},
+                                 **({"means": dict(c.means)} if c.means is not None else {})}
+                                for method, c in found]
         sel.append({**tag, **selectivity_analysis(r, data, sel_layers, spec_layer, selectivity_bins)})
     rows = lambda runs, fn: [{"lam": x["lam"], "seed": x["seed"], "layers": first, **fn(x)} for x in runs]  # noqa: E731
     out = {
@@ -402,8 +439,11 @@ def run_beyond(data: Dataset, base: Any, sweep_lambdas: Sequence[float], seeds: 
                      "runs": spectral},
         "circuits": {"layers": list(circuit_layers), "labels": circ_labels, "threshold": threshold,
                      "baseline": baseline, "mask_sparsity": mask_sparsity, "mask_steps": mask_steps,
-                     "rows": rows(circ, circuit_row), "runs": circ},
+                     "objective": faithful_objective, "ablation": ablation,
+                     "search": {"split": "train", "per_class": search_per_class, "seed": search_seed},
+                     "rows": rows(circ[faithful_objective], circuit_row), "runs": circ[faithful_objective]},
+        "seed_circuits": {"objective": "seed", "rows": rows(circ["seed"], circuit_row), "runs": circ["seed"]},
         "selectivity": {"layers": sel_layers, "cluster_layer": spec_layer, "bins": selectivity_bins,
                         "rows": rows(sel, selectivity_row), "runs": sel},
     }
-    return out, results
+    return out, results, circuit_records

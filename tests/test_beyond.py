@@ -33,7 +33,9 @@ def test_beyond_analyses_are_complete_and_serialisable() -> None:
     sb = spectral_baseline(run, data, "fc2", n_draws=3)
     assert sb["spectral"]["k"] <= 2 and len(sb["spectral"]["null_c"]) == 3
     assert len(sb["blocks"]["ablation"]["off_acc"]) == 2
-    ca = circuit_analysis(run, data, labels=[0, 1, 2], layers=["fc2", "fc3"], mask_steps=20)
+    ca, found = circuit_analysis(run, data, labels=[0, 1, 2], layers=["fc2", "fc3"], mask_steps=20)
+    assert [m for m, _ in found] == ["greedy"] * 3 + ["mask"] * 3
+    assert ca["greedy"]["faithfulness"][0]["share_c"] >= 0
     assert len(ca["greedy"]["sizes"]) == 3 and len(ca["mask"]["iou"]) == 3
     assert len(ca["greedy_vs_mask_iou"]) == 3 and len(ca["mask"]["share"]) == 3
     sa = selectivity_analysis(run, data, layers=["fc1", "fc2"])
@@ -74,7 +76,9 @@ def fake_beyond_results() -> dict:
         "spectral": {"rows": rows(lambda lam, s: {"spectral_c": 0.3, "null_c": 0.3, "z_c": 0.1 * (s - 1.5),
                                                   "z_ncut": 0.0, "blocks_c": 0.25})},
         "circuits": {"rows": rows(lambda lam, s: {"greedy_size": 100 - 50 * (lam > 0) + s, "mask_size": 80 + s,
-                                                  "greedy_iou": 0.5, "mask_iou": 0.4, "greedy_vs_mask_iou": 0.7})},
+                                                  "greedy_iou": 0.5, "mask_iou": 0.4, "greedy_vs_mask_iou": 0.7,
+                                                  "greedy_agreement": 0.98, "mask_agreement": 0.97})},
+        "seed_circuits": {"rows": rows(lambda lam, s: {"greedy_iou": 0.6, "greedy_share_c": 1.0, "mask_share_c": 0.9})},
         "selectivity": {"layers": ["fc1", "fc2"], "rows": rows(lambda lam, s: {"sel_fc1": 0.3, "mi_fc1": 0.4,
                                                                               "sel_fc2": 0.4 + 0.01 * s, "mi_fc2": 0.5,
                                                                        "cluster_sel": 0.2 + 0.1 * (lam > 0) + 0.01 * s,
@@ -101,8 +105,13 @@ def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
 
     run, data = tiny_run()
     cfg = TrainConfig(widths=(12, 8, 8, 10), n_clusters=2, epochs=1, batch_size=20, lr=0.05)
-    res, runs = run_beyond(data, cfg, [0.0], [0], layer_sets=["fc2"], main_lambda=5.0, null_draws=2,
-                           circuit_layers=["fc2", "fc3"], labels=[0, 1], mask_steps=5, progress=False)
+    res, runs, records = run_beyond(data, cfg, [0.0], [0], layer_sets=["fc2"], main_lambda=5.0, null_draws=2,
+                                    circuit_layers=["fc2", "fc3"], labels=[0, 1], mask_steps=5, progress=False,
+                                    search_per_class=5)
+    # 2 runs x 2 objectives (faithful, seed's) x 2 methods x 2 labels, each with its kept masks
+    assert len(records) == 16 and {r["objective"] for r in records} == {"margin", "seed"}
+    assert set(records[0]["kept"]) == {"fc2", "fc3"} and records[0]["kept"]["fc2"].dtype == torch.bool
+    assert "greedy_agreement" in res["circuits"]["rows"][0] and len(res["seed_circuits"]["rows"]) == 2
     assert len(runs) == len(res["records"]) == 2 and res["lambdas"] == [0.0, 5.0]
     assert len(res["spectral"]["rows"]) == len(res["circuits"]["rows"]) == len(res["selectivity"]["rows"]) == 2
     assert "greedy_share" in res["circuits"]["rows"][0]

@@ -232,3 +232,32 @@ def test_learned_masks_take_every_objective(setup, ablation):
     assert margin.final_loss == pytest.approx(obj.loss(circuit_logits(model, margin, x)).item(), rel=1e-5)
     fm, fs = (faithfulness(model, m, data.test_x, data.test_y) for m in (margin, seed))
     assert fm.balanced_agreement > fs.balanced_agreement
+
+
+def test_saved_circuits_load_with_weights_only_and_rebuild_the_pruned_network(setup, tmp_path):
+    from modclust import experiment as ex
+
+    data, models = setup
+    runs = [train(TrainConfig(widths=(20, 12, 8, 10), n_clusters=2, epochs=3, lr=0.2, lam=lam), data, progress=False)
+            for lam in (0.0, 5.0)]
+    found = ex.find_circuits(runs, data.train_x, data.train_y, [1, 2], ["fc3"], "margin", 1e-3, ablation="mean")
+    rows, records = ex.circuit_rows(runs, found, data.test_x, data.test_y)
+    path = ex.save_circuit_records(records, tmp_path / "circuits.pt")
+    back = torch.load(path, weights_only=True)
+    assert len(back) == 4 and {r["run"] for r in back} == {"lam0_seed0", "lam5_seed0"}
+    assert {"run", "lam", "seed", "label", "objective", "method", "kept", "means"} <= set(back[0])
+    r0 = back[0]
+    c = Circuit(r0["label"], r0["baseline"], r0["threshold"], ["fc3"], r0["kept"], 0.0, 0.0, r0["objective"],
+                r0["ablation"], r0["means"])
+    f = faithfulness(runs[0].model, c, data.test_x, data.test_y)
+    assert f.to_dict() == rows[0]["circuits"][0]["faithfulness"]
+    assert ex.mean_over_circuits(rows[0], "size") == sum(x["size"] for x in back[:2]) / 2
+
+
+def test_size_at_matched_faithfulness_interpolates_log_size():
+    from modclust.stats import size_at_faithfulness
+
+    pts = [(0.99, 1000.0), (0.95, 100.0), (0.80, 10.0)]
+    assert size_at_faithfulness(pts, 0.97) == pytest.approx(math.sqrt(1000 * 100))
+    assert size_at_faithfulness(pts, 0.95) == pytest.approx(100.0)
+    assert math.isnan(size_at_faithfulness(pts, 0.995)) and math.isnan(size_at_faithfulness(pts, 0.5))

@@ -75,10 +75,26 @@ def _fake_results(seeds=(0, 1, 2), main=15.0, k=4):
             rc = list(range(64, 0, -6))[:10]
             sem.append({**base, "semanticity": {ly: {"score": 0.6 + rng.normal(0, 0.01), "reverse_cumulative": rc}
                                                 for ly in ("fc1", "fc2")}})
-            circ.append({**base, "circuits": [{"label": c, "size": int(rng.integers(50, 200))} for c in range(10)]})
+            for objective, thr in (("seed", 1e-4), ("margin", 1e-4), ("margin", 1e-3), ("margin", 1e-2), ("kl", 1e-4)):
+                shrink = {1e-4: 1.0, 1e-3: 0.5, 1e-2: 0.1}[thr]
+                agree = {1e-4: 0.99, 1e-3: 0.96, 1e-2: 0.8}[thr]
+                labs = [None] if objective == "kl" else range(10)
+                def faith(c, objective=objective, agree=agree):
+                    if objective == "seed":  # a constant classifier
+                        return {"agreement": 0.1, "balanced_agreement": 0.5, "share_c": 1.0, "full_share_c": 0.1,
+                                "top1_agreement": 0.1}
+                    a = agree + rng.normal(0, 0.002)
+                    return {"agreement": a, "balanced_agreement": a, "share_c": 0.1, "full_share_c": 0.1,
+                            "top1_agreement": 0.9}
+                circ.append({**base, "objective": objective, "threshold": thr, "method": "greedy",
+                             "circuits": [{"label": c, "size": int(shrink * rng.integers(50, 200)) + 1,
+                                           "faithfulness": faith(c)} for c in labs]})
     train = {"main_lambda": main, "runs": runs}
     return (train, {"layer": "fc2", "rows": abl}, {"layers": ["fc1", "fc2"], "top_k": 50, "rows": sem},
             {"layers": ["fc3"], "labels": list(range(10)), "threshold": 1e-4, "baseline": "current",
+             "ablation": "zero", "objectives": ["seed", "margin", "kl"], "faithful_objective": "margin",
+             "sweep_thresholds": [1e-4, 1e-3, 1e-2], "match_on": "balanced_agreement", "match_level": 0.97,
+             "search": {"split": "train", "per_class": 50, "seed": 0, "n": 500}, "judged_on": "test",
              "search_space": {"layer": "fc2", "per_cluster": [0.764] * k}, "rows": circ,
              "seed_cell": {"label": 8, "layer": "fc3", "decided_pruned": 84, "decided_kept": 556, "nonzero_after": 0,
                            "visited": 640, "ours_kept": 212, "classwise_acc": [1.0] + [0.0] * 9,
