@@ -421,12 +421,8 @@ def run_beyond(data: Dataset, base: Any, sweep_lambdas: Sequence[float], seeds: 
             summary, found = circuit_analysis(r, data, circ_labels, circuit_layers, threshold, baseline, mask_sparsity,
                                               mask_steps, objective=objective, ablation=ablation, search=search)
             circ[objective].append({**tag, **summary})
-            circuit_records += [{"run": f"lam{r.config.lam:g}_seed{r.config.seed}_{first}", "lam": r.config.lam,
-                                 "seed": r.config.seed, "layers": first, "label": c.label, "objective": c.objective,
-                                 "method": method, "ablation": c.ablation, "size": c.size,
-                                 "kept": {n: k.clone() for n, k in c.kept.items()},
-                                 **({"means": dict(c.means)} if c.means is not None else {})}
-                                for method, c in found]
+            circuit_records += [c.to_record(f"lam{r.config.lam:g}_seed{r.config.seed}_{first}", r.config.lam,
+                                            r.config.seed, method) for method, c in found]
         sel.append({**tag, **selectivity_analysis(r, data, sel_layers, spec_layer, selectivity_bins)})
     rows = lambda runs, fn: [{"lam": x["lam"], "seed": x["seed"], "layers": first, **fn(x)} for x in runs]  # noqa: E731
     out = {

@@ -91,13 +91,25 @@ class Circuit:
     def size(self) -> int:
         return sum(self.size_per_layer.values())
 
+    def to_record(self, run: str, lam: float, seed: int, method: str = "greedy") -> dict[str, object]:
+        """The circuit as a record of a ``circuits.pt`` file: plain values and tensors only, so the
+        file loads with ``torch.load(path, weights_only=True)``, and enough to cut the model
+        ``run`` down to the circuit again (its kept masks, and its means under mean ablation)."""
+        rec: dict[str, object] = {"run": run, "lam": lam, "seed": seed, "label": self.label, "objective": self.objective,
+                                  "method": method, "ablation": self.ablation, "threshold": self.threshold,
+                                  "baseline": self.baseline, "size": self.size,
+                                  "kept": {n: m.clone() for n, m in self.kept.items()}}
+        if self.means is not None:
+            rec["means"] = dict(self.means)
+        return rec
+
     def to_dict(self) -> dict[str, object]:
         return {"label": self.label, "objective": self.objective, "ablation": self.ablation,
                 "baseline": self.baseline, "threshold": self.threshold, "layers": self.layers, "size": self.size,
                 "size_per_layer": self.size_per_layer, "full_loss": self.full_loss, "final_loss": self.final_loss}
 
 
-def _check_prune_args(model: MLP, layers: Sequence[str] | None, baseline: str, threshold: float,
+def check_prune_args(model: MLP, layers: Sequence[str] | None, baseline: str, threshold: float,
                       objective: str = "seed", ablation: str = "zero") -> list[str]:
     if baseline not in ("current", "full"):
         raise ValueError(f"baseline must be 'current' (the seed's) or 'full' (the follow-up's), got {baseline!r}")
@@ -113,7 +125,7 @@ def _check_prune_args(model: MLP, layers: Sequence[str] | None, baseline: str, t
     return names
 
 
-def _pruned_layer_means(means: Sequence[Tensor] | None, model: MLP, names: Sequence[str]) -> dict[str, Tensor] | None:
+def pruned_layer_means(means: Sequence[Tensor] | None, model: MLP, names: Sequence[str]) -> dict[str, Tensor] | None:
     return None if means is None else {n: means[model.layer_index(n)].cpu() for n in names}
 
 
@@ -126,7 +138,7 @@ def greedy_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[st
     ``x`` are the inputs the objective reads: for ``"seed"`` the images of class ``label``, for
     ``"margin"`` and ``"kl"`` inputs of every class (see :mod:`modclust.objectives`).
     """
-    names = _check_prune_args(model, layers, baseline, threshold, objective, ablation)
+    names = check_prune_args(model, layers, baseline, threshold, objective, ablation)
     weights = [w.detach().clone() for w in model.weights()]
     obj = make_objective(objective, weights, x.to(weights[0]), label)
     means = ablation_means(weights, obj.x, ablation)
@@ -165,7 +177,7 @@ def greedy_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[st
     bar.close()
     final = obj.loss(forward(weights, obj.x, biases)).item()
     return Circuit(obj.label, baseline, threshold, names, {n: m.cpu() for n, m in kept.items()}, full, final,
-                   objective, ablation, _pruned_layer_means(means, model, names))
+                   objective, ablation, pruned_layer_means(means, model, names))
 
 
 @dataclass
@@ -420,7 +432,7 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], objectives: Sequence[Ob
     return out
 
 
-def _label_list(objective: str, y: Tensor, labels: Sequence[int] | None) -> list[int | None]:
+def circuit_labels(objective: str, y: Tensor, labels: Sequence[int] | None) -> list[int | None]:
     """The labels to find circuits for: [None] for a label-free objective, else ``labels`` or every label in y."""
     if objective in LABEL_FREE:
         return [None]
@@ -458,8 +470,8 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
     for m in model_list[1:]:
         if m.widths != model_list[0].widths:
             raise ValueError(f"models pruned together must share widths ({model_list[0].widths} vs {m.widths})")
-    names = _check_prune_args(model_list[0], layers, baseline, threshold, objective, ablation)
-    label_list = _label_list(objective, y, labels)
+    names = check_prune_args(model_list[0], layers, baseline, threshold, objective, ablation)
+    label_list = circuit_labels(objective, y, labels)
     inputs = [objective_inputs(objective, x.flatten(1), y, c) for c in label_list]
     weight_sets = [[w.detach() for w in m.weights()] for m in model_list for _ in label_list]
     objectives = [make_objective(objective, ws, inputs[p % len(label_list)].to(ws[0]), label_list[p % len(label_list)])
@@ -473,7 +485,7 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
             ws, means, full, final = results[mi * len(label_list) + ci]
             kept = {n: (ws[li] != 0).cpu() for n, li in zip(names, layer_ids)}
             circuits[c] = Circuit(c, baseline, threshold, names, kept, full, final, objective, ablation,
-                                  _pruned_layer_means(means, model_list[0], names))
+                                  pruned_layer_means(means, model_list[0], names))
         out.append(circuits)
     return out
 
@@ -483,14 +495,14 @@ def greedy_circuit_fast(model: MLP, x: Tensor, label: int | None, layers: Sequen
                         threshold: float = 1e-4, baseline: str = "current", progress: bool = False,
                         tol: float | None = None, objective: str = "seed", ablation: str = "zero") -> Circuit:
     """``greedy_circuit`` with the fast candidate evaluation: the same arguments, the same circuit."""
-    names = _check_prune_args(model, layers, baseline, threshold, objective, ablation)
+    names = check_prune_args(model, layers, baseline, threshold, objective, ablation)
     layer_ids = [model.layer_index(n) for n in names]
     ws0 = [w.detach() for w in model.weights()]
     obj = make_objective(objective, ws0, x.to(ws0[0]), label)
     (ws, means, full, final), = _fast_prune([ws0], [obj], layer_ids, threshold, baseline, ablation, progress, tol)
     kept = {n: (ws[li] != 0).cpu() for n, li in zip(names, layer_ids)}
     return Circuit(obj.label, baseline, threshold, names, kept, full, final, objective, ablation,
-                   _pruned_layer_means(means, model, names))
+                   pruned_layer_means(means, model, names))
 
 
 # --- Faithfulness: does the network cut down to the circuit still do the task? ---------------

@@ -238,7 +238,7 @@ def find_circuits(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tens
         out.append({c: circuits.greedy_circuit(r.model, circuits.objective_inputs(objective, x, y, c), c,
                                                layers=list(layers), threshold=threshold, baseline=baseline,
                                                objective=objective, ablation=ablation)
-                    for c in circuits._label_list(objective, y, labels)})
+                    for c in circuits.circuit_labels(objective, y, labels)})
     return out
 
 
@@ -248,10 +248,8 @@ def circuit_rows(results: Sequence[TrainResult], found: Sequence[Mapping[int | N
     """Per run, a JSON row of its circuits with their faithfulness on the test set; and the records.
 
     A row is ``{"name", "lam", "seed", "objective", "threshold", "circuits": [circuit.to_dict() +
-    {"faithfulness": ...}]}``. A record (one per circuit, for ``circuits.pt``) holds ``run``,
-    ``lam``, ``seed``, ``label``, ``objective``, ``method``, ``ablation``, ``threshold``,
-    ``baseline``, ``size`` and ``kept`` (``{layer: bool tensor}``), plus ``means`` under mean
-    ablation: everything needed to cut the model down to the circuit again.
+    {"faithfulness": ...}]}``; a record (one per circuit, for ``circuits.pt``) is
+    :meth:`modclust.circuits.Circuit.to_record`.
     """
     rows, records = [], []
     for r, per_label in zip(results, found, strict=True):
@@ -260,11 +258,7 @@ def circuit_rows(results: Sequence[TrainResult], found: Sequence[Mapping[int | N
         for c in per_label.values():
             f = circuits.faithfulness(r.model, c, test_x, test_y)
             cs.append({**c.to_dict(), "faithfulness": f.to_dict()})
-            records.append({"run": name, "lam": r.config.lam, "seed": r.config.seed, "label": c.label,
-                            "objective": c.objective, "method": method, "ablation": c.ablation,
-                            "threshold": c.threshold, "baseline": c.baseline, "size": c.size,
-                            "kept": {n: m.clone() for n, m in c.kept.items()},
-                            **({"means": dict(c.means)} if c.means is not None else {})})
+            records.append(c.to_record(name, r.config.lam, r.config.seed, method))
         first = next(iter(per_label.values()))
         rows.append({"name": name, "lam": r.config.lam, "seed": r.config.seed, "objective": first.objective,
                      "method": method, "threshold": first.threshold, "circuits": cs})

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from modclust.circuits import Circuit, _check_prune_args, _label_list, _pruned_layer_means, objective_inputs
+from modclust.circuits import Circuit, check_prune_args, circuit_labels, pruned_layer_means, objective_inputs
 from modclust.model import MLP, forward
 from modclust.objectives import ablation_means, circuit_weights, make_objective
 
@@ -65,7 +65,7 @@ def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str]
         raise ValueError(f"threshold is a cut on sigmoid(logit), so it must lie in (0, 1), got {threshold}")
     if layers is not None and not list(layers):
         raise ValueError("mask_circuit needs at least one layer to mask")
-    names = _check_prune_args(model, layers, "full", 0.0, objective, ablation)
+    names = check_prune_args(model, layers, "full", 0.0, objective, ablation)
     idx = [model.layer_index(n) for n in names]
     weights = [w.detach().clone() for w in model.weights()]
     obj = make_objective(objective, weights, x.to(weights[0]), label)
@@ -100,7 +100,7 @@ def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str]
         full = obj.loss(forward(weights, obj.x)).item()
     return MaskCircuit(label=obj.label, baseline="mask", threshold=threshold, layers=names,
                        kept={n: k.cpu() for n, k in kept.items()}, full_loss=full, final_loss=final,
-                       objective=objective, ablation=ablation, means=_pruned_layer_means(means, model, names),
+                       objective=objective, ablation=ablation, means=pruned_layer_means(means, model, names),
                        sparsity=sparsity, steps=steps, lr=lr, soft_loss=soft, history=history)
 
 
@@ -111,4 +111,4 @@ def mask_circuits(model: MLP, x: Tensor, y: Tensor, labels: Sequence[int] | None
     A label-free objective ("kl") gives one circuit, of label None.
     """
     return [mask_circuit(model, objective_inputs(objective, x, y, c), c, objective=objective, **kwargs)  # type: ignore[arg-type]
-            for c in _label_list(objective, y, labels)]
+            for c in circuit_labels(objective, y, labels)]

@@ -288,6 +288,9 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     faithful = select_rows(circ["rows"], fo, thr)
     def per_lam(rows: Sequence[dict], key: str) -> dict[float, list[float]]:
         return _by_lam(rows, lambda r: mean_over_circuits(r, key))
+    def size_sentence(cmp: Comparison, subject: str, quantity: str = "mean circuit size") -> str:
+        return direction_sentence(cmp, subject, "those of the unclustered ones", "are larger than", "are smaller than",
+                                  "are about the same size as", quantity, digits=1, unit=" weights")
     size = per_lam(faithful, "size")
     cmp_k = Comparison.of(size[main], size[0.0])
     total_w = sum(int(a) * int(b) for a, b in zip(cfg["widths"][:-1], cfg["widths"][1:]))
@@ -302,12 +305,9 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     m.add("SearchImages", circ["search"]["n"])
     m.add("CircuitClustered", pm(cmp_k.a, 1))
     m.add("CircuitUnclustered", pm(cmp_k.b, 1))
-    m.add("CircuitSentence", direction_sentence(
-        cmp_k, "Faithful per-label circuits of the clustered models", "those of the unclustered ones",
-        "are larger than", "are smaller than", "are about the same size as",
-        "mean circuit size", digits=1, unit=" weights"))
-    m.add("CircuitDirection", {"higher": "larger", "lower": "smaller",
-                               "indistinguishable": "no smaller"}[cmp_k.direction])
+    m.add("CircuitSentence", size_sentence(cmp_k, "Faithful per-label circuits of the clustered models"))
+    smaller = {"higher": "larger", "lower": "smaller", "indistinguishable": "no smaller"}
+    m.add("CircuitDirection", smaller[cmp_k.direction])
     pct1 = lambda vals: pm(mean_ci(vals), 1, 100) + "\\,\\%"  # noqa: E731
     for key, tag in (("agreement", "Agree"), ("balanced_agreement", "Balanced"), ("share_c", "ShareC"),
                      ("full_share_c", "FullShareC")):
@@ -322,10 +322,7 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
         cmp_seed = Comparison.of(seed_size[main], seed_size[0.0])
         m.add("SeedCircuitClustered", pm(cmp_seed.a, 1))
         m.add("SeedCircuitUnclustered", pm(cmp_seed.b, 1))
-        m.add("SeedCircuitSentence", direction_sentence(
-            cmp_seed, "By the seed's objective, the circuits of the clustered models", "those of the unclustered ones",
-            "are larger than", "are smaller than", "are about the same size as",
-            "mean circuit size", digits=1, unit=" weights"))
+        m.add("SeedCircuitSentence", size_sentence(cmp_seed, "By the seed's objective, the circuits of the clustered models"))
         all_seed = [v for vals in per_lam(seed_rows, "share_c").values() for v in vals]
         m.add("SeedCircuitShareC", pct1(all_seed))
         m.add("SeedCircuitAgree", pct1([v for vals in per_lam(seed_rows, "agreement").values() for v in vals]))
@@ -359,12 +356,9 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     m.add("MatchedRunsUnclustered", n_zero)
     if n_main >= 2 and n_zero >= 2:
         cmp_m = Comparison.of(matched[main], matched[0.0])
-        m.add("MatchedSentence", direction_sentence(
-            cmp_m, "At equal faithfulness, the circuits of the clustered models", "those of the unclustered ones",
-            "are larger than", "are smaller than", "are about the same size as",
-            "circuit size", digits=1, unit=" weights"))
-        m.add("MatchedDirection", {"higher": "larger", "lower": "smaller",
-                                   "indistinguishable": "no smaller"}[cmp_m.direction])
+        m.add("MatchedSentence", size_sentence(cmp_m, "At equal faithfulness, the circuits of the clustered models",
+                                               "circuit size"))
+        m.add("MatchedDirection", smaller[cmp_m.direction])
     else:
         m.add("MatchedSentence", f"The threshold sweep brackets this level for too few runs ({n_main} clustered, "
                                  f"{n_zero} unclustered) to compare sizes at equal faithfulness.")
