@@ -294,7 +294,7 @@ def size_faithfulness(curves: Mapping[float, Sequence[Sequence[tuple[float, floa
         for r in runs:
             ax.plot(r[:, 0], r[:, 1], color=color, lw=0.5, alpha=0.3)
         pts = np.stack(runs)  # (seeds, thresholds, 2)
-        (fx, sx), (fh, sh) = mean_and_half(pts[:, :, 0]), mean_and_half(pts[:, :, 1])
+        (fx, fh), (sx, sh) = mean_and_half(pts[:, :, 0]), mean_and_half(pts[:, :, 1])  # means and half-widths
         ax.errorbar(fx, sx, xerr=fh if len(runs) > 1 else None, yerr=sh if len(runs) > 1 else None, fmt="o-",
                     markersize=3, lw=1, color=color, label=lambda_label(lam))
     if level is not None:

@@ -261,3 +261,15 @@ def test_size_at_matched_faithfulness_interpolates_log_size():
     assert size_at_faithfulness(pts, 0.97) == pytest.approx(math.sqrt(1000 * 100))
     assert size_at_faithfulness(pts, 0.95) == pytest.approx(100.0)
     assert math.isnan(size_at_faithfulness(pts, 0.995)) and math.isnan(size_at_faithfulness(pts, 0.5))
+
+
+def test_the_size_faithfulness_figure_plots_means_of_both_axes():
+    import numpy as np
+
+    from modclust import figures as fg
+
+    fig = fg.size_faithfulness({0.0: [[(0.90, 100.0), (0.95, 200.0)], [(0.92, 120.0), (0.97, 220.0)]]}, [0.0],
+                               "balanced agreement", 0.96)
+    means = [ln for ln in fig.axes[0].lines if ln.get_marker() == "o"]
+    assert len(means) == 1
+    assert np.allclose(means[0].get_xdata(), [0.91, 0.96]) and np.allclose(means[0].get_ydata(), [110.0, 210.0])
