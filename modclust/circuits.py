@@ -1,8 +1,11 @@
-"""Circuits: search-space pruning by clusters, and greedy per-label pruning (CCR).
+"""Circuits: search-space pruning by clusters, greedy per-label pruning (CCR), and faithfulness.
 
 Greedy pruning visits weights in a fixed order (the given layers in turn, each row-major),
-zeroes each one and keeps it zeroed if the label's loss rises by less than ``threshold``
-over a reference loss, else restores it. The reference is the current loss
+removes each one and keeps it removed if the objective rises by less than ``threshold``
+over a reference loss, else restores it. The objective (the seed's, the faithful c-vs-rest
+margin, or the KL to the full model) and the ablation (zero or mean) are those of
+:mod:`modclust.objectives`; :func:`faithfulness` judges a circuit on held-out inputs of every
+class. The reference is the current loss
 (``baseline="current"``, the seed's rule, so the loss can drift up by many small steps) or the
 full model's loss (``baseline="full"``, the published follow-up's rule). What survives is the
 circuit. Only the layers from the one being pruned onwards are recomputed per candidate, which
