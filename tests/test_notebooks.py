@@ -14,13 +14,13 @@ import papermill
 import pytest
 import yaml
 
+from modclust.presets import check_preset
+
 REPO = Path(__file__).resolve().parent.parent
 PIPELINE = ["01_train", "02_ablate", "03_interpret", "04_circuits", "05_figures"]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))  # the paper's stages and any later ones
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 SANITIZE = REPO / "notebooks" / "nbval_sanitize.cfg"
-# Every stage also receives these from pipeline.mk.
-PIPELINE_PARAMS = {"build_dir", "out_dir", "preset"}
 
 
 def test_the_pipeline_has_notebooks_and_presets():
@@ -48,18 +48,10 @@ def test_committed_notebook_is_clean_with_one_typed_parameters_cell(path):
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
-def test_every_preset_key_is_a_notebook_parameter_of_the_right_type(preset):
-    values = yaml.safe_load(preset.read_text())
-    declared: dict[str, str] = {}
-    for path in NOTEBOOKS:
-        for name, p in papermill.inspect_notebook(str(path)).items():
-            declared[name] = p["inferred_type_name"]
-    unknown = set(values) - set(declared)
-    assert not unknown, f"{preset.name}: keys {sorted(unknown)} are no notebook's parameters (typo?)"
-    assert not PIPELINE_PARAMS & set(values), "build_dir/out_dir/preset are set by the pipeline"
-    pytypes = {"int": int, "float": (int, float), "str": str, "list": list, "bool": bool}
-    for key, value in values.items():
-        assert isinstance(value, pytypes[declared[key]]), f"{preset.name}: {key} should be {declared[key]}"
+def test_every_preset_fits_the_notebooks(preset):
+    """Keys and types are checked by modclust.presets (tests/test_pipeline.py); this is the one
+    rule between keys: the compared lambdas are trained."""
+    values = check_preset(preset, NOTEBOOKS)
     assert values["main_lambda"] in values["lambdas"] and 0 in values["lambdas"]
 
 
@@ -149,7 +141,7 @@ def test_pipeline_stages_depend_on_every_module_their_notebooks_import():
     """pipeline.mk lists the modules stages 01-05 depend on; a missing one would let a stage
     stay 'up to date' after a change that alters its results."""
     code = ("import sys, modclust.experiment, modclust.report, modclust.figures, modclust.evaluate, "
-            "modclust.interpret, modclust.circuits, modclust.io; "
+            "modclust.interpret, modclust.circuits, modclust.io, modclust.presets; "
             "print(' '.join(sorted(m.split('.')[-1] for m in sys.modules if m.startswith('modclust'))))")
     used = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               cwd=REPO).stdout.split()) - {"modclust"}
