@@ -1,18 +1,21 @@
 # The paper pipeline: papermill runs notebooks/0*.ipynb in order on a preset (presets/*.yaml),
-# then latexmk compiles paper/ into build/<preset>/paper.pdf. Included by the Makefile.
+# then latexmk compiles the paper into build/<preset>/paper.pdf. Included by the Makefile.
 #
 #   make paper                   the "paper" preset, ends with build/paper/paper.pdf
-#   make paper PRESET=smoke      the same, tiny (about two minutes on 2 CPU cores)
+#   make paper PRESET=smoke      the same, tiny (about three minutes on 2 CPU cores)
 #   make results PRESET=smoke    the notebooks only, no LaTeX
 #   make nbval                   re-execute the smoke notebooks, check their marked outputs
 #
 # Each stage is a file target: build/<preset>/<notebook>.ipynb, the executed notebook, which
 # depends on its notebook, the preset, the library and the stages before it, so a stage whose
-# inputs did not change is not run again. A stage runs into build/<preset>/.tmp/ and is moved
-# into place only when papermill succeeds: a half-finished stage is never taken for finished.
+# inputs did not change is not run again. modclust/pipeline.py does the work: `make paper` and
+# `make results` first check the preset and take the build folder's lock (a second run of the
+# same preset waits for the first), then each stage runs in its own folder under
+# build/<preset>/.tmp/ and is moved into place, marker last, only when papermill succeeds.
 
 PRESET ?= paper
 PRESET_FILE := presets/$(PRESET).yaml
+PIPELINE := $(PY) -m modclust.pipeline
 B := build/$(PRESET)
 STAGES := 01_train 02_ablate 03_interpret 04_circuits 05_figures
 # Stage 6 (notebooks/06_beyond.ipynb: sweep, spectral baseline, more circuit measures) runs only
@@ -23,46 +26,35 @@ N_STAGES := $(if $(BEYOND),6,5)
 # The library modules notebooks 01-05 import (directly or not): editing another module does
 # not make the paper stages stale. Stage 6 depends on the whole package.
 PIPELINE_MODULES := __init__ checkpoint circuits clusterability data evaluate experiment figures \
-                    interpret io model objectives partition paths report stats train
+                    interpret io model objectives partition paths presets report stats train
 LIBRARY := $(foreach m,$(PIPELINE_MODULES),modclust/$(m).py) paper/modclust.mplstyle
-PAPERMILL := $(VENV)/bin/papermill
 # Rendering for plotly in executed notebooks (a JSON mimetype, no embedded plotly.js).
 export PLOTLY_RENDERER ?= plotly_mimetype
 
-.PHONY: paper results nbval latex-tools clean-paper
+.PHONY: paper results _paper _results nbval latex-tools clean-paper
 .DELETE_ON_ERROR:
 
-paper: $(B)/paper.pdf
+# The public targets hold the build folder's lock over the whole make run (_paper, _results).
+paper results: | $(VENV)/.installed
+	@$(PIPELINE) run $(PRESET) -- $(MAKE) --no-print-directory _$@ PRESET=$(PRESET)
+
+_paper: $(B)/paper.pdf
 	@echo "==> [$(PRESET)] paper: $(B)/paper.pdf (figures in figures/, numbers in paper/generated/)"
 
-results: $(B)/05_figures.ipynb $(BEYOND)
+_results: $(B)/05_figures.ipynb $(BEYOND)
 
 $(PRESET_FILE):
 	@echo "error: no preset $(PRESET_FILE); presets are: $(basename $(notdir $(wildcard presets/*.yaml)))" >&2
 	@exit 1
 
-# run_stage(n, stage): one papermill run into .tmp, moved into place on success; on failure
-# the partial executed notebook stays in .tmp and the failing cell is named.
+# run_stage(n, stage): the stage's notebook run by modclust.pipeline (see its docstring).
 define run_stage
-	@echo "==> [$(PRESET)] stage $(1)/$(N_STAGES): $(2) (papermill notebooks/$(2).ipynb)"
-	@rm -rf $(B)/.tmp/$(2) $(B)/.tmp/$(2).ipynb && mkdir -p $(B)/.tmp
-	@start=$$(date +%s); \
-	if ! $(PAPERMILL) notebooks/$(2).ipynb $(B)/.tmp/$(2).ipynb -f $(PRESET_FILE) \
-	        -p build_dir $(B) -p out_dir $(B)/.tmp/$(2) -p preset $(PRESET) \
-	        --cwd . --kernel python3 --log-level ERROR; then \
-	    echo "" >&2; \
-	    echo "==> [$(PRESET)] stage $(2) FAILED in notebook notebooks/$(2).ipynb:" >&2; \
-	    $(PY) -m modclust.report failed $(B)/.tmp/$(2).ipynb >&2 || true; \
-	    echo "    the partly executed notebook is $(B)/.tmp/$(2).ipynb" >&2; \
-	    exit 1; \
-	fi; \
-	rm -rf $(B)/$(2) && mv $(B)/.tmp/$(2) $(B)/$(2) && mv $(B)/.tmp/$(2).ipynb $(B)/$(2).ipynb; \
-	echo "==> [$(PRESET)] stage $(2) done in $$(( $$(date +%s) - start )) s"
+	@$(PIPELINE) stage $(PRESET) $(2) $(1) $(N_STAGES)
 endef
 
-# Every stage gets the whole preset plus build_dir, out_dir and preset; each notebook uses the
-# ones it declares. papermill's "unknown parameter" warnings are hidden (--log-level ERROR);
-# tests/test_notebooks.py checks instead that every preset key is a parameter of a notebook.
+# Every stage gets the preset's values for the parameters its notebook declares, plus build_dir,
+# out_dir and preset; the preset was checked first (modclust.presets: every key some notebook's
+# parameter, every value of the declared type).
 $(B)/01_train.ipynb: notebooks/01_train.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
 	$(call run_stage,1,01_train)
 $(B)/02_ablate.ipynb: notebooks/02_ablate.ipynb $(B)/01_train.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
@@ -77,19 +69,13 @@ $(B)/05_figures.ipynb: notebooks/05_figures.ipynb $(B)/01_train.ipynb $(B)/02_ab
 $(B)/06_beyond.ipynb: notebooks/06_beyond.ipynb $(PRESET_FILE) $(wildcard modclust/*.py) | $(VENV)/.installed
 	$(call run_stage,6,06_beyond)
 
-# The paper: install this preset's figures and numbers where paper/main.tex reads them, compile
-# with latexmk, and keep the PDF as build/<preset>/paper.pdf (paper/main.pdf is the last one built).
+# The paper: compiled in build/<preset>/paper/ from a copy of paper/ with this preset's figures
+# (build/<preset>/figures/) and numbers, so presets never share LaTeX's files; the PDF is kept as
+# build/<preset>/paper.pdf and the figures and numbers installed in figures/ and paper/generated/.
 PAPER_SOURCES := $(wildcard paper/*.tex paper/*.bib)
 $(B)/paper.pdf: $(B)/05_figures.ipynb $(BEYOND) $(PAPER_SOURCES) | latex-tools
-	@echo "==> [$(PRESET)] paper: figures/ and paper/generated/ from $(B)/05_figures, latexmk paper/main.tex"
-	@mkdir -p figures && rm -f figures/*.pdf && cp $(B)/05_figures/figures/*.pdf figures/
-	@rm -rf paper/generated && cp -r $(B)/05_figures/generated paper/generated
-	@if [ -n "$(BEYOND)" ]; then cp $(B)/06_beyond/figures/*.pdf figures/ 2>/dev/null; \
-	    cp $(B)/06_beyond/generated/* paper/generated/; fi
-	@cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex >../$(B)/latexmk.log 2>&1 \
-	    || { tail -40 ../$(B)/latexmk.log >&2; grep -A3 '^!' main.log >&2; \
-	         echo "==> [$(PRESET)] LaTeX failed: see paper/main.log" >&2; exit 1; }
-	@cp paper/main.pdf $@.tmp && mv $@.tmp $@
+	@echo "==> [$(PRESET)] paper: latexmk in $(B)/paper/"
+	@$(PIPELINE) latex $(PRESET)
 
 # LaTeX: install it with apt when it is missing and we may (root, apt-get present).
 TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra latexmk
@@ -112,9 +98,8 @@ SMOKE_NOTEBOOKS := $(foreach s,$(STAGES) 06_beyond,build/smoke/$(s).ipynb)
 nbval: | $(VENV)/.installed
 	$(MAKE) --no-print-directory results PRESET=smoke
 	@echo "==> nbval: re-executing $(words $(SMOKE_NOTEBOOKS)) smoke notebooks, checking marked outputs"
-	PLOTLY_RENDERER=plotly_mimetype TQDM_DISABLE=1 $(PY) -m pytest -q -p no:cacheprovider \
+	PLOTLY_RENDERER=plotly_mimetype TQDM_DISABLE=1 $(PIPELINE) run smoke -- $(PY) -m pytest -q -p no:cacheprovider \
 	    --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg $(SMOKE_NOTEBOOKS)
 
 clean-paper:
 	rm -rf build/$(PRESET) paper/generated figures/*.pdf
-	cd paper && latexmk -C -quiet main.tex >/dev/null 2>&1 || true

@@ -134,18 +134,6 @@ def test_paper_numbers_cover_what_the_paper_uses(tmp_path):
     assert {p.name for p in written} == {"numbers.tex", "table_main.tex", "table_ablation.tex"}
 
 
-def test_failed_cell_names_the_cell(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    ok = nbformat.v4.new_code_cell("x = 1")
-    bad = nbformat.v4.new_code_cell("# load the data\ny = 1 / 0", execution_count=2)
-    bad.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])]
-    nb.cells = [ok, bad]
-    path = tmp_path / "nb.ipynb"
-    nbformat.write(nb, path)
-    msg = report.failed_cell(path)
-    assert "cell 1 (In [2])" in msg and "ZeroDivisionError" in msg and "y = 1 / 0" in msg
-
-
 def test_grouping_by_lambda_sorts_by_seed():
     rows = [{"lam": 15, "seed": 2, "v": 3}, {"lam": 0, "seed": 0, "v": 1}, {"lam": 15, "seed": 1, "v": 2}]
     assert ex.group(rows, "v") == {0.0: [1], 15.0: [2, 3]}

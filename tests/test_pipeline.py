@@ -1,0 +1,345 @@
+"""The pipeline's runner under faults: two runs at once, a failing or interrupted stage, a move
+that fails, mistyped presets, LaTeX per preset. A tiny project (one or two notebooks that sleep
+and write a file) stands in for the paper's, run by real processes as make runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from modclust import pipeline
+from modclust.pipeline import Layout, PipelineError
+from modclust.presets import PresetError, check_parameters, check_preset, load_preset, parameters_of, type_error
+
+REPO = Path(__file__).resolve().parent.parent
+
+STAGE_CODE = """\
+import time
+from pathlib import Path
+time.sleep(delay)
+if fail:
+    raise RuntimeError("the stage broke on purpose")
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+(out / "result.txt").write_text(f"{preset} {tag}")
+"""
+
+
+def _notebook(path: Path, params: str, code: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(code)]
+    for i, c in enumerate(nb.cells):
+        c["id"] = f"cell-{i}"
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Layout:
+    """notebooks/01_work.ipynb (sleeps ``delay``, then writes out_dir/result.txt) and preset t."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "presets").mkdir()
+    _notebook(tmp_path / "notebooks" / "01_work.ipynb",
+              'delay: float = 0.0  # seconds to sleep\nfail: bool = False  # raise instead of writing\n'
+              'tag: str = "a"  # written into the result\nbuild_dir: str = "build/manual"  # build folder\n'
+              'preset: str = "manual"  # preset name\nout_dir: str = "build/manual/01_work"  # outputs',
+              STAGE_CODE)
+    (tmp_path / "presets" / "t.yaml").write_text("delay: 0.0\ntag: a\n")
+    return Layout(tmp_path)
+
+
+def _cli(layout: Layout, *args: str, **kw) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "modclust.pipeline", "--root", str(layout.root), *args]
+    return subprocess.Popen(cmd, cwd=layout.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TQDM_DISABLE": "1"}, **kw)
+
+
+def _stage_via_run(layout: Layout, preset: str = "t") -> list[str]:
+    """The arguments make uses: ``run`` holding the lock, around the ``stage`` command."""
+    return ["run", preset, "--", sys.executable, "-m", "modclust.pipeline", "--root", str(layout.root),
+            "stage", preset, "01_work", "1", "1"]
+
+
+def _finished(layout: Layout, preset: str = "t") -> str:
+    build = layout.build / preset
+    assert (build / "01_work.ipynb").is_file(), "the stage's marker is in place"
+    return (build / "01_work" / "result.txt").read_text()
+
+
+# -- two runs at once --------------------------------------------------------------------------
+
+def test_a_second_run_waits_for_the_first_and_nothing_is_lost(project):
+    (project.root / "presets" / "t.yaml").write_text("delay: 4.0\ntag: a\n")
+    first = _cli(project, *_stage_via_run(project))
+    time.sleep(1.5)  # the first holds the lock and is inside its stage
+    second = _cli(project, *_stage_via_run(project))
+    out1, _ = first.communicate(timeout=120)
+    out2, _ = second.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, out1 + out2
+    assert "is in use by process" in out2 and "waiting for it to finish" in out2, out2
+    assert _finished(project) == "t a"
+    assert not list((project.build / "t" / ".tmp").glob("*")), "no run left temporaries"
+
+
+def test_stages_run_directly_take_the_lock_too(project):
+    """A stage target made by hand (make build/t/01_work.ipynb) still cannot trample a run."""
+    (project.root / "presets" / "t.yaml").write_text("delay: 3.0\ntag: a\n")
+    runs = [_cli(project, "stage", "t", "01_work", "1", "1") for _ in range(2)]
+    outs = [r.communicate(timeout=120)[0] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outs
+    assert any("waiting for it to finish" in o for o in outs), outs
+    assert _finished(project) == "t a"
+
+
+def test_the_lock_names_its_holder_and_can_refuse(project):
+    build = project.build / "t"
+    with pipeline.build_lock(build, what="make paper PRESET=t"):
+        with pytest.raises(PipelineError, match=r"in use by process \d+ \(make paper PRESET=t\)"):
+            with pipeline.build_lock(build, wait=False):
+                pass
+    with pipeline.build_lock(build, wait=False):  # released
+        pass
+
+
+# -- a stage that fails, is interrupted, or cannot be moved into place ------------------------
+
+def _run_ok(project: Layout, tag: str) -> None:
+    (project.root / "presets" / "t.yaml").write_text(f"tag: {tag}\n")
+    done = _cli(project, *_stage_via_run(project))
+    out, _ = done.communicate(timeout=120)
+    assert done.returncode == 0, out
+
+
+def test_a_failing_stage_names_its_cell_and_keeps_the_previous_results(project):
+    _run_ok(project, "old")
+    (project.root / "presets" / "t.yaml").write_text("tag: new\nfail: true\n")
+    (project.root / "notebooks" / "01_work.ipynb").touch()
+    done = _cli(project, *_stage_via_run(project))
+    out, _ = done.communicate(timeout=120)
+    assert done.returncode != 0
+    assert "stage 01_work FAILED" in out and "RuntimeError: the stage broke on purpose" in out, out
+    assert "the partly executed notebook is" in out
+    assert _finished(project) == "t old"
+
+
+def test_an_interrupt_is_reported_as_one_and_keeps_the_previous_results(project):
+    _run_ok(project, "old")
+    (project.root / "presets" / "t.yaml").write_text("tag: new\ndelay: 30.0\n")
+    run = _cli(project, *_stage_via_run(project), start_new_session=True)
+    deadline = time.time() + 60
+    while not list((project.build / "t" / ".tmp").glob("01_work.*/01_work.ipynb")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # the kernel is in the sleeping cell
+    os.killpg(run.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode != 0
+    assert "interrupted" in out and "may have died" not in out, out
+    assert _finished(project) == "t old"
+
+
+def test_a_move_that_fails_fails_the_stage_and_keeps_the_old_outputs(project, monkeypatch):
+    _run_ok(project, "old")
+    build = project.build / "t"
+    work = build / ".tmp" / "01_work.test"
+    (work / "01_work").mkdir(parents=True)
+    (work / "01_work" / "result.txt").write_text("t new")
+    (work / "01_work.ipynb").write_text("{}")
+    real_replace = os.replace
+
+    def failing(src, dst):
+        if Path(src) == work / "01_work":
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(pipeline.os, "replace", failing)
+    with pytest.raises(PipelineError, match="could not put stage 01_work's results"):
+        pipeline.commit_stage(work, build, "01_work")
+    assert (build / "01_work" / "result.txt").read_text() == "t old", "the old outputs are back"
+    assert not (build / "01_work.ipynb").exists(), "the stage is not marked finished"
+
+
+def test_a_stage_that_writes_nothing_is_not_finished(project):
+    work = project.build / "t" / ".tmp" / "01_work.empty"
+    work.mkdir(parents=True)
+    (work / "01_work.ipynb").write_text("{}")
+    with pytest.raises(PipelineError, match="must write its results under out_dir"):
+        pipeline.commit_stage(work, project.build / "t", "01_work")
+
+
+def test_a_new_run_removes_what_earlier_runs_left(project):
+    stale = project.build / "t" / ".tmp" / "01_work.dead"
+    stale.mkdir(parents=True)
+    (stale / "big.tmp").write_bytes(b"x" * 1000)
+    _run_ok(project, "a")
+    assert not stale.exists()
+
+
+def test_failed_cell_names_the_cell_or_the_interrupt(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    ok = nbformat.v4.new_code_cell("x = 1")
+    bad = nbformat.v4.new_code_cell("# load the data\ny = 1 / 0", execution_count=2)
+    bad.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])]
+    nb.cells = [ok, bad]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    msg = pipeline.failed_cell(path)
+    assert "cell 1 (In [2])" in msg and "ZeroDivisionError" in msg and "y = 1 / 0" in msg
+    bad.outputs = [nbformat.v4.new_output("error", ename="KeyboardInterrupt", evalue="", traceback=[])]
+    nbformat.write(nb, path)
+    assert "interrupted in cell 1" in pipeline.failed_cell(path)
+    bad.outputs = []
+    nbformat.write(nb, path)
+    assert "the kernel died" in pipeline.failed_cell(path)
+
+
+# -- LaTeX in each preset's own folder ---------------------------------------------------------
+
+FAKE_LATEXMK = """\
+import sys, time
+from pathlib import Path
+time.sleep(float(sys.argv[1]))
+numbers = Path("generated/numbers.tex").read_text()
+Path("main.aux").write_text(numbers)
+Path("main.pdf").write_text("PDF " + numbers)
+"""
+
+
+def _finished_stage5(layout: Layout, preset: str, text: str) -> None:
+    build = layout.build / preset
+    (build / "05_figures" / "figures").mkdir(parents=True)
+    (build / "05_figures" / "generated").mkdir(parents=True)
+    (build / "05_figures" / "figures" / "fig.pdf").write_text(f"figure {text}")
+    (build / "05_figures" / "generated" / "numbers.tex").write_text(text)
+    (build / "05_figures.ipynb").write_text("{}")
+    (layout.root / "presets" / f"{preset}.yaml").write_text("tag: a\n")
+
+
+def test_two_presets_compile_at_once_without_sharing_latex_files(project):
+    (project.root / "paper").mkdir()
+    (project.root / "paper" / "main.tex").write_text("\\input{generated/numbers.tex}\n")
+    (project.root / "figures").mkdir()
+    fake = project.root / "fake_latexmk.py"
+    fake.write_text(FAKE_LATEXMK)
+    for preset in ("p1", "p2"):
+        _finished_stage5(project, preset, f"numbers of {preset}")
+    code = ("import sys; from pathlib import Path; from modclust import pipeline; "
+            "pipeline.compile_paper(sys.argv[1], pipeline.Layout(Path(sys.argv[2])), "
+            "latexmk=[sys.executable, sys.argv[3], sys.argv[4]])")
+    runs = [subprocess.Popen([sys.executable, "-c", code, p, str(project.root), str(fake), d], cwd=project.root)
+            for p, d in (("p1", "2.0"), ("p2", "0.5"))]
+    assert [r.wait(timeout=120) for r in runs] == [0, 0]
+    for preset in ("p1", "p2"):
+        build = project.build / preset
+        assert (build / "paper.pdf").read_text() == f"PDF numbers of {preset}"
+        assert (build / "paper" / "main.aux").read_text() == f"numbers of {preset}"
+        assert (build / "figures" / "fig.pdf").read_text() == f"figure numbers of {preset}"
+    assert not list((project.root / "paper").glob("*.aux")), "nothing is compiled in paper/"
+    installed = (project.root / "paper" / "generated" / "numbers.tex").read_text()
+    assert installed in ("numbers of p1", "numbers of p2")
+    assert (project.root / "figures" / "fig.pdf").read_text() == f"figure {installed}", "one preset's set, whole"
+
+
+def test_latex_errors_name_the_log(project):
+    (project.root / "paper").mkdir()
+    (project.root / "paper" / "main.tex").write_text("x")
+    (project.root / "figures").mkdir()
+    _finished_stage5(project, "p1", "n")
+    with pytest.raises(PipelineError, match=r"LaTeX failed: see .*p1/paper/main.log"):
+        pipeline.compile_paper("p1", project, latexmk=[sys.executable, "-c", "raise SystemExit(1)"])
+    assert not (project.build / "p1" / "paper.pdf").exists()
+
+
+# -- presets -----------------------------------------------------------------------------------
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
+
+
+def _preset(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("n_cluster: 8\n", r"n_cluster: no notebook has this parameter \(did you mean 'n_clusters'\?\)"),
+    ("lr: 1e-3\n", r"lr: must be float .*got the string '1e-3'.*write 1\.0e-3"),
+    ("epochs: 1.5\n", r"epochs: must be int .*got float 1\.5"),
+    ("epochs: true\n", r"epochs: must be int .*got bool True"),
+    ("seeds: [0, '1']\n", r"seeds: must be list\[int\] .*item 1: got the string '1': remove the quotes"),
+    ("widths: 784\n", r"widths: must be list\[int\] .*got int 784"),
+    ("out_dir: x\n", r"out_dir: set by the pipeline"),
+    ("[1, 2]\n", r"must be a mapping"),
+    ("epochs: [1\n", r"is not valid YAML"),
+])
+def test_a_mistaken_preset_names_the_file_the_key_and_the_type(tmp_path, text, expected):
+    with pytest.raises(PresetError, match=expected) as info:
+        check_preset(_preset(tmp_path, text), NOTEBOOKS)
+    assert "bad.yaml" in str(info.value)
+
+
+def test_every_problem_of_a_preset_is_reported_at_once(tmp_path):
+    with pytest.raises(PresetError) as info:
+        check_preset(_preset(tmp_path, "n_cluster: 8\nlr: 1e-3\n"), NOTEBOOKS)
+    assert "n_cluster" in str(info.value) and "lr" in str(info.value)
+
+
+def test_a_missing_preset_lists_the_presets(tmp_path):
+    (tmp_path / "one.yaml").write_text("")
+    with pytest.raises(PresetError, match="no preset .*nope.yaml; the presets are: one"):
+        load_preset(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "presets").glob("*.yaml")), ids=lambda p: p.stem)
+def test_the_committed_presets_pass(preset):
+    assert check_preset(preset, NOTEBOOKS)
+
+
+def test_a_mistaken_preset_stops_make_before_anything_runs(tmp_path):
+    """``make results`` with a typo stops at once with the preset check, building nothing."""
+    preset = REPO / "presets" / "zz_typo_test.yaml"
+    preset.write_text("n_cluster: 8\n")
+    try:
+        done = subprocess.run(["make", "--no-print-directory", "results", "PRESET=zz_typo_test"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        preset.unlink()
+    assert done.returncode != 0
+    assert "presets/zz_typo_test.yaml" in done.stderr and "did you mean 'n_clusters'" in done.stderr
+    assert not (REPO / "build" / "zz_typo_test").exists()
+
+
+def test_type_rule():
+    assert type_error(3, "float") is None and type_error(3.0, "int") is not None
+    assert type_error(True, "float") is not None and type_error(True, "bool") is None
+    assert type_error([1, 2], "list[int]") is None and type_error([1, "x"], "list") is None
+    assert "item 0" in type_error([1.5], "list[int]")
+
+
+def test_a_notebook_run_by_hand_checks_its_parameters():
+    ns = {"__annotations__": {"epochs": int, "widths": list[int]}, "epochs": 1.5, "widths": [784, "10"],
+          "n_cluster": 8, "In": [], "np": json}
+    with pytest.raises(PresetError) as info:
+        check_parameters(ns, hidden={"In"}, known={"n_clusters"})
+    msg = str(info.value)
+    assert "epochs: must be int; got float 1.5" in msg and "widths: must be list[int]" in msg
+    assert "n_cluster: no notebook has this parameter (did you mean 'n_clusters'?)" in msg
+    assert "np" not in msg.replace("no notebook", "")  # an imported module is no parameter
+    check_parameters({"__annotations__": {"epochs": int}, "epochs": 2, "tag": "x"}, hidden=set(), known={"tag"})
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_checks_its_parameters_right_after_them(path):
+    cells = json.loads(path.read_text())["cells"]
+    i = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
+    assert "check_kernel_parameters(globals())" in "".join(cells[i + 1]["source"])
+    assert parameters_of(path)
