@@ -6,25 +6,38 @@ maximises it by adding -lambda * C to the loss. Because C depends on W alone its
 a closed form, dC/dW = (2 / sum W^2) * W * (M - C), used by the fast trainer and the
 ``Modularity`` optimizer instead of autograd. Every function accepts leading batch
 dimensions (M models stacked as (M, out, in)).
+
+An all-zero matrix (sum W^2 = 0, also when the squares underflow) has C = 0 and dC/dW = 0:
+it has no weight, so none of it lies inside the blocks, and the ratio's 0/0 never becomes a
+NaN that a training step would spread into the weights. Every other matrix gets the ratio as
+written (a nan weight still gives a nan C).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
+def _ratio(inside: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
+    """inside / total, 0 where total is 0; and the total with its zeros replaced by 1 (safe to
+    divide by). A nan total (a nan weight) stays nan: only exact zeros are special."""
+    zero = total == 0
+    safe = torch.where(zero, torch.ones_like(total), total)
+    return torch.where(zero, torch.zeros_like(inside), inside / safe), safe
+
+
 def clusterability(weight: Tensor, mask: Tensor) -> Tensor:
-    """C(W) for W of shape (..., out, in) and a 0/1 mask broadcastable to it."""
+    """C(W) for W of shape (..., out, in) and a 0/1 mask broadcastable to it (0 for W = 0)."""
     sq = weight.square()
-    return (sq * mask).sum((-2, -1)) / sq.sum((-2, -1))
+    return _ratio((sq * mask).sum((-2, -1)), sq.sum((-2, -1)))[0]
 
 
 def clusterability_and_grad(weight: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """C(W) and dC/dW = (2 / sum W^2) * W * (M - C), sharing one pass over W."""
+    """C(W) and dC/dW = (2 / sum W^2) * W * (M - C), sharing one pass over W (both 0 for W = 0)."""
     sq = weight.square()
-    total = sq.sum((-2, -1), keepdim=True)
-    c = (sq * mask).sum((-2, -1), keepdim=True) / total
-    return c.squeeze(-1).squeeze(-1), (2.0 / total) * weight * (mask - c)
+    c, safe_total = _ratio((sq * mask).sum((-2, -1), keepdim=True), sq.sum((-2, -1), keepdim=True))
+    return c.squeeze(-1).squeeze(-1), (2.0 / safe_total) * weight * (mask - c)
 
 
 def clusterability_grad(weight: Tensor, mask: Tensor) -> Tensor:

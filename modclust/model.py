@@ -12,11 +12,25 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from modclust.checks import check_int, check_ints
+
 SEED_WIDTHS = (784, 64, 64, 10)
+SEED_MAX = 2**64 - 1  # the largest seed a torch.Generator takes
+
+
+def check_widths(widths: Sequence[int], name: str = "widths") -> tuple[int, ...]:
+    """``widths`` as a tuple of ints, checked: a sequence (not a string) of at least two ints >= 1.
+
+    The one check of an MLP's layer widths, used by :class:`MLP`, :func:`init_weights` and
+    :class:`modclust.train.TrainConfig`.
+    """
+    return check_ints(name, widths, minimum=1, min_length=2,
+                      hint="layer widths, input first, e.g. (784, 64, 64, 10)")
 
 
 def init_weights(widths: Sequence[int], generator: torch.Generator) -> list[Tensor]:
     """nn.Linear's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from ``generator``."""
+    widths = check_widths(widths)
     weights = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
         bound = 1.0 / math.sqrt(fan_in)
@@ -47,12 +61,11 @@ class MLP(nn.Module):
 
     def __init__(self, widths: Sequence[int] = SEED_WIDTHS, seed: int | None = None) -> None:
         super().__init__()
-        if len(widths) < 2 or any(int(w) < 1 for w in widths):
-            raise ValueError(f"widths must be at least two positive ints, got {tuple(widths)}")
-        self.widths = tuple(int(w) for w in widths)
+        self.widths = check_widths(widths, "MLP widths")
         for i, (a, b) in enumerate(zip(self.widths[:-1], self.widths[1:])):
             self.add_module(f"fc{i + 1}", nn.Linear(a, b, bias=False))
         if seed is not None:
+            seed = check_int("MLP seed", seed, 0, SEED_MAX)
             self.set_weights(init_weights(self.widths, torch.Generator().manual_seed(seed)))
 
     @property

@@ -18,8 +18,18 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from modclust.checks import check_float, check_int
 from modclust.clusterability import clusterability, clusterability_and_grad
 from modclust.partition import Partition
+
+
+def _check_options(where: str, alpha: Any, n_clusters: Any, decoupled: Any) -> tuple[float, int, bool]:
+    """The Modularity options of the defaults or of one param group, checked."""
+    alpha = check_float(f"{where}alpha", alpha, 0.0, hint="it rewards clusterability; 0 leaves the group alone")
+    n_clusters = check_int(f"{where}n_clusters", n_clusters, 1, hint="the number of diagonal blocks per weight")
+    if not isinstance(decoupled, bool):
+        raise TypeError(f"{where}decoupled must be True or False, got {decoupled!r}")
+    return alpha, n_clusters, decoupled
 
 
 class Modularity(Optimizer):
@@ -38,8 +48,7 @@ class Modularity(Optimizer):
     def __init__(self, params: Iterable[Any], base_optimizer: type[Optimizer], n_clusters: int = 4,
                  alpha: float = 20.0, partitions: Mapping[Tensor, Partition] | None = None,
                  decoupled: bool = False, **base_kwargs: Any) -> None:
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0 (it rewards clusterability), got {alpha}")
+        alpha, n_clusters, decoupled = _check_options("Modularity ", alpha, n_clusters, decoupled)
         super().__init__(params, {"alpha": alpha, "n_clusters": n_clusters, "decoupled": decoupled})
         self.base = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base.param_groups  # one set of groups: lr and alpha live together
@@ -49,6 +58,35 @@ class Modularity(Optimizer):
             for p in group["params"]:
                 if p.ndim == 2:
                     self._partition_of(p, group)  # validate now, not at the first step
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (as any torch optimizer); its ``alpha`` and ``n_clusters`` are checked.
+
+        After construction the group goes to the base optimizer too, which fills in its own
+        defaults (lr, ...), and its 2-D weights are checked against their partitions at once.
+        """
+        base = self.__dict__.get("base")
+        if base is None:  # during Optimizer.__init__: the base does not exist yet
+            super().add_param_group(param_group)
+            self._check_group(len(self.param_groups) - 1)
+            return
+        for key, default in self.defaults.items():
+            param_group.setdefault(key, default)
+        base.add_param_group(param_group)
+        self.param_groups = base.param_groups
+        try:
+            self._check_group(len(self.param_groups) - 1)
+            for p in self.param_groups[-1]["params"]:
+                if p.ndim == 2:
+                    self._partition_of(p, self.param_groups[-1])
+        except (TypeError, ValueError):
+            self.param_groups.pop()  # leave the optimizer as it was
+            raise
+
+    def _check_group(self, i: int) -> None:
+        group = self.param_groups[i]
+        group["alpha"], group["n_clusters"], group["decoupled"] = _check_options(
+            f"Modularity param group {i}: ", group["alpha"], group["n_clusters"], group["decoupled"])
 
     def _partition_of(self, p: Tensor, group: dict[str, Any]) -> Partition:
         part = self._partitions.get(p)
@@ -124,3 +162,5 @@ class Modularity(Optimizer):
         for i, d in saved.items():
             self._partitions[flat[int(i)]] = Partition.from_dict(d)
         self._masks.clear()
+        for i in range(len(self.param_groups)):
+            self._check_group(i)

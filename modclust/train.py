@@ -29,18 +29,26 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from modclust.checks import check_choice, check_float, check_int
 from modclust.clusterability import clusterability
-from modclust.data import Dataset
-from modclust.model import MLP, SEED_WIDTHS, forward, init_weights
+from modclust.data import DATASETS, Dataset
+from modclust.model import MLP, SEED_MAX, SEED_WIDTHS, check_widths, forward, init_weights
 from modclust.partition import Partition
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. Defaults are the seed's clustered configuration."""
+    """One training run. Defaults are the seed's clustered configuration.
 
-    dataset: str = "mnist"  # "mnist" or "fashion-mnist"
-    widths: tuple[int, ...] = SEED_WIDTHS  # layer widths, input first
+    Every field is checked on construction (also by ``from_dict`` and ``dataclasses.replace``):
+    a wrong kind of value raises TypeError, an out-of-range one ValueError, naming the field.
+    The last width is the number of classes; it may not exceed the dataset's, and training
+    checks it against the labels of the data it is given (as it checks widths[0] against the
+    number of features).
+    """
+
+    dataset: str = "mnist"  # "mnist" or "fashion-mnist" (a key of modclust.data.DATASETS)
+    widths: tuple[int, ...] = SEED_WIDTHS  # layer widths, input first, outputs (classes) last
     n_clusters: int = 4  # k equal diagonal blocks per clustered layer
     clustered_layers: tuple[str, ...] = ("fc2",)  # layers whose C enters the loss
     lam: float = 15.0  # lambda: loss = CE - lam * mean C over clustered layers
@@ -50,14 +58,36 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        object.__setattr__(self, "clustered_layers", tuple(self.clustered_layers))
+        """Check every field where it enters: a bad value fails here, not deep inside training."""
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
+        check_choice("TrainConfig.dataset", self.dataset, DATASETS)
+        put("widths", check_widths(self.widths, "TrainConfig.widths"))
+        if isinstance(self.clustered_layers, str):
+            raise TypeError(f"TrainConfig.clustered_layers must be a sequence of layer names, got the string "
+                            f"{self.clustered_layers!r} (write ({self.clustered_layers!r},))")
+        put("clustered_layers", tuple(self.clustered_layers))
         names = [f"fc{i + 1}" for i in range(len(self.widths) - 1)]
         unknown = [n for n in self.clustered_layers if n not in names]
         if unknown:
             raise ValueError(f"clustered_layers {unknown} are not layers of this MLP ({names})")
-        if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
-            raise ValueError("batch_size must be >= 1, epochs >= 0 and lr > 0")
+        put("n_clusters", check_int("TrainConfig.n_clusters", self.n_clusters, 1))
+        for name in self.clustered_layers:
+            i = names.index(name)
+            out, inp = self.widths[i + 1], self.widths[i]
+            if self.n_clusters > min(out, inp):
+                raise ValueError(
+                    f"TrainConfig.n_clusters must be an int in [1, {min(out, inp)}] to cut clustered layer "
+                    f"{name} ({out} x {inp}) into equal blocks, got {self.n_clusters}: lower n_clusters or "
+                    "widen the layer")
+        put("lam", check_float("TrainConfig.lam", self.lam, 0.0, hint="the weight of clusterability in the loss"))
+        put("lr", check_float("TrainConfig.lr", self.lr, 0.0, strict_min=True, hint="the SGD learning rate"))
+        put("batch_size", check_int("TrainConfig.batch_size", self.batch_size, 1))
+        put("epochs", check_int("TrainConfig.epochs", self.epochs, 0))
+        put("seed", check_int("TrainConfig.seed", self.seed, 0, SEED_MAX))
+        n_classes = len(DATASETS[self.dataset].classes)
+        if self.widths[-1] > n_classes:
+            raise ValueError(f"TrainConfig.widths must end in at most {n_classes} outputs (the classes of "
+                             f"{self.dataset!r}), got {self.widths[-1]} in {self.widths}")
 
     def partitions(self) -> dict[str, Partition]:
         """Equal diagonal blocks on each clustered layer.
@@ -166,10 +196,7 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         return []
     _check_batchable(configs)
     cfg0 = configs[0]
-    if data.name != cfg0.dataset:
-        raise ValueError(f"configs ask for dataset {cfg0.dataset!r} but data is {data.name!r}")
-    if data.train_x.shape[1] != cfg0.widths[0]:
-        raise ValueError(f"widths start at {cfg0.widths[0]} but the data has {data.train_x.shape[1]} features")
+    _check_data_fits(cfg0, data)
     device = data.device
     m = len(configs)
     n_train = len(data.train_x)
@@ -224,6 +251,17 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         out = torch.stack(list(pool.map(perm, gens)) if pool else [perm(g) for g in gens])
         return out.pin_memory() if device.type == "cuda" else out
 
+    # Non-finite loss: each epoch's history is checked once it is written, on the device, and
+    # the verdict read back without stalling it (on CUDA one epoch later, through an event),
+    # so a diverged run stops within an epoch or two with the first bad step named.
+    watch = _FiniteWatch(lp_hist, c_hist, configs, steps, bs, n_train, cfg0.epochs)
+
+    def stop(err: Exception) -> None:
+        bar.close()
+        if pool is not None:
+            pool.shutdown()
+        raise err
+
     graph = None
     warmups = 0
     step = 0
@@ -274,12 +312,18 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
             c_hist[:, cols] = torch.tensor(cs).view(m, -1) if sgd_step.host_scalars else torch.stack(cs, 1)
             if static:
                 step_t.add_(len(eager))
+        err = watch.epoch_done(epoch)
+        if err is not None:
+            stop(err)
         if epoch + 1 < cfg0.epochs:
             host_order = draw_orders()
         if test_every_epoch or epoch + 1 == cfg0.epochs:
             acc_hist.append(_accuracy_tensor(weights, data))
     if not acc_hist:  # no epochs and no per-epoch log: the accuracy of the init
         acc_hist.append(_accuracy_tensor(weights, data))
+    err = watch.finished(weights)
+    if err is not None:
+        stop(err)
     bar.close()
     if pool is not None:
         pool.shutdown()
@@ -299,6 +343,116 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         }
         results.append(TrainResult(cfg, model, cfg.partitions(), history))
     return results
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Training met a non-finite loss (nan or inf), or ended with non-finite weights.
+
+    The message names the first bad step (epoch and step, counting from 1) and the
+    configuration, or which members of a batched ``train_many`` run diverged.
+    """
+
+
+def _check_data_fits(config: TrainConfig, data: Dataset) -> None:
+    """The data is the config's dataset and fits its architecture: as many features as
+    widths[0], labels below widths[-1]."""
+    if data.name != config.dataset:
+        raise ValueError(f"configs ask for dataset {config.dataset!r} but data is {data.name!r}")
+    if data.train_x.ndim != 2 or data.train_x.shape[1] != config.widths[0]:
+        raise ValueError(f"TrainConfig.widths start at {config.widths[0]} inputs but the data has "
+                         f"{tuple(data.train_x.shape[1:])} features: make widths[0] the number of features")
+    if len(data.train_x) == 0 or len(data.train_x) != len(data.train_y):
+        raise ValueError(f"the training data needs one label per example and at least one example, got "
+                         f"{len(data.train_x)} inputs and {len(data.train_y)} labels")
+    lo, hi = (int(v) for v in torch.aminmax(torch.cat([data.train_y.flatten(), data.test_y.flatten()])))
+    if lo < 0 or hi >= config.widths[-1]:
+        raise ValueError(
+            f"TrainConfig.widths end in {config.widths[-1]} outputs but the data has labels from {lo} to {hi}: "
+            f"the last width must be the number of classes ({data.n_classes} for {data.name!r})")
+
+
+def _describe_member(configs: Sequence[TrainConfig], i: int) -> str:
+    if len(configs) == 1:
+        return repr(configs[0])
+    return f"member {i} of the {len(configs)} trained together (configs[{i}] = {configs[i]!r})"
+
+
+class _FiniteWatch:
+    """Checks the per-step history of a batched run for a non-finite loss, once per epoch.
+
+    On the CPU the check is read at once. On CUDA the epoch's verdict is copied to pinned host
+    memory behind an event and read at the end of the next epoch (or of training), so it never
+    makes the host wait for the device while work is queued. The message is built from the
+    history copied to the CPU, and names the first bad step of every member that diverged.
+    """
+
+    def __init__(self, lp_hist: Tensor, c_hist: Tensor, configs: Sequence[TrainConfig], steps: int,
+                 batch_size: int, n_train: int, epochs: int) -> None:
+        self.lp, self.c, self.configs = lp_hist, c_hist, configs
+        self.steps, self.bs, self.n_train, self.epochs = steps, batch_size, n_train, epochs
+        self.cuda = lp_hist.device.type == "cuda"
+        self.pending: tuple[Tensor, Any] | None = None  # the last epoch's (host flag, event) on CUDA
+
+    def _flag(self, hi: int) -> Tensor:
+        """True when every logged value up to step ``hi`` (exclusive) of the last epoch is finite."""
+        lo = hi - self.steps
+        return torch.isfinite(self.lp[:, lo:hi]).all() & torch.isfinite(self.c[:, lo:hi]).all()
+
+    def epoch_done(self, epoch: int) -> TrainingDivergedError | None:
+        flag = self._flag((epoch + 1) * self.steps)
+        if not self.cuda:
+            return None if bool(flag) else self.error(epoch)
+        err = self._read_pending(epoch)
+        host = torch.empty((), dtype=torch.bool, pin_memory=True)
+        host.copy_(flag, non_blocking=True)  # queued on the device's current stream, after the epoch
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(flag.device))
+        self.pending = (host, event)
+        return err
+
+    def _read_pending(self, current: int) -> TrainingDivergedError | None:
+        """The verdict of the epoch before ``current`` (or of the last one, at the end)."""
+        if self.pending is None:
+            return None
+        host, event = self.pending
+        self.pending = None
+        event.synchronize()
+        return None if bool(host) else self.error(current)
+
+    def finished(self, weights: Sequence[Tensor]) -> TrainingDivergedError | None:
+        """The last epoch's verdict, then the final weights (the last step's result)."""
+        err = self._read_pending(self.epochs - 1)
+        if err is not None:
+            return err
+        ok = torch.stack([torch.isfinite(w).flatten(1).all(1) for w in weights]).all(0)  # (M,)
+        bad = (~ok).nonzero().flatten().tolist()
+        if not bad:
+            return None
+        who = "; ".join(_describe_member(self.configs, i) for i in bad)
+        return TrainingDivergedError(
+            f"training diverged: the weights are not finite after the last step (epoch {self.epochs}, step "
+            f"{self.steps} of {self.steps}) of {who}. Lower TrainConfig.lr (or lam), or check the data for "
+            "nan or inf")
+
+    def error(self, current: int) -> TrainingDivergedError:
+        """The error for a run whose history is written up to the end of epoch ``current`` (0-based)."""
+        written = (current + 1) * self.steps  # later columns are not written yet
+        lp, c = self.lp[:, :written].cpu(), self.c[:, :written].cpu()
+        bad = ~(torch.isfinite(lp) & torch.isfinite(c))
+        members = bad.any(1).nonzero().flatten().tolist()
+        parts = []
+        for i in members:
+            t = int(bad[i].to(torch.uint8).argmax())
+            epoch, k = divmod(t, self.steps)
+            size = self.bs if k < self.steps - 1 else self.n_train - (self.steps - 1) * self.bs
+            ce = float(lp[i, t]) / -size
+            parts.append(f"at epoch {epoch + 1}, step {k + 1} of {self.steps} (global step {t + 1} of "
+                         f"{self.epochs * self.steps}; cross-entropy {ce}, clusterability {float(c[i, t])}) of "
+                         f"{_describe_member(self.configs, i)}")
+        return TrainingDivergedError(
+            "training diverged: the loss is not finite " + "; and ".join(parts)
+            + f". Training stopped at the end of epoch {current + 1} of {self.epochs}. Lower TrainConfig.lr (or "
+              "lam), or check the data for nan or inf")
 
 
 def _final_c(model: MLP, cfg: TrainConfig) -> float:
@@ -375,7 +529,7 @@ class _BatchedSGD:
         for i, mask in self.masks.items():
             if self.host_scalars:  # total and in-block squared weight as two dot products
                 w = self.weights[i].view(-1)
-                total = torch.dot(w, w).item()
+                total = torch.dot(w, w).item() or 1.0  # an all-zero weight: C = 0, no C step (0/1)
                 c = torch.dot(w * mask.view(-1), w).item() / total
                 r = self.two_lr_lam_host / total
                 if self.clustered:
@@ -383,6 +537,7 @@ class _BatchedSGD:
             else:  # plain reductions (a CUDA graph runs them faster than a gemv)
                 sq = self.weights[i].square()
                 total = sq.sum((1, 2), keepdim=True)
+                total = torch.where(total == 0, self.one, total)  # all-zero weight: C = 0 (0/1), as in C(W)
                 c = (sq * mask).sum((1, 2), keepdim=True) / total
                 if self.clustered:
                     r = self.two_lr_lam / total
@@ -439,7 +594,12 @@ def clusterability_loss(model: MLP, partitions: dict[str, Partition]) -> Tensor:
 
 
 def _train_autograd(config: TrainConfig, data: Dataset, progress: bool = True) -> TrainResult:
-    """The seed's loop on resident tensors: autograd through CE - lam * C, plain SGD."""
+    """The seed's loop on resident tensors: autograd through CE - lam * C, plain SGD.
+
+    Each step's CE and C are read back for the history anyway, so a non-finite one stops
+    training at that step (:class:`TrainingDivergedError`).
+    """
+    _check_data_fits(config, data)
     device = data.device
     gen = torch.Generator().manual_seed(config.seed)
     model = MLP(config.widths).to(device)
@@ -452,7 +612,7 @@ def _train_autograd(config: TrainConfig, data: Dataset, progress: bool = True) -
     history: dict[str, list[float]] = {"ce": [], "clusterability": [],
                                        "test_acc": _accuracies(_stacked(model), data)}
     bar = tqdm(total=steps * config.epochs, desc="train (autograd)", disable=not progress, mininterval=0.5)
-    for _epoch in range(config.epochs):
+    for epoch in range(config.epochs):
         order = torch.randperm(n_train, generator=gen).to(device)
         for b in range(steps):
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
@@ -467,7 +627,20 @@ def _train_autograd(config: TrainConfig, data: Dataset, progress: bool = True) -
             history["ce"].append(ce.item())
             history["clusterability"].append(float(c))
             bar.update()
+            if not (math.isfinite(history["ce"][-1]) and math.isfinite(history["clusterability"][-1])):
+                bar.close()
+                raise TrainingDivergedError(
+                    f"training diverged: the loss is not finite at epoch {epoch + 1}, step {b + 1} of {steps} "
+                    f"(global step {epoch * steps + b + 1} of {config.epochs * steps}; cross-entropy "
+                    f"{history['ce'][-1]}, clusterability {history['clusterability'][-1]}) of {config!r} "
+                    "(method='autograd'). Training stopped there. Lower TrainConfig.lr (or lam), or check the "
+                    "data for nan or inf")
         with torch.no_grad():
             history["test_acc"] += _accuracies(_stacked(model), data)
     bar.close()
+    if not all(bool(torch.isfinite(w).all()) for w in model.weights()):
+        raise TrainingDivergedError(
+            f"training diverged: the weights are not finite after the last step (epoch {config.epochs}, step "
+            f"{steps} of {steps}) of {config!r} (method='autograd'). Lower TrainConfig.lr (or lam), or check the "
+            "data for nan or inf")
     return TrainResult(config, model, parts, history)
