@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from modclust.checks import check_float
 from modclust.evaluate import classwise_correct
-from modclust.model import MLP, forward
-from modclust.objectives import (LABEL_FREE, Objective, ablation_means, check_objective, circuit_weights,
-                                 make_objective, objective_loss)
+from modclust.model import MLP, check_widths, forward
+from modclust.objectives import (LABEL_FREE, Objective, ablation_means, check_has_examples, check_label,
+                                 check_objective, circuit_weights, make_objective, objective_loss)
 from modclust.partition import Partition
 
 
@@ -37,6 +38,7 @@ def search_space_pruned(widths: Sequence[int], partition: Partition, layer: str 
     before (the units feeding the cluster), the columns U_c of the layer after (the units it
     feeds), and every other layer whole. For the seed's 4 blocks of 16 on fc2: 76.40 %.
     """
+    widths = check_widths(widths)
     shapes = [(b, a) for a, b in zip(widths[:-1], widths[1:])]
     names = [f"fc{i + 1}" for i in range(len(shapes))]
     if layer not in names:
@@ -114,11 +116,13 @@ class Circuit:
 
 def check_prune_args(model: MLP, layers: Sequence[str] | None, baseline: str, threshold: float,
                       objective: str = "seed", ablation: str = "zero") -> list[str]:
+    """The checks every circuit search shares: baseline, threshold, objective, ablation and layers.
+
+    Returns the layer names to prune (every layer for None).
+    """
     if baseline not in ("current", "full"):
         raise ValueError(f"baseline must be 'current' (the seed's) or 'full' (the follow-up's), got {baseline!r}")
-    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"threshold must be a finite number >= 0 (the loss rise a pruned weight may cost), "
-                         f"got {threshold!r}")
+    check_threshold(threshold)
     check_objective(objective, ablation)
     names = list(model.layer_names if layers is None else layers)
     if not names:
@@ -126,6 +130,16 @@ def check_prune_args(model: MLP, layers: Sequence[str] | None, baseline: str, th
     for name in names:
         model.layer_index(name)
     return names
+
+
+def check_threshold(threshold: float) -> float:
+    """Greedy pruning's threshold: a finite number >= 0 (nan would keep or drop everything)."""
+    return check_float("threshold", threshold, 0.0, hint="the loss rise a pruned weight may cost")
+
+
+def check_tol(tol: float | None) -> float | None:
+    """The fast pruner's re-check band: None (the default) or a finite number >= 0."""
+    return None if tol is None else check_float("tol", tol, 0.0, hint="None picks one that suits the dtype")
 
 
 def pruned_layer_means(means: Sequence[Tensor] | None, model: MLP, names: Sequence[str]) -> dict[str, Tensor] | None:
@@ -142,6 +156,7 @@ def greedy_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[st
     ``"margin"`` and ``"kl"`` inputs of every class (see :mod:`modclust.objectives`).
     """
     names = check_prune_args(model, layers, baseline, threshold, objective, ablation)
+    threshold = check_threshold(threshold)  # a Python float: numpy's would make numpy bools of decisions
     weights = [w.detach().clone() for w in model.weights()]
     obj = make_objective(objective, weights, x.to(weights[0]), label)
     means = ablation_means(weights, obj.x, ablation)
@@ -209,11 +224,14 @@ def seed_cell_prune(model: MLP, x: Tensor, label: int, layer: str = "fc3", thres
     1.0 for class 0 and 0 elsewhere, is what an all-zero last layer gives: equal logits, argmax 0.)
     :func:`greedy_circuit` saves the value (``.item()``) and restores it.
     """
+    check_prune_args(model, [layer], "current", threshold)  # a clear error for an unknown layer or threshold
+    threshold = check_threshold(threshold)
+    label = check_label(label, model.widths[-1])
+    x = x.flatten(1)
+    check_has_examples(len(x), label, "x")
     pruned = MLP(model.widths).to(model.fc1.weight.device)
     pruned.set_weights(model.weights())
-    pruned.layer_index(layer)  # a clear error for an unknown layer
     w = getattr(pruned, layer).weight
-    x = x.flatten(1)
     curr = label_loss(pruned.weights(), x, label)
     n_pruned = n_kept = 0
     for i in range(w.shape[0]):
@@ -262,6 +280,7 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], objectives: Sequence[Ob
     Per problem: the final weights, the mean-ablation means (None for zero ablation), the full
     and the final loss.
     """
+    tol = check_tol(tol)
     n_prob = len(objectives)
     kind = objectives[0].kind
     n_layers = len(weight_sets[0])
@@ -439,7 +458,11 @@ def circuit_labels(objective: str, y: Tensor, labels: Sequence[int] | None) -> l
     """The labels to find circuits for: [None] for a label-free objective, else ``labels`` or every label in y."""
     if objective in LABEL_FREE:
         return [None]
-    return sorted(set(y.tolist())) if labels is None else [int(c) for c in labels]
+    if labels is None:
+        return sorted(set(y.tolist()))
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
+        raise TypeError(f"labels must be a sequence of class indices (or None for every label in y), got {labels!r}")
+    return [check_label(c) for c in labels]
 
 
 def objective_inputs(objective: str, x: Tensor, y: Tensor, label: int | None) -> Tensor:
@@ -447,8 +470,7 @@ def objective_inputs(objective: str, x: Tensor, y: Tensor, label: int | None) ->
     if objective != "seed":
         return x
     xc = x[y == label]
-    if len(xc) == 0:
-        raise ValueError(f"no examples of label {label} in the data: pick labels present in it")
+    check_has_examples(len(xc), label, "the data")
     return xc
 
 
@@ -474,6 +496,8 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
         if m.widths != model_list[0].widths:
             raise ValueError(f"models pruned together must share widths ({model_list[0].widths} vs {m.widths})")
     names = check_prune_args(model_list[0], layers, baseline, threshold, objective, ablation)
+    threshold = check_threshold(threshold)
+    check_tol(tol)
     label_list = circuit_labels(objective, y, labels)
     inputs = [objective_inputs(objective, x.flatten(1), y, c) for c in label_list]
     weight_sets = [[w.detach() for w in m.weights()] for m in model_list for _ in label_list]
@@ -499,6 +523,8 @@ def greedy_circuit_fast(model: MLP, x: Tensor, label: int | None, layers: Sequen
                         tol: float | None = None, objective: str = "seed", ablation: str = "zero") -> Circuit:
     """``greedy_circuit`` with the fast candidate evaluation: the same arguments, the same circuit."""
     names = check_prune_args(model, layers, baseline, threshold, objective, ablation)
+    threshold = check_threshold(threshold)  # a Python float: numpy's would make numpy bools of decisions
+    check_tol(tol)
     layer_ids = [model.layer_index(n) for n in names]
     ws0 = [w.detach() for w in model.weights()]
     obj = make_objective(objective, ws0, x.to(ws0[0]), label)
@@ -576,7 +602,7 @@ def faithfulness(model: MLP, circuit: Circuit, x: Tensor, y: Tensor, n_classes: 
         raise ValueError(f"faithfulness needs inputs and labels of one nonzero length, got {len(x)} and {len(y)}")
     full_pred = model(x.flatten(1)).argmax(-1)
     pred = circuit_logits(model, circuit, x).argmax(-1)
-    n_classes = int(model.widths[-1]) if n_classes is None else n_classes
+    n_classes = int(model.widths[-1]) if n_classes is None else n_classes  # checked by classwise_correct
     classwise = classwise_correct(pred, y, n_classes).tolist()
     acc = float((pred == y).double().mean())
     top1 = float((pred == full_pred).double().mean())

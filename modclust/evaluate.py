@@ -11,12 +11,18 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from modclust.checks import check_int, check_labels
 from modclust.model import MLP, forward
 from modclust.partition import Partition
 
 
 def classwise_correct(pred: Tensor, y: Tensor, n_classes: int) -> Tensor:
-    """Per-class accuracy of predictions (..., N) against labels (N,): shape (..., n_classes)."""
+    """Per-class accuracy of predictions (..., N) against labels (N,): shape (..., n_classes).
+
+    A class with no example in ``y`` scores 0.
+    """
+    n_classes = check_int("n_classes", n_classes, 1)
+    check_labels("y", y, n_classes)
     onehot = torch.nn.functional.one_hot(y, n_classes).to(torch.float64)  # (N, C)
     correct = (pred == y).to(torch.float64)
     per_class = correct @ onehot

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from modclust.checks import check_int, check_labels
 from modclust.model import MLP
 
 
@@ -26,6 +27,7 @@ def layer_activations(model: MLP, x: Tensor, layer: str) -> Tensor:
 def top_k_indices(acts: Tensor, k: int) -> Tensor:
     """(units, k) example indices with the highest activation per unit, highest first."""
     n = acts.shape[0]
+    k = check_int("k", k, hint=f"the number of top examples per unit, 1 .. {n}")
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the number of examples ({n}), got {k}")
     order = torch.sort(acts, dim=0, stable=True).indices  # ascending; ties keep index order
@@ -56,7 +58,9 @@ class Semanticity:
 
 def semanticity_from_top_k(top: Tensor, y: Tensor, n_classes: int = 10, layer: str = "") -> Semanticity:
     """Label semanticity from (units, k) top-k example indices and labels (N,)."""
-    labels = y[top]  # (units, k)
+    n_classes = check_int("n_classes", n_classes, 1)
+    labels = y[top]
+    check_labels("y", labels, n_classes)  # (units, k)
     counts = torch.nn.functional.one_hot(labels, n_classes).sum(1)  # (units, C)
     distinct = (counts > 0).sum(1)
     hist = torch.bincount(distinct - 1, minlength=n_classes)[:n_classes]
@@ -69,5 +73,6 @@ def semanticity_from_top_k(top: Tensor, y: Tensor, n_classes: int = 10, layer: s
 def label_semanticity(model: MLP, x: Tensor, y: Tensor, layer: str = "fc2", k: int = 50,
                       n_classes: int = 10) -> Semanticity:
     """The seed's "rough sense of interpretability" of a layer, from one pass over ``x``."""
+    n_classes = check_int("n_classes", n_classes, 1)
     top = top_k_indices(layer_activations(model, x, layer), k)
     return semanticity_from_top_k(top, y, n_classes, layer)

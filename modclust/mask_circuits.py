@@ -17,7 +17,6 @@ logits start equal, the batch is the whole set).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from modclust.checks import check_float, check_int, check_open_unit
 from modclust.circuits import Circuit, check_prune_args, circuit_labels, pruned_layer_means, objective_inputs
 from modclust.model import MLP, forward
 from modclust.objectives import ablation_means, circuit_weights, make_objective
@@ -54,15 +54,12 @@ def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str]
 
     ``x`` are the inputs the objective reads, as for :func:`modclust.circuits.greedy_circuit`.
     """
-    for name, v in (("sparsity", sparsity), ("lr", lr), ("init_logit", init_logit)):
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{name} must be a finite number, got {v!r}")
-    if sparsity < 0 or lr <= 0:
-        raise ValueError(f"sparsity must be >= 0 and lr > 0, got sparsity={sparsity}, lr={lr}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold is a cut on sigmoid(logit), so it must lie in (0, 1), got {threshold}")
+    sparsity = check_float("sparsity", sparsity, 0.0, hint="the price of keeping one weight, in units of loss")
+    lr = check_float("lr", lr, 0.0, strict_min=True, hint="Adam's learning rate on the mask logits")
+    init_logit = check_float("init_logit", init_logit, hint="every mask logit's start; sigmoid(3) keeps 95 %")
+    steps = check_int("steps", steps, 0, hint="full-batch Adam steps")
+    log_every = check_int("log_every", log_every, 1, hint="steps between logged objective values")
+    threshold = check_open_unit("threshold", threshold, hint="a cut on sigmoid(logit)")
     if layers is not None and not list(layers):
         raise ValueError("mask_circuit needs at least one layer to mask")
     names = check_prune_args(model, layers, "full", 0.0, objective, ablation)

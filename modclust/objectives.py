@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from modclust.checks import check_int
 from modclust.model import forward
 
 OBJECTIVES = ("seed", "margin", "kl")
@@ -68,6 +69,21 @@ def check_objective(objective: str, ablation: str = "zero") -> None:
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be 'zero' (pruned weights set to 0) or 'mean' (replaced by their mean "
                          f"contribution), got {ablation!r}")
+
+
+def check_label(label: object, n_outputs: int | None = None) -> int:
+    """A circuit's label as an int: whole, >= 0 and, given ``n_outputs``, an output of the model."""
+    if n_outputs is None:
+        return check_int("label", label, 0, hint="a class index")
+    return check_int("label", label, 0, n_outputs - 1, hint=f"an output of this model, which has {n_outputs}")
+
+
+def check_has_examples(n: int, label: int | None, what: str = "the inputs") -> None:
+    """The one error for a circuit search with nothing to read: a label with no examples."""
+    if n == 0:
+        which = "any label" if label is None else f"label {label}"
+        raise ValueError(f"no examples of {which} in {what}: a circuit needs at least one input to read "
+                         "(for the 'seed' objective, the images of that class); pick labels present in the data")
 
 
 def _lse(z: Tensor, unshifted: bool) -> Tensor:
@@ -154,19 +170,16 @@ def make_objective(kind: str, weights: Sequence[Tensor], x: Tensor, label: int |
     check_objective(kind)
     x = x.flatten(1)
     n = x.shape[0]
-    if n == 0:
-        raise ValueError(f"the {kind!r} objective of label {label} has no inputs to read")
     if kind in LABEL_FREE:
         label = None
     elif label is None:
         raise ValueError(f"the {kind!r} objective is per label: give the label")
     else:
-        label = int(label)
+        label = check_label(label, int(weights[-1].shape[-2]))
+    check_has_examples(n, label, f"the inputs of the {kind!r} objective")
     dtype = weights[0].dtype
     with torch.no_grad():
         full = forward([w.detach() for w in weights], x)  # (N, C)
-    if label is not None and not 0 <= label < full.shape[1]:
-        raise ValueError(f"label {label} is not an output of this model (it has {full.shape[1]})")
     weight = torch.full((n,), 1.0 / n, dtype=dtype, device=x.device)
     target: Tensor | None = None
     offset = 0.0

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from modclust.checks import check_int, check_ints
+
 
 def _split_sizes(n: int, k: int) -> list[int]:
     """Sizes of k contiguous near-equal blocks of n units (the first ones one larger)."""
@@ -28,9 +30,9 @@ class Partition:
     cols: tuple[tuple[int, ...], ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "rows", tuple(tuple(int(i) for i in r) for r in self.rows))
-        object.__setattr__(self, "cols", tuple(tuple(int(j) for j in c) for c in self.cols))
+        object.__setattr__(self, "shape", check_ints("Partition shape", self.shape, hint="(out, in) of a 2-D weight"))
+        object.__setattr__(self, "rows", tuple(check_ints(f"Partition rows[{k}]", r) for k, r in enumerate(self.rows)))
+        object.__setattr__(self, "cols", tuple(check_ints(f"Partition cols[{k}]", c) for k, c in enumerate(self.cols)))
         if len(self.shape) != 2 or min(self.shape) < 1:
             raise ValueError(f"a partition's shape is (out, in) of a 2-D weight, got {self.shape}")
         if len(self.rows) != len(self.cols) or not self.rows:
@@ -59,7 +61,8 @@ class Partition:
     @classmethod
     def equal_blocks(cls, shape: Sequence[int], k: int) -> Partition:
         """k contiguous diagonal blocks (the seed's 4 blocks of 16 for a 64 x 64 fc2)."""
-        out, inp = (int(s) for s in shape)
+        out, inp = check_ints("shape", shape, 1, hint="(out, in) of a 2-D weight")
+        k = check_int("k", k, hint="the number of blocks")
         if not 1 <= k <= min(out, inp):
             raise ValueError(f"cannot cut a {out} x {inp} matrix into {k} blocks: need 1 <= k <= {min(out, inp)}")
         def blocks(n: int) -> list[tuple[int, ...]]:
@@ -72,8 +75,8 @@ class Partition:
     @classmethod
     def from_labels(cls, row_labels: Iterable[int], col_labels: Iterable[int]) -> Partition:
         """From a cluster label per row and per column (-1 leaves a unit out of every cluster)."""
-        rl = [int(v) for v in row_labels]
-        cl = [int(v) for v in col_labels]
+        rl = list(check_ints("row_labels", row_labels, -1, hint="a cluster per row, -1 for none"))
+        cl = list(check_ints("col_labels", col_labels, -1, hint="a cluster per column, -1 for none"))
         k = max(max(rl, default=-1), max(cl, default=-1)) + 1
         rows = tuple(tuple(i for i, v in enumerate(rl) if v == c) for c in range(k))
         cols = tuple(tuple(j for j, v in enumerate(cl) if v == c) for c in range(k))
@@ -101,7 +104,7 @@ class Partition:
     def off_mask(self, clusters: Iterable[int], dtype: torch.dtype = torch.float32) -> Tensor:
         """Multiplicative mask that zeroes rows U_c and columns V_c of each cluster c given."""
         m = torch.ones(self.shape, dtype=dtype)
-        for c in clusters:
+        for c in check_ints("clusters", clusters, 0, self.k - 1):
             m[list(self.rows[c]), :] = 0
             m[:, list(self.cols[c])] = 0
         return m

@@ -22,12 +22,25 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from modclust.checks import check_finite_array, check_fraction, check_int, check_labels
 from modclust.interpret import layer_activations
 from modclust.model import MLP
 
 
+def _check_inputs(acts: Tensor, y: Tensor, n_classes: int) -> int:
+    """Activations (N, units), finite, with one label in 0 .. n_classes - 1 each; returns n_classes."""
+    n_classes = check_int("n_classes", n_classes, 1)
+    if acts.ndim != 2 or len(acts) != len(y):
+        raise ValueError(f"acts must be (N, units) with one label per row, got acts of shape "
+                         f"{tuple(acts.shape)} and {len(y)} labels")
+    check_finite_array("acts", acts)
+    check_labels("y", y, n_classes)
+    return n_classes
+
+
 def class_means(acts: Tensor, y: Tensor, n_classes: int = 10) -> Tensor:
     """(n_classes, units) mean activation per class; a class with no example gets 0."""
+    n_classes = _check_inputs(acts, y, n_classes)
     onehot = torch.nn.functional.one_hot(y.long(), n_classes).to(torch.float64)  # (N, C)
     counts = onehot.sum(0).clamp(min=1)
     return (onehot.T @ acts.to(torch.float64)) / counts[:, None]
@@ -38,6 +51,7 @@ def selectivity_index(acts: Tensor, y: Tensor, n_classes: int = 10) -> Tensor:
 
     Only classes present in ``y`` count. Meant for non-negative (post-ReLU) activations.
     """
+    n_classes = _check_inputs(acts, y, n_classes)
     present = torch.bincount(y.long(), minlength=n_classes) > 0
     means = class_means(acts, y, n_classes)[present]  # (C', units)
     c = means.shape[0]
@@ -55,12 +69,12 @@ def bin_activations(acts: Tensor, n_bins: int = 10, method: str = "bins") -> Ten
     ``"bins"``: ``n_bins`` equal-width bins over the unit's own range, exact zeros (a silent
     ReLU) in a bin of their own; ``"threshold"``: 1 if active (> 0) else 0.
     """
+    check_finite_array("acts", acts)
     if method == "threshold":
         return (acts > 0).long()
     if method != "bins":
         raise ValueError(f"method must be 'bins' or 'threshold', got {method!r}")
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    n_bins = check_int("n_bins", n_bins, 1)
     a = acts.to(torch.float64)
     lo, hi = a.min(0).values, a.max(0).values
     width = torch.where(hi > lo, (hi - lo) / n_bins, torch.ones_like(hi))
@@ -81,6 +95,7 @@ def mutual_information(acts: Tensor, y: Tensor, n_classes: int = 10, n_bins: int
     The plug-in estimate is biased upwards by about (bins - 1)(classes - 1) / (2 N ln 2) bits,
     small for a test set of 10,000 and 10 bins.
     """
+    n_classes = _check_inputs(acts, y, n_classes)
     codes = bin_activations(acts, n_bins, method)  # (N, U)
     n_codes = int(codes.max()) + 1 if codes.numel() else 1
     n, units = codes.shape
@@ -95,11 +110,13 @@ def mutual_information(acts: Tensor, y: Tensor, n_classes: int = 10, n_bins: int
 
 def label_entropy(y: Tensor, n_classes: int = 10) -> float:
     """H(Y) in bits: the most information any unit can carry about the label."""
+    n_classes = check_int("n_classes", n_classes, 1)
+    check_labels("y", y, n_classes)
     return float(_entropy_bits(torch.bincount(y.long(), minlength=n_classes).to(torch.float64)))
 
 
 def _groups_of(groups: Sequence[Sequence[int]], units: int) -> list[list[int]]:
-    out = [list(map(int, g)) for g in groups]
+    out = [[check_int(f"unit index of cluster {k}", i) for i in g] for k, g in enumerate(groups)]
     for k, g in enumerate(out):
         if not g:
             raise ValueError(f"cluster {k} has no units")
@@ -132,6 +149,8 @@ class ClusterSelectivity:
 def cluster_selectivity(acts: Tensor, y: Tensor, groups: Sequence[Sequence[int]], n_classes: int = 10,
                         n_bins: int = 10) -> ClusterSelectivity:
     """Selectivity of clusters of units (e.g. a partition's ``rows`` for the layer's outputs)."""
+    n_classes = _check_inputs(acts, y, n_classes)
+    n_bins = check_int("n_bins", n_bins, 1)
     gs = _groups_of(groups, acts.shape[1])
     cluster_acts = torch.stack([acts[:, g].to(torch.float64).mean(1) for g in gs], 1)  # (N, k)
     means = class_means(cluster_acts, y, n_classes)  # (C, k)
@@ -172,6 +191,8 @@ def unit_selectivity(model: MLP, x: Tensor, y: Tensor, layer: str = "fc2", n_cla
 
     Units that never fire are kept (selectivity 0, MI 0): dropping them would flatter a layer.
     """
+    n_classes = check_int("n_classes", n_classes, 1)
+    n_bins = check_int("n_bins", n_bins, 1)
     acts = layer_activations(model, x, layer).cpu()
     y = y.cpu()
     sel = selectivity_index(acts, y, n_classes)
@@ -195,6 +216,7 @@ def cluster_top_examples(acts: Tensor, groups: Sequence[Sequence[int]], k: int =
 
 def binary_entropy_bits(p: float) -> float:
     """H of a coin with P(heads) = p, in bits (the MI of a unit that fires for one class only)."""
+    p = check_fraction("p", p, hint="a probability")
     if p <= 0 or p >= 1:
         return 0.0
     return -(p * math.log2(p) + (1 - p) * math.log2(1 - p))

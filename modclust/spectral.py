@@ -19,15 +19,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from modclust.checks import check_finite_array, check_int
 from modclust.clusterability import clusterability
 from modclust.partition import Partition
+
+SEED_MAX = 2**32 - 1  # scikit-learn's largest random_state
 
 
 def _as_numpy(weight: Tensor | np.ndarray) -> np.ndarray:
     w = weight.detach().cpu().numpy() if isinstance(weight, Tensor) else np.asarray(weight)
     if w.ndim != 2:
         raise ValueError(f"expected a 2-D weight matrix (out x in), got shape {tuple(w.shape)}")
-    return w.astype(np.float64)
+    w = w.astype(np.float64)
+    check_finite_array("weight", w)
+    return w
 
 
 def _reassign_orphans(a: np.ndarray, row_labels: np.ndarray, col_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -67,6 +72,8 @@ def spectral_partition(weight: Tensor | np.ndarray, k: int, seed: int = 0) -> Pa
     """
     from sklearn.cluster import SpectralCoclustering  # imported here: sklearn is slow to import
 
+    k = check_int("k", k, hint="the number of clusters")
+    seed = check_int("seed", seed, 0, SEED_MAX)
     a = np.abs(_as_numpy(weight))
     live_r = np.flatnonzero(a.sum(1) > 0)
     live_c = np.flatnonzero(a.sum(0) > 0)
@@ -182,8 +189,9 @@ def spectral_null(weight: Tensor | np.ndarray, k: int, n_draws: int = 20, seed: 
 
     The same seed gives the same clusters, draws and scores.
     """
-    if n_draws < 2:
-        raise ValueError(f"n_draws must be at least 2 to estimate the null's spread, got {n_draws}")
+    n_draws = check_int("n_draws", n_draws, 2, hint="at least 2 shuffled copies to estimate the null's spread")
+    k = check_int("k", k, hint="the number of clusters")
+    seed = check_int("seed", seed, 0, SEED_MAX - 1 - n_draws, hint="draw d reclusters with seed + 1 + d")
     w = _as_numpy(weight)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # merged clusters: expected in nulls

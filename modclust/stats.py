@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 
 from scipy import stats as _st
 
+from modclust.checks import check_finite_numbers, check_float, check_int, check_open_unit
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -21,16 +23,22 @@ class Interval:
         return asdict(self)
 
     def fmt(self, digits: int = 3) -> str:
+        digits = check_int("digits", digits, 0)
         if self.n < 2:
             return f"{self.mean:.{digits}f}"
         return f"{self.mean:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
-    """Mean with a two-sided Student-t interval (nan bounds for a single value)."""
+    """Mean with a two-sided Student-t interval (nan bounds for a single value).
+
+    ``values`` must be finite (drop undefined, nan, values first: a nan would make every bound
+    nan); ``level`` lies strictly between 0 and 1.
+    """
+    level = check_open_unit("level", level, hint="the confidence level, e.g. 0.95")
+    values = check_finite_numbers("mean_ci values", values, min_length=1,
+                                  hint="drop undefined (nan) values before summarising")
     n = len(values)
-    if n == 0:
-        raise ValueError("mean_ci needs at least one value")
     mean = sum(values) / n
     if n < 2:
         return Interval(mean, math.nan, math.nan, math.nan, 1)
@@ -43,8 +51,12 @@ def compare(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> str:
     """'higher', 'lower' or 'indistinguishable': values ``a`` against ``b`` by Welch's t-test.
 
     Used to generate sentences whose direction depends on the data, so a rerun with other
-    parameters cannot leave a false claim in the paper.
+    parameters cannot leave a false claim in the paper. ``a`` and ``b`` must be finite;
+    ``alpha`` (the significance level) lies strictly between 0 and 1.
     """
+    alpha = check_open_unit("alpha", alpha, hint="the significance level, e.g. 0.05")
+    a = check_finite_numbers("compare's a", a, hint="drop undefined (nan) values before comparing")
+    b = check_finite_numbers("compare's b", b, hint="drop undefined (nan) values before comparing")
     if len(a) < 2 or len(b) < 2:
         return "indistinguishable"
     ma, mb = sum(a) / len(a), sum(b) / len(b)
@@ -60,8 +72,10 @@ def size_at_faithfulness(points: Sequence[tuple[float, float]], level: float) ->
     """The circuit size at faithfulness ``level``, from (faithfulness, size) points of a threshold sweep.
 
     Linear interpolation of log size between the two sweep points that bracket ``level`` (sorted
-    by faithfulness); nan when the sweep does not reach ``level`` on both sides.
+    by faithfulness); nan when the sweep does not reach ``level`` on both sides. Points with an
+    undefined (nan) faithfulness or a size that is not positive are left out.
     """
+    level = check_float("level", level, hint="the faithfulness to match, e.g. 0.9")
     pts = sorted((f, s) for f, s in points if f == f and s > 0)
     for (f0, s0), (f1, s1) in zip(pts, pts[1:]):
         if f0 <= level <= f1:
