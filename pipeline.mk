@@ -23,10 +23,10 @@ STAGES := 01_train 02_ablate 03_interpret 04_circuits 05_figures
 # figures and generated/beyond.tex are installed beside stage 5's.
 BEYOND := $(if $(shell grep -qs '^sweep_lambdas:' $(PRESET_FILE) && echo yes),$(B)/06_beyond.ipynb)
 N_STAGES := $(if $(BEYOND),6,5)
-# The library modules notebooks 01-05 import (directly or not): editing another module does
+# The library modules notebooks 01-05 import (directly or not, inside functions too): editing another module does
 # not make the paper stages stale. Stage 6 depends on the whole package.
-PIPELINE_MODULES := __init__ checkpoint circuits clusterability data evaluate experiment figures \
-                    interpret io model objectives partition paths presets report stats train
+PIPELINE_MODULES := __init__ checkpoint checks circuits clusterability data evaluate experiment figures \
+                    interpret io model objectives partition paths presets report selectivity stats train
 LIBRARY := $(foreach m,$(PIPELINE_MODULES),modclust/$(m).py) paper/modclust.mplstyle
 # Rendering for plotly in executed notebooks (a JSON mimetype, no embedded plotly.js).
 export PLOTLY_RENDERER ?= plotly_mimetype
