@@ -37,7 +37,8 @@ from modclust.data import Dataset
 from modclust.data import load as load_data
 from modclust.model import MLP, init_weights
 from modclust.optim import Modularity
-from modclust.train import TrainConfig, TrainResult, _accuracies, _stacked, _steps_per_epoch, train_many
+from modclust.train import (TrainConfig, TrainingDivergedError, TrainResult, _accuracies, _stacked, _steps_per_epoch,
+                            train_many)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -87,16 +88,26 @@ def train_ddp(config: TrainConfig, data: Dataset) -> TrainResult:
     n_train = len(data.train_x)
     bs = config.batch_size
     history: dict[str, list[float]] = {"test_acc": _accuracies(_stacked(model), data)}
-    for _epoch in range(config.epochs):
+    # The first step (of this rank) whose loss is not finite, -1 while none: kept on the device
+    # and read once per epoch, so a diverged run stops naming its step, without a sync per step.
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    steps = _steps_per_epoch(n_train, bs)
+    for epoch in range(config.epochs):
         order = torch.randperm(n_train, generator=gen).to(device)
-        for b in range(_steps_per_epoch(n_train, bs)):
+        for b in range(steps):
             batch = order[b * bs:(b + 1) * bs]
             mine = torch.tensor_split(batch, world)[rank]
             logits = net(data.train_x[mine])
             loss = F.cross_entropy(logits, data.train_y[mine], reduction="sum") * (world / len(batch))
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), epoch * steps + b, first_bad)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        bad = int(first_bad)
+        if bad >= 0:
+            raise TrainingDivergedError(
+                f"training met a non-finite loss at epoch {bad // steps + 1}, step {bad % steps + 1} of {steps} "
+                f"(rank {rank} of {world}) for {config!r}: lower lr or lam")
         with torch.no_grad():
             history["test_acc"] += _accuracies(_stacked(model), data)
     return TrainResult(config, model, parts, history)

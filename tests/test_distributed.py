@@ -1,10 +1,12 @@
 """DDP: 2 processes (gloo, CPU) take the same steps as 1 process with the same global batch."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from modclust import TrainConfig, train
+from modclust.train import TrainingDivergedError
 from modclust.distributed import _parse_ints, exit_skipping_teardown, shard, train_ddp
 
 from conftest import make_tiny
@@ -50,3 +52,10 @@ def test_uneven_split_and_sweep_sharding(tmp_path):
     shares = [shard(configs, r, 2) for r in range(2)]
     assert [c.seed for c in shares[0]] == [0, 2, 4] and [c.seed for c in shares[1]] == [1, 3]
     assert _parse_ints("0-3,7") == [0, 1, 2, 3, 7]
+
+
+def test_a_diverging_ddp_run_stops_naming_its_step():
+    data = make_tiny(n_train=128, n_test=20)
+    config = TrainConfig(widths=(784, 16, 16, 10), n_clusters=4, lam=15.0, lr=1e6, batch_size=32, epochs=3, seed=0)
+    with pytest.raises(TrainingDivergedError, match=r"non-finite loss at epoch 1, step \d+ of 4 \(rank 0 of 1\)"):
+        train_ddp(config, data)
