@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     actions: dict[str, Callable[[], int | None]] = {
         "run": lambda: run_locked(args.preset, args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd, layout),
         "stage": lambda: _locked_stage(args, layout),
-        "latex": lambda: say(f"==> [{args.preset}] paper: {compile_paper(args.preset, layout)}"),
+        "latex": lambda: compile_paper(args.preset, layout) and None,
         "check": lambda: say(f"{layout.preset_file(args.preset)}: {len(layout.check(args.preset))} keys, "
                              "all known and well-typed"),
         "failed": lambda: print(failed_cell(args.notebook)),
