@@ -285,7 +285,9 @@ def _sign_word(values: Sequence[float], above: str, below: str, neither: str) ->
 
 
 def _col(rows: Sequence[dict[str, Any]], key: str, lam: float) -> list[float]:
-    return [r[key] for r in sorted(rows, key=lambda r: r["seed"]) if r["lam"] == lam and r.get(key) is not None]
+    """The seeds' values of ``key`` at ``lam``, in seed order; undefined ones (None, nan) left out."""
+    values = (r.get(key) for r in sorted(rows, key=lambda r: r["seed"]) if r["lam"] == lam)
+    return [v for v in values if v is not None and v == v]
 
 
 def beyond_macros(res: dict[str, Any]) -> dict[str, str]:

@@ -100,6 +100,20 @@ def test_macros_follow_the_data() -> None:
     assert tex.count("\\newcommand") == len(m)
 
 
+def test_an_undefined_value_of_one_seed_is_left_out() -> None:
+    """An IoU of two empty circuits is nan (undefined): that seed drops out of the interval and
+    the comparison instead of stopping the macros or printing nan."""
+    from modclust.beyond import beyond_macros
+
+    res = fake_beyond_results()
+    for r in res["circuits"]["rows"]:
+        if r["seed"] == 0:
+            r["greedy_iou"], r["greedy_size"] = float("nan"), float("nan")
+    m = beyond_macros(res)
+    assert m["GreedySizeSentence"] == "smaller"
+    assert "nan" not in " ".join(m.values())
+
+
 def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
     from modclust.beyond import beyond_macros, run_beyond
 
