@@ -100,3 +100,9 @@ def test_state_dict_round_trip(tiny):
     _loop(b, opt_b, tiny, steps=5)
     for x, y in zip(a.weights(), b.weights()):
         assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_the_optimizer_is_importable_from_the_top_level():
+    import modclust as mc
+
+    assert mc.Modularity is Modularity and "Modularity" in mc.__all__
