@@ -39,6 +39,12 @@ from modclust import paths
 from modclust.io import write_atomic
 from modclust.presets import PresetError, check_preset, load_preset, parameters_of
 
+KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
+"""The kernel's own log silenced: on a run that succeeds it prints only machinery noise (a
+warning that a local kernel talks over TCP without encryption, and "KeyboardInterrupt caught in
+kernel" when it is shut down). A notebook's errors still reach its cells, and a kernel that
+dies still fails the stage."""
+
 LOCKED_ENV = "MODCLUST_LOCKED_BUILD"
 """Set for the command ``run`` starts: the build folder whose lock that run holds."""
 
@@ -216,7 +222,8 @@ def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = 
     start = time.time()
     try:
         papermill.execute_notebook(str(layout.notebook(stage)), str(executed), parameters=params,
-                                   cwd=os.getcwd(), kernel_name="python3", log_output=False)
+                                   cwd=os.getcwd(), kernel_name="python3", log_output=False,
+                                   extra_arguments=KERNEL_QUIET)
     except KeyboardInterrupt:
         raise Interrupted(f"==> [{preset}] stage {stage} was interrupted; the stages before it are kept. "
                             "Run the same command again to redo it") from None

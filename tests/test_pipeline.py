@@ -87,6 +87,7 @@ def test_a_second_run_waits_for_the_first_and_nothing_is_lost(project):
     out2, _ = second.communicate(timeout=120)
     assert first.returncode == 0 and second.returncode == 0, out1 + out2
     assert "is in use by process" in out2 and "waiting for it to finish" in out2, out2
+    assert "IPKernelApp" not in out1 + out2, "no kernel machinery noise on a run that succeeds"
     assert _finished(project) == "t a"
     assert not list((project.build / "t" / ".tmp").glob("*")), "no run left temporaries"
 
