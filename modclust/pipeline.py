@@ -273,7 +273,7 @@ def _gather(build_dir: Path, stages: Sequence[str], kind: str, pattern: str) -> 
     return merged
 
 
-def compile_paper(preset: str, layout: Layout = Layout(), install: bool = True,
+def compile_paper(preset: str, layout: Layout = Layout(),
                   latexmk: Sequence[str] = ("latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error",
                                             "-quiet", "main.tex")) -> Path:
     """LaTeX in ``build/<preset>/paper/``; returns ``build/<preset>/paper.pdf``."""
@@ -300,8 +300,7 @@ def compile_paper(preset: str, layout: Layout = Layout(), install: bool = True,
         tail = log.read_text(errors="replace").splitlines()[-20:]
         raise PipelineError("\n".join(tail + errors) + f"\n==> [{preset}] LaTeX failed: see {main_log}")
     pdf = write_atomic(build_dir / "paper.pdf", lambda tmp: shutil.copyfile(tex_dir / "main.pdf", tmp))
-    if install:
-        install_paper_inputs(build_dir, layout)
+    install_paper_inputs(build_dir, layout)
     shutil.rmtree(figures, ignore_errors=True)
     shutil.rmtree(generated, ignore_errors=True)
     return pdf
@@ -345,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     actions: dict[str, Callable[[], int | None]] = {
         "run": lambda: run_locked(args.preset, args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd, layout),
         "stage": lambda: _locked_stage(args, layout),
-        "latex": lambda: compile_paper(args.preset, layout) and None,
+        "latex": lambda: _no_result(compile_paper(args.preset, layout)),
         "check": lambda: say(f"{layout.preset_file(args.preset)}: {len(layout.check(args.preset))} keys, "
                              "all known and well-typed"),
         "failed": lambda: print(failed_cell(args.notebook)),
@@ -358,6 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("==> interrupted")
         return 130
+
+
+def _no_result(_: object) -> None:
+    """A command whose value is not an exit code (success is 0)."""
 
 
 def _locked_stage(args: argparse.Namespace, layout: Layout) -> None:

@@ -159,8 +159,10 @@ def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.Path
 
 
 def _annotation_text(annotation: Any) -> str:
-    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None) \
-        if isinstance(annotation, type) else str(annotation)
+    """An annotation as the parameters cell wrote it: ``float`` -> "float", ``list[int]`` -> "list[int]"."""
+    if isinstance(annotation, str):
+        return annotation
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
 def check_parameters(namespace: Mapping[str, Any], hidden: Iterable[str] = (),
