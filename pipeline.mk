@@ -26,7 +26,7 @@ N_STAGES := $(if $(BEYOND),6,5)
 # The library modules notebooks 01-05 import (directly or not, inside functions too): editing another module does
 # not make the paper stages stale. Stage 6 depends on the whole package.
 PIPELINE_MODULES := __init__ checkpoint checks circuits clusterability data evaluate experiment figures \
-                    interpret io model objectives partition paths presets report selectivity stats train
+                    interpret io model objectives optim partition paths presets report selectivity stats train
 LIBRARY := $(foreach m,$(PIPELINE_MODULES),modclust/$(m).py) paper/modclust.mplstyle
 # Rendering for plotly in executed notebooks (a JSON mimetype, no embedded plotly.js).
 export PLOTLY_RENDERER ?= plotly_mimetype
