@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 data: setup
-	$(PY) -c "import modclust.data as d; [d.load(n) for n in d.DATASETS]; print('data ready in', d.paths.data_root())"
+	$(PY) -c "import modclust.core.data as d; [d.load(n) for n in d.DATASETS]; print('data ready in', d.paths.data_root())"
 
 # The notebook checks (nbval, in pipeline.mk) run first: they build the smoke preset's results,
 # which a library test reads.
@@ -44,7 +44,7 @@ test-lib: setup
 	$(PY) -m pytest -q tests
 
 reproduce: setup
-	$(PY) -m modclust.reproduce --seeds 3
+	$(PY) -m modclust.seed.reproduce --seeds 3
 
 bench: setup
 	$(PY) benchmarks/bench.py

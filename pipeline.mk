@@ -8,7 +8,7 @@
 #
 # Each stage is a file target: build/<preset>/<notebook>.ipynb, the executed notebook, which
 # depends on its notebook, the preset, the library and the stages before it, so a stage whose
-# inputs did not change is not run again. modclust/pipeline.py does the work: `make paper` and
+# inputs did not change is not run again. modclust/pipeline/stages.py does the work: `make paper` and
 # `make results` first check the preset and take the build folder's lock (a second run of the
 # same preset waits for the first), then each stage runs in its own folder under
 # build/<preset>/.tmp/ and is moved into place, marker last, only when papermill succeeds.
@@ -23,11 +23,8 @@ STAGES := 01_train 02_ablate 03_interpret 04_circuits 05_figures
 # figures and generated/beyond.tex are installed beside stage 5's.
 BEYOND := $(if $(shell grep -qs '^sweep_lambdas:' $(PRESET_FILE) && echo yes),$(B)/06_beyond.ipynb)
 N_STAGES := $(if $(BEYOND),6,5)
-# The library modules notebooks 01-05 import (directly or not, inside functions too): editing another module does
-# not make the paper stages stale. Stage 6 depends on the whole package.
-PIPELINE_MODULES := __init__ checkpoint checks circuits clusterability data evaluate experiment figures \
-                    interpret io model objectives optim partition paths presets report selectivity stats train
-LIBRARY := $(foreach m,$(PIPELINE_MODULES),modclust/$(m).py) paper/modclust.mplstyle
+# The library: every stage depends on the whole package (its modules and its style file).
+LIBRARY := $(shell find modclust -name '*.py' -o -name '*.mplstyle')
 # Rendering for plotly in executed notebooks (a JSON mimetype, no embedded plotly.js).
 export PLOTLY_RENDERER ?= plotly_mimetype
 
@@ -53,7 +50,7 @@ define run_stage
 endef
 
 # Every stage gets the preset's values for the parameters its notebook declares, plus build_dir,
-# out_dir and preset; the preset was checked first (modclust.presets: every key some notebook's
+# out_dir and preset; the preset was checked first (modclust.pipeline.presets: every key some notebook's
 # parameter, every value of the declared type).
 $(B)/01_train.ipynb: notebooks/01_train.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
 	$(call run_stage,1,01_train)
@@ -66,7 +63,7 @@ $(B)/04_circuits.ipynb: notebooks/04_circuits.ipynb $(B)/01_train.ipynb $(PRESET
 $(B)/05_figures.ipynb: notebooks/05_figures.ipynb $(B)/01_train.ipynb $(B)/02_ablate.ipynb $(B)/03_interpret.ipynb \
                        $(B)/04_circuits.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
 	$(call run_stage,5,05_figures)
-$(B)/06_beyond.ipynb: notebooks/06_beyond.ipynb $(PRESET_FILE) $(wildcard modclust/*.py) | $(VENV)/.installed
+$(B)/06_beyond.ipynb: notebooks/06_beyond.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
 	$(call run_stage,6,06_beyond)
 
 # The paper: compiled in build/<preset>/paper/ from a copy of paper/ with this preset's figures

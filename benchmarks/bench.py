@@ -5,11 +5,11 @@ Parts (each prints its timings and ratio; the last line is one JSON object):
 1. training: the seed's loop (torchvision Dataset with ToTensor + Normalize, DataLoader batch 64
    shuffled, nn.Module MLP, the block mask rebuilt with Python loops every step as in the seed's
    ``cluster_goodness_fast``, loss CE - 15 C, SGD lr 1e-3, the seed's per-step ``.item()``
-   logging, without its periodic test evaluations) against ``modclust.train`` with one test
+   logging, without its periodic test evaluations) against ``modclust.core.train`` with one test
    pass at the end (``test_every_epoch=False``); same model, batch, epochs.
 2. label semanticity of fc2 (k = 50): the seed's way (one pass over the test DataLoader per unit,
    ``np.argsort``, made stable so ties break like the library) against
-   ``modclust.interpret.label_semanticity``, on the same trained model; the scores must agree.
+   ``modclust.analysis.semanticity.label_semanticity``, on the same trained model; the scores must agree.
 3. an ensemble of M configurations (``train_many``) against M sequential ``train`` calls (each
    tested once, at the end, on both sides).
 4. greedy circuits of every label of two models: the plain loop (``greedy_circuit``) against
@@ -55,11 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import modclust  # noqa: E402
-from modclust import paths  # noqa: E402
-from modclust.circuits import greedy_circuit, greedy_circuits_fast, objective_inputs  # noqa: E402
-from modclust.data import balanced_indices  # noqa: E402
-from modclust.interpret import label_semanticity  # noqa: E402
-from modclust.train import TrainConfig, train, train_many  # noqa: E402
+from modclust.core import paths  # noqa: E402
+from modclust.analysis.circuits import greedy_circuit, greedy_circuits_fast, objective_inputs  # noqa: E402
+from modclust.core.data import balanced_indices  # noqa: E402
+from modclust.analysis.semanticity import label_semanticity  # noqa: E402
+from modclust.core.train import TrainConfig, train, train_many  # noqa: E402
 
 
 # --- the seed's way --------------------------------------------------------------------------

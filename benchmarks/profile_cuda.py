@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import modclust  # noqa: E402
-from modclust.train import TrainConfig, train_many  # noqa: E402
+from modclust.core.train import TrainConfig, train_many  # noqa: E402
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """modclust: train neural networks to be modular, and measure whether that helps interpretability."""
 
-from modclust.clusterability import clusterability, clusterability_and_grad, clusterability_grad
-from modclust.data import DataCorruptError, Dataset, DataUnavailableError, load
-from modclust.model import MLP
-from modclust.optim import Modularity
-from modclust.partition import Partition
-from modclust.train import TrainConfig, TrainingDivergedError, TrainResult, clusterability_loss, train, train_many
+from modclust.core.clusterability import clusterability, clusterability_and_grad, clusterability_grad
+from modclust.core.data import DataCorruptError, Dataset, DataUnavailableError, load
+from modclust.core.model import MLP
+from modclust.core.optim import Modularity
+from modclust.core.partition import Partition
+from modclust.core.train import TrainConfig, TrainingDivergedError, TrainResult, clusterability_loss, train, train_many
 
 __all__ = [
     "MLP",

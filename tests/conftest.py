@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import modclust
-from modclust.data import Dataset
+from modclust.core.data import Dataset
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 _shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from modclust.beyond import (
+from modclust.experiments.per_run import (
     circuit_analysis,
     circuit_row,
     iou_figure,
@@ -15,8 +15,8 @@ from modclust.beyond import (
     spectral_baseline,
     spectral_row,
 )
-from modclust.data import Dataset
-from modclust.train import TrainConfig, train
+from modclust.core.data import Dataset
+from modclust.core.train import TrainConfig, train
 
 
 def tiny_run() -> tuple:
@@ -65,7 +65,7 @@ def fake_beyond_results() -> dict:
     recs = [{"layers": layers, "lam": lam, "seed": s, "test_acc": 0.9 - (0.05 if lam else 0) + 0.001 * s,
              "C_clustered": 0.25 if lam == 0 else 0.99}
             for layers in ("fc2", "all") for lam in (0.0, 15.0) for s in seeds]
-    from modclust.sweep import paired_difference
+    from modclust.experiments.sweep import paired_difference
 
     def rows(key_fn):
         return [{"lam": lam, "seed": s, **key_fn(lam, s)} for lam in (0.0, 15.0) for s in seeds]
@@ -88,7 +88,7 @@ def fake_beyond_results() -> dict:
 
 
 def test_macros_follow_the_data() -> None:
-    from modclust.beyond import beyond_macros, macros_tex
+    from modclust.experiments.per_run import beyond_macros, macros_tex
 
     m = beyond_macros(fake_beyond_results())
     assert m["AccSentenceFcTwo"] == "less accurate than"
@@ -103,7 +103,7 @@ def test_macros_follow_the_data() -> None:
 def test_an_undefined_value_of_one_seed_is_left_out() -> None:
     """An IoU of two empty circuits is nan (undefined): that seed drops out of the interval and
     the comparison instead of stopping the macros or printing nan."""
-    from modclust.beyond import beyond_macros
+    from modclust.experiments.per_run import beyond_macros
 
     res = fake_beyond_results()
     for r in res["circuits"]["rows"]:
@@ -115,7 +115,7 @@ def test_an_undefined_value_of_one_seed_is_left_out() -> None:
 
 
 def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
-    from modclust.beyond import beyond_macros, run_beyond
+    from modclust.experiments.per_run import beyond_macros, run_beyond
 
     run, data = tiny_run()
     cfg = TrainConfig(widths=(12, 8, 8, 10), n_clusters=2, epochs=1, batch_size=20, lr=0.05)
@@ -138,14 +138,15 @@ def test_the_paper_uses_only_macros_the_pipeline_writes() -> None:
     share macros, written only when circuits include fc2, are guarded by \\ifdefined)."""
     import re
 
-    from modclust import paths, report
-    from modclust.beyond import beyond_macros
+    from modclust.core import paths
+    from modclust.paper import numbers as report
+    from modclust.experiments.per_run import beyond_macros
     from test_report import _fake_results
 
     known = set(report.paper_numbers(*_fake_results(), preset="smoke")[0].items)
     known |= set(beyond_macros(fake_beyond_results())) | {"LaTeX", "TeX", "IfFileExists"}
     for name in ("beyond_section.tex", "main.tex"):
-        text = (paths.PAPER / name).read_text()
+        text = (paths.REPO / "paper" / name).read_text()
         if name == "main.tex":
             text = "".join(re.findall(r"(?<!newif)\\ifbeyond(.*?)\\fi\b", text, flags=re.S))
         text = re.sub(r"\\ifdefined\\GreedyShareClustered.*?\\fi\b", "", text, flags=re.S)

@@ -4,7 +4,9 @@ import zipfile
 import pytest
 import torch
 
-from modclust import MLP, TrainConfig, checkpoint, train
+from modclust import MLP, TrainConfig
+from modclust.core import checkpoint
+from modclust import train
 
 
 def test_round_trip(tiny, tmp_path):

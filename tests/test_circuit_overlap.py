@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from modclust.circuits import Circuit, circuit_iou, cluster_share, mask_iou
-from modclust.partition import Partition
+from modclust.analysis.circuits import Circuit, circuit_iou, cluster_share, mask_iou
+from modclust.core.partition import Partition
 
 
 def circ(label: int, **kept: torch.Tensor) -> Circuit:

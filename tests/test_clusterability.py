@@ -1,7 +1,8 @@
 import torch
 
-from modclust import Partition, clusterability, clusterability_and_grad, clusterability_grad
-from modclust.model import MLP
+from modclust import Partition, clusterability_and_grad, clusterability_grad
+from modclust import clusterability
+from modclust.core.model import MLP
 
 
 def seed_clusterability(w, rows, cols):

@@ -7,7 +7,8 @@ CUDA tests need a GPU and skip without one.
 import pytest
 import torch
 
-from modclust import TrainConfig, train, train_many
+from modclust import TrainConfig, train_many
+from modclust import train
 
 from conftest import make_tiny
 

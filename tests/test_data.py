@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import modclust
-from modclust import data
+from modclust.core import data
 
 
 def test_unknown_dataset():
@@ -223,7 +223,7 @@ def test_torchvision_download_still_fetches_missing_and_corrupt_files(fake, monk
 
 @pytest.mark.mnist
 def test_mnist_from_a_mirror_into_a_fresh_root(tmp_path, monkeypatch):
-    mirror = modclust.paths.data_mirror()
+    mirror = modclust.core.paths.data_mirror()
     assert mirror is not None, "set MODCLUST_DATA_MIRROR (make test does) to a copy of ../shared/data"
     monkeypatch.setenv("MODCLUST_DATA", str(tmp_path))
     ds = data.load("mnist")
@@ -244,7 +244,7 @@ def test_fashion_mnist_loads():
 
 @pytest.mark.mnist
 def test_real_mnist_root_file_corrupted_is_healed_from_the_mirror(tmp_path, monkeypatch):
-    mirror = modclust.paths.data_mirror()
+    mirror = modclust.core.paths.data_mirror()
     if mirror is None:
         pytest.skip("MODCLUST_DATA_MIRROR is not set (CI always sets it)")
     raw = tmp_path / "MNIST" / "raw"

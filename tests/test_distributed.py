@@ -5,9 +5,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from modclust import TrainConfig, train
-from modclust.train import TrainingDivergedError
-from modclust.distributed import _parse_ints, exit_skipping_teardown, shard, train_ddp
+from modclust import TrainConfig
+from modclust import train
+from modclust.core.train import TrainingDivergedError
+from modclust.core.distributed import _parse_ints, exit_skipping_teardown, shard, train_ddp
 
 from conftest import make_tiny
 

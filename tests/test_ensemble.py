@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from modclust import TrainConfig, train, train_many
+from modclust import TrainConfig, train_many
+from modclust import train
 
 
 def configs(**kw):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from modclust import MLP, Partition
-from modclust.evaluate import ablate, accuracy, classwise_accuracy
+from modclust.analysis.ablation import ablate, accuracy, classwise_accuracy
 
 
 def seed_classwise(model, x, y):

@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modclust import MLP, TrainConfig, train
-from modclust.circuits import (Circuit, circuit_logits, faithfulness, greedy_circuit, greedy_circuit_fast,
+from modclust import MLP, TrainConfig
+from modclust import train
+from modclust.analysis.circuits import (Circuit, circuit_logits, faithfulness, greedy_circuit, greedy_circuit_fast,
                                greedy_circuits_fast)
-from modclust.data import balanced_indices
-from modclust.model import forward
-from modclust.objectives import ablation_means, make_objective, objective_loss
+from modclust.core.data import balanced_indices
+from modclust.core.model import forward
+from modclust.analysis.objectives import ablation_means, make_objective, objective_loss
 
 from conftest import make_tiny
 
@@ -216,7 +217,7 @@ def test_balanced_indices_are_seeded_and_balanced():
 
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
 def test_learned_masks_take_every_objective(setup, ablation):
-    from modclust.mask_circuits import mask_circuits
+    from modclust.analysis.masks import mask_circuits
 
     data, models = setup
     model = models[0]
@@ -235,7 +236,7 @@ def test_learned_masks_take_every_objective(setup, ablation):
 
 
 def test_saved_circuits_load_with_weights_only_and_rebuild_the_pruned_network(setup, tmp_path):
-    from modclust import experiment as ex
+    from modclust.experiments import grid as ex
 
     data, models = setup
     runs = [train(TrainConfig(widths=(20, 12, 8, 10), n_clusters=2, epochs=3, lr=0.2, lam=lam), data, progress=False)
@@ -255,7 +256,7 @@ def test_saved_circuits_load_with_weights_only_and_rebuild_the_pruned_network(se
 
 
 def test_size_at_matched_faithfulness_interpolates_log_size():
-    from modclust.stats import size_at_faithfulness
+    from modclust.core.stats import size_at_faithfulness
 
     pts = [(0.99, 1000.0), (0.95, 100.0), (0.80, 10.0)]
     assert size_at_faithfulness(pts, 0.97) == pytest.approx(math.sqrt(1000 * 100))
@@ -266,7 +267,7 @@ def test_size_at_matched_faithfulness_interpolates_log_size():
 def test_the_size_faithfulness_figure_plots_means_of_both_axes():
     import numpy as np
 
-    from modclust import figures as fg
+    from modclust.paper import figures as fg
 
     fig = fg.size_faithfulness({0.0: [[(0.90, 100.0), (0.95, 200.0)], [(0.92, 120.0), (0.97, 220.0)]]}, [0.0],
                                "balanced agreement", 0.96)

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from modclust import MLP, TrainConfig, train
-from modclust.circuits import greedy_circuit, greedy_circuit_fast, greedy_circuits_fast
+from modclust import MLP, TrainConfig
+from modclust import train
+from modclust.analysis.circuits import greedy_circuit, greedy_circuit_fast, greedy_circuits_fast
 
 from conftest import make_tiny
 

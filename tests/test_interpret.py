@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from modclust import MLP
-from modclust.interpret import label_semanticity, layer_activations, top_k_indices
+from modclust.analysis.semanticity import label_semanticity, layer_activations, top_k_indices
 
 
 def seed_semanticity(model, x, y, k):

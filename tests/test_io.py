@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from modclust import io
+from modclust.core import io
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from modclust.circuits import Circuit, greedy_circuit
-from modclust.objectives import make_objective
-from modclust.mask_circuits import MaskCircuit, mask_circuit, mask_circuits
-from modclust.model import MLP, forward
+from modclust.analysis.circuits import Circuit, greedy_circuit
+from modclust.analysis.objectives import make_objective
+from modclust.analysis.masks import MaskCircuit, mask_circuit, mask_circuits
+from modclust.core.model import MLP, forward
 
 
 def planted_model() -> tuple[MLP, torch.Tensor]:

@@ -3,9 +3,9 @@
 import pytest
 
 from modclust import TrainConfig, train_many
-from modclust.circuits import greedy_circuit, search_space_pruned
-from modclust.evaluate import ablate
-from modclust.interpret import label_semanticity
+from modclust.analysis.circuits import greedy_circuit, search_space_pruned
+from modclust.analysis.ablation import ablate
+from modclust.analysis.semanticity import label_semanticity
 
 pytestmark = pytest.mark.mnist
 

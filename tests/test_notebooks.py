@@ -3,7 +3,6 @@ nbval check that fails when a checked output changes."""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import papermill
 import pytest
 import yaml
 
-from modclust.presets import check_preset
+from modclust.pipeline.presets import check_preset
 
 REPO = Path(__file__).resolve().parent.parent
 PIPELINE = ["01_train", "02_ablate", "03_interpret", "04_circuits", "05_figures"]
@@ -50,7 +49,7 @@ def test_committed_notebook_is_clean_with_one_typed_parameters_cell(path):
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_every_preset_fits_the_notebooks(preset):
-    """Keys and types are checked by modclust.presets (tests/test_pipeline.py); this is the one
+    """Keys and types are checked by modclust.pipeline.presets (tests/test_pipeline.py); this is the one
     rule between keys: the compared lambdas are trained."""
     values = check_preset(preset, NOTEBOOKS)
     assert values["main_lambda"] in values["lambdas"] and 0 in values["lambdas"]
@@ -81,8 +80,8 @@ def _executed_search_space_notebook(tmp_path: Path) -> Path:
     checked = next(c for c in src.cells if c.source.startswith(CHECKED) and "search_space_pruned" in c.source)
     nb = nbformat.v4.new_notebook(metadata=src.metadata)
     nb.cells = [
-        nbformat.v4.new_code_cell("from modclust.circuits import search_space_pruned\n"
-                                  "from modclust.train import TrainConfig"),
+        nbformat.v4.new_code_cell("from modclust.analysis.circuits import search_space_pruned\n"
+                                  "from modclust.core.train import TrainConfig"),
         nbformat.v4.new_code_cell("cfg = TrainConfig()\nlayer = 'fc2'\n"
                                   "runs = [type('Run', (), {'partitions': cfg.partitions()})]"),
         nbformat.v4.new_code_cell(checked.source),
@@ -138,38 +137,7 @@ def test_nbval_fails_on_a_changed_number_in_an_executed_smoke_notebook(tmp_path)
     assert bad.returncode != 0, bad.stdout
 
 
-def _modclust_imports(source: str) -> set[str]:
-    """The modclust modules a piece of code imports anywhere (inside functions too)."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("modclust.")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "modclust":
-            if node.module == "modclust":  # from modclust import experiment as ex
-                found |= {f"modclust.{a.name}" for a in node.names}
-            else:
-                found.add(node.module)
-    return {m.split(".")[1] for m in found}
-
-
-def test_pipeline_stages_depend_on_every_module_their_notebooks_import():
-    """pipeline.mk lists the modules stages 01-05 depend on; a missing one would let a stage
-    stay 'up to date' after a change that alters its results. Imports inside functions count
-    (stage 3 reaches selectivity through one)."""
-    package = REPO / "modclust"
-    todo = {"__init__"}
-    for stage in PIPELINE:
-        cells = json.loads((REPO / "notebooks" / f"{stage}.ipynb").read_text())["cells"]
-        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-        todo |= _modclust_imports("\n".join(ln for ln in code.splitlines() if not ln.lstrip().startswith(("%", "!"))))
-    used: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in used or not (package / f"{name}.py").exists():
-            continue
-        used.add(name)
-        todo |= _modclust_imports((package / f"{name}.py").read_text())
+def test_pipeline_stages_depend_on_the_whole_package():
+    """Every stage depends on every file of the package, so no edit leaves a stage up to date."""
     mk = (REPO / "pipeline.mk").read_text()
-    listed = mk.split("PIPELINE_MODULES :=")[1].split("\nLIBRARY")[0].replace("\\", " ").split()
-    assert {"experiment", "circuits", "selectivity"} <= used, "the scan follows imports in functions"
-    assert used <= set(listed), f"add {sorted(used - set(listed))} to PIPELINE_MODULES in pipeline.mk"
+    assert "LIBRARY := $(shell find modclust -name '*.py' -o -name '*.mplstyle')" in mk

@@ -5,8 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modclust import MLP, Partition, TrainConfig, clusterability, clusterability_grad, train
-from modclust.optim import Modularity
+from modclust import MLP, Partition, TrainConfig, clusterability_grad
+from modclust import clusterability
+from modclust import train
+from modclust.core.optim import Modularity
 
 
 def _loop(model, opt, data, steps=12, bs=32, loss_extra=None):

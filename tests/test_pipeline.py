@@ -15,9 +15,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from modclust import pipeline
-from modclust.pipeline import Layout, PipelineError
-from modclust.presets import PresetError, check_parameters, check_preset, load_preset, parameters_of, type_error
+from modclust.pipeline import stages as pipeline
+from modclust.pipeline.stages import Layout, PipelineError
+from modclust.pipeline.presets import PresetError, check_parameters, check_preset, load_preset, parameters_of, type_error
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -233,7 +233,7 @@ def test_two_presets_compile_at_once_without_sharing_latex_files(project):
     fake.write_text(FAKE_LATEXMK)
     for preset in ("p1", "p2"):
         _finished_stage5(project, preset, f"numbers of {preset}")
-    code = ("import sys; from pathlib import Path; from modclust import pipeline; "
+    code = ("import sys; from pathlib import Path; from modclust.pipeline import stages as pipeline; "
             "pipeline.compile_paper(sys.argv[1], pipeline.Layout(Path(sys.argv[2])), "
             "latexmk=[sys.executable, sys.argv[3], sys.argv[4]])")
     runs = [subprocess.Popen([sys.executable, "-c", code, p, str(project.root), str(fake), d], cwd=project.root)

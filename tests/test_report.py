@@ -1,5 +1,5 @@
-"""modclust.report: macros, data-dependent sentences, the paper's numbers; modclust.figures and
-modclust.experiment's aggregation, on small synthetic results (no training, no data)."""
+"""modclust.paper.numbers: macros, data-dependent sentences, the paper's numbers; modclust.paper.figures and
+modclust.experiments.grid's aggregation, on small synthetic results (no training, no data)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import nbformat
 import numpy as np
 import pytest
 
-from modclust import experiment as ex
-from modclust import figures as fg
-from modclust import report
-from modclust.partition import Partition
-from modclust.stats import mean_ci
+from modclust.experiments import grid as ex
+from modclust.paper import figures as fg
+from modclust.paper import numbers as report
+from modclust.core.partition import Partition
+from modclust.core.stats import mean_ci
 
 
 def test_macro_names_are_letters_only_and_unique():
@@ -114,13 +114,13 @@ def test_seed_cell_sentence_says_what_the_numbers_show():
 
 
 def test_paper_numbers_cover_what_the_paper_uses(tmp_path):
-    from modclust import paths
+    from modclust.core import paths
 
     macros, tables = report.paper_numbers(*_fake_results(), preset="smoke")
     used = set()
     import re
     for name in ("main.tex",):
-        text = (paths.PAPER / name).read_text()
+        text = (paths.REPO / "paper" / name).read_text()
         # the parts shown only with stage 6's results use its macros (tests/test_beyond.py)
         text = re.sub(r"(?<!newif)\\ifbeyond.*?\\fi\b", "", text, flags=re.S)
         used |= set(re.findall(r"\\([A-Z][A-Za-z]+)", text))

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from modclust import reproduce
+from modclust.seed import reproduce
 
 pytestmark = pytest.mark.mnist
 

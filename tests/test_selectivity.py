@@ -6,8 +6,8 @@ import pytest
 import torch
 from sklearn.metrics import mutual_info_score
 
-from modclust.model import MLP
-from modclust.selectivity import (
+from modclust.core.model import MLP
+from modclust.analysis.selectivity import (
     binary_entropy_bits,
     bin_activations,
     class_means,

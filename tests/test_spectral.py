@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from modclust.partition import Partition
-from modclust.spectral import (
+from modclust.core.partition import Partition
+from modclust.analysis.spectral import (
     ncut,
     shuffle_weights,
     spectral_null,

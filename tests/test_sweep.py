@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from modclust.data import Dataset
-from modclust.sweep import (
+from modclust.core.data import Dataset
+from modclust.experiments.sweep import (
     layers_label,
     paired_difference,
     pareto_front,
@@ -16,7 +16,7 @@ from modclust.sweep import (
     sweep_configs,
     train_sweep,
 )
-from modclust.train import TrainConfig, train
+from modclust.core.train import TrainConfig, train
 
 WIDTHS = (12, 8, 8, 3)
 BASE = TrainConfig(widths=WIDTHS, n_clusters=2, epochs=2, batch_size=16, lr=0.05)

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 import modclust
-from modclust import TrainConfig, train, train_many
+from modclust import TrainConfig, train_many
+from modclust import train
 
 
 def cfg(**kw):

@@ -13,21 +13,23 @@ import numpy as np
 import pytest
 import torch
 
-from modclust import MLP, TrainConfig, clusterability, clusterability_and_grad, clusterability_grad, train, train_many
-from modclust.checks import check_float, check_int, check_ints
-from modclust.circuits import (greedy_circuit, greedy_circuit_fast, greedy_circuits_fast, search_space_pruned,
+from modclust import MLP, TrainConfig, clusterability_and_grad, clusterability_grad, train_many
+from modclust import clusterability
+from modclust import train
+from modclust.core.checks import check_float, check_int, check_ints
+from modclust.analysis.circuits import (greedy_circuit, greedy_circuit_fast, greedy_circuits_fast, search_space_pruned,
                                seed_cell_prune)
-from modclust.evaluate import classwise_correct
-from modclust.interpret import label_semanticity, top_k_indices
-from modclust.mask_circuits import mask_circuit, mask_circuits
-from modclust.model import init_weights
-from modclust.optim import Modularity
-from modclust.partition import Partition
-from modclust.selectivity import (binary_entropy_bits, bin_activations, class_means, cluster_selectivity,
+from modclust.analysis.ablation import classwise_correct
+from modclust.analysis.semanticity import label_semanticity, top_k_indices
+from modclust.analysis.masks import mask_circuit, mask_circuits
+from modclust.core.model import init_weights
+from modclust.core.optim import Modularity
+from modclust.core.partition import Partition
+from modclust.analysis.selectivity import (binary_entropy_bits, bin_activations, class_means, cluster_selectivity,
                                   mutual_information, selectivity_index, unit_selectivity)
-from modclust.spectral import spectral_null, spectral_partition, weight_clusterability
-from modclust.stats import Interval, compare, mean_ci, size_at_faithfulness
-from modclust.train import TrainingDivergedError
+from modclust.analysis.spectral import spectral_null, spectral_partition, weight_clusterability
+from modclust.core.stats import Interval, compare, mean_ci, size_at_faithfulness
+from modclust.core.train import TrainingDivergedError
 
 from conftest import make_tiny
 
@@ -249,7 +251,7 @@ def test_modularity_step_on_an_all_zero_layer_leaves_no_nan(decoupled):
 
 @pytest.mark.parametrize("how", ["single", "batched", "static", "autograd"])
 def test_training_from_an_all_zero_layer_leaves_no_nan(tiny, monkeypatch, how):
-    module = sys.modules["modclust.train"]  # modclust.train, the attribute, is the function
+    module = sys.modules["modclust.core.train"]  # modclust.core.train, the attribute, is the function
     real = module.init_weights
 
     def zero_fc2(widths, gen):

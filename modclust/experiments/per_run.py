@@ -17,16 +17,16 @@ from typing import Any
 
 import torch
 
-from modclust.circuits import Circuit, circuit_iou, cluster_share, faithfulness, greedy_circuits_fast, mask_iou
-from modclust.data import balanced_indices
-from modclust.data import Dataset
-from modclust.evaluate import ablate
-from modclust.interpret import layer_activations
-from modclust.mask_circuits import mask_circuits
-from modclust.partition import Partition
-from modclust.selectivity import cluster_selectivity, unit_selectivity
-from modclust.spectral import ncut, spectral_null, weight_clusterability
-from modclust.train import TrainResult
+from modclust.analysis.circuits import Circuit, circuit_iou, cluster_share, faithfulness, greedy_circuits_fast, mask_iou
+from modclust.core.data import balanced_indices
+from modclust.core.data import Dataset
+from modclust.analysis.ablation import ablate
+from modclust.analysis.semanticity import layer_activations
+from modclust.analysis.masks import mask_circuits
+from modclust.core.partition import Partition
+from modclust.analysis.selectivity import cluster_selectivity, unit_selectivity
+from modclust.analysis.spectral import ncut, spectral_null, weight_clusterability
+from modclust.core.train import TrainResult
 
 
 def blocks_of(result: TrainResult, layer: str) -> Partition:
@@ -183,7 +183,7 @@ def pareto_figure(records: Sequence[dict[str, Any]], c_key: str = "C_clustered",
     should not define the frontier)."""
     import matplotlib.pyplot as plt
 
-    from modclust.sweep import pareto_front, summarize
+    from modclust.experiments.sweep import pareto_front, summarize
 
     fig, ax = plt.subplots(figsize=(3.4, 2.4))
     rows = summarize([r for r in records if r.get(c_key) is not None], metrics=[c_key, acc_key])
@@ -262,7 +262,7 @@ def _fmt(x: float, digits: int) -> str:
 
 def _pm(values: Sequence[float], digits: int = 2) -> str:
     """``mean ± half-width`` of the 95 % t-interval over seeds (the mean alone for one seed)."""
-    from modclust.stats import mean_ci
+    from modclust.core.stats import mean_ci
 
     vals = [float(v) for v in values if v == v]
     if not vals:
@@ -275,7 +275,7 @@ def _pm(values: Sequence[float], digits: int = 2) -> str:
 
 def _sign_word(values: Sequence[float], above: str, below: str, neither: str) -> str:
     """Which side of 0 the seeds' 95 % interval lies on (``neither`` when it straddles 0)."""
-    from modclust.stats import mean_ci
+    from modclust.core.stats import mean_ci
 
     vals = [float(v) for v in values if v == v]
     if len(vals) < 2:
@@ -297,7 +297,7 @@ def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
     (``stats.compare`` for two groups, the sign of a 95 % interval for a difference), so a
     rerun with other parameters cannot leave a false claim.
     """
-    from modclust.stats import compare
+    from modclust.core.stats import compare
 
     main = float(res["main_lambda"])
     m: dict[str, str] = {"BeyondSeeds": str(len(res["seeds"])),
@@ -394,7 +394,7 @@ def run_beyond(data: Dataset, base: Any, sweep_lambdas: Sequence[float], seeds: 
     """
     from tqdm.auto import tqdm
 
-    from modclust.sweep import (layers_label, paired_difference, record, resolve_layers, summarize,
+    from modclust.experiments.sweep import (layers_label, paired_difference, record, resolve_layers, summarize,
                                 sweep_configs, train_sweep)
 
     widths = base.widths

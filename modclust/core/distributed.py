@@ -6,7 +6,7 @@ Two ways to use several GPUs or nodes (launch either with ``torchrun``):
   takes every W-th one and trains its share as one batched model with ``train_many`` (on its
   own GPU). No communication; checkpoints land in one folder.
 - ``ddp``: one model, data-parallel. :func:`train_ddp` trains the MLP as an ``nn.Module``
-  wrapped in ``DistributedDataParallel``, with the :class:`~modclust.optim.Modularity`
+  wrapped in ``DistributedDataParallel``, with the :class:`~modclust.core.optim.Modularity`
   optimizer around SGD. Every process draws the same seeded data order, takes its slice of each
   global batch and scales its summed cross-entropy by ``world / global batch``, so DDP's
   gradient average is exactly the mean over the global batch, also when a batch does not split
@@ -16,8 +16,8 @@ Two ways to use several GPUs or nodes (launch either with ``torchrun``):
 
 Examples::
 
-    torchrun --nproc_per_node=4 -m modclust.distributed sweep --seeds 0-15 --lams 0,15 --out build/sweep
-    torchrun --nproc_per_node=2 -m modclust.distributed ddp --seed 0 --lam 15 --out build/ddp
+    torchrun --nproc_per_node=4 -m modclust.core.distributed sweep --seeds 0-15 --lams 0,15 --out build/sweep
+    torchrun --nproc_per_node=2 -m modclust.core.distributed ddp --seed 0 --lam 15 --out build/ddp
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from modclust.data import Dataset
-from modclust.data import load as load_data
-from modclust.model import MLP, init_weights
-from modclust.optim import Modularity
-from modclust.train import (TrainConfig, TrainingDivergedError, TrainResult, _accuracies, _stacked, _steps_per_epoch,
+from modclust.core.data import Dataset
+from modclust.core.data import load as load_data
+from modclust.core.model import MLP, init_weights
+from modclust.core.optim import Modularity
+from modclust.core.train import (TrainConfig, TrainingDivergedError, TrainResult, _accuracies, _stacked, _steps_per_epoch,
                             train_many)
 
 
@@ -122,9 +122,9 @@ def _parse_ints(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from modclust.checkpoint import save
+    from modclust.core.checkpoint import save
 
-    ap = argparse.ArgumentParser(prog="python -m modclust.distributed",
+    ap = argparse.ArgumentParser(prog="python -m modclust.core.distributed",
                                  description="Run a sweep or one data-parallel model over torchrun's processes.")
     ap.add_argument("mode", choices=["sweep", "ddp"])
     ap.add_argument("--seeds", default="0", help="e.g. 0-15 or 0,3,5 (ddp: the first)")

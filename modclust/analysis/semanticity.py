@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from modclust.checks import check_int, check_labels
-from modclust.model import MLP
+from modclust.core.checks import check_int, check_labels
+from modclust.core.model import MLP
 
 
 @torch.no_grad()

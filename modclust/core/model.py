@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from modclust.checks import check_int, check_ints
+from modclust.core.checks import check_int, check_ints
 
 SEED_WIDTHS = (784, 64, 64, 10)
 SEED_MAX = 2**64 - 1  # the largest seed a torch.Generator takes
@@ -22,7 +22,7 @@ def check_widths(widths: Sequence[int], name: str = "widths") -> tuple[int, ...]
     """``widths`` as a tuple of ints, checked: a sequence (not a string) of at least two ints >= 1.
 
     The one check of an MLP's layer widths, used by :class:`MLP`, :func:`init_weights` and
-    :class:`modclust.train.TrainConfig`.
+    :class:`modclust.core.train.TrainConfig`.
     """
     return check_ints(name, widths, minimum=1, min_length=2,
                       hint="layer widths, input first, e.g. (784, 64, 64, 10)")
@@ -44,7 +44,7 @@ def forward(weights: Sequence[Tensor], x: Tensor, biases: Sequence[Tensor | None
 
     ``biases`` (one per layer, ``None`` for none) are added to each layer's pre-activation. The
     model itself is bias-free; a mean-ablated circuit uses them for its pruned weights' constant
-    contributions (see :mod:`modclust.objectives`).
+    contributions (see :mod:`modclust.analysis.objectives`).
     """
     h = x
     for i, w in enumerate(weights):

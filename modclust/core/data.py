@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from modclust import paths
-from modclust.io import atomic_path
+from modclust.core import paths
+from modclust.core.io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ def _sync_from_mirror(spec: DatasetSpec, root: Path, mirror: Path | None) -> tup
         raise DataCorruptError(
             f"The data mirror (MODCLUST_DATA_MIRROR={mirror}) holds corrupt {spec.folder} files: "
             + "; ".join(refused) + ". Replace them with good copies (torchvision's md5 sums are in "
-            "modclust.data.RAW_MD5), or unset MODCLUST_DATA_MIRROR and connect to the internet so that "
+            "modclust.core.data.RAW_MD5), or unset MODCLUST_DATA_MIRROR and connect to the internet so that "
             "torchvision downloads them."
         )
     return copied, state

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from modclust import paths
+from modclust.core import paths
 
 PIPELINE_PARAMS = ("build_dir", "out_dir", "preset")
 """Parameters the pipeline sets for every stage itself; a preset must not set them."""
@@ -200,5 +200,5 @@ def check_kernel_parameters(namespace: Mapping[str, Any]) -> None:
 
     shell = get_ipython()
     hidden = getattr(shell, "user_ns_hidden", {}) if shell is not None else {}
-    known = pipeline_parameters(sorted(paths.NOTEBOOKS.glob("0*.ipynb")))
+    known = pipeline_parameters(sorted((paths.REPO / "notebooks").glob("0*.ipynb")))
     check_parameters(namespace, hidden=hidden, known=known)

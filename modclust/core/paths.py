@@ -11,14 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 """The checkout (when modclust is installed from one, as ``pip install -e .`` does)."""
 
-BUILD = REPO / "build"
-FIGURES = REPO / "figures"
-PAPER = REPO / "paper"
-NOTEBOOKS = REPO / "notebooks"
-PRESETS = REPO / "presets"
 
 
 def data_root() -> Path:

@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from modclust.checks import check_int
-from modclust.model import forward
+from modclust.core.checks import check_int
+from modclust.core.model import forward
 
 OBJECTIVES = ("seed", "margin", "kl")
 ABLATIONS = ("zero", "mean")

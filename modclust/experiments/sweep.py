@@ -13,11 +13,11 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from modclust.clusterability import clusterability
-from modclust.data import Dataset
-from modclust.partition import Partition
-from modclust.stats import compare, mean_ci
-from modclust.train import TrainConfig, TrainResult, train_many
+from modclust.core.clusterability import clusterability
+from modclust.core.data import Dataset
+from modclust.core.partition import Partition
+from modclust.core.stats import compare, mean_ci
+from modclust.core.train import TrainConfig, TrainResult, train_many
 
 LayerSet = str | Sequence[str]
 

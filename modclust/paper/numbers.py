@@ -3,7 +3,7 @@
 No number in the paper is typed by hand: the last notebook collects them here as macros
 (``\\newcommand{\\AccClustered}{...}``) and tables, and every sentence whose direction
 depends on the data ("more accurate", "indistinguishable") is chosen by
-:func:`modclust.stats.compare` on the per-seed values, so a rerun cannot leave a false claim.
+:func:`modclust.core.stats.compare` on the per-seed values, so a rerun cannot leave a false claim.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from scipy import stats as _st
 
-from modclust.io import write_atomic
-from modclust.stats import Interval, compare, mean_ci
+from modclust.core.io import write_atomic
+from modclust.core.stats import Interval, compare, mean_ci
 
 _NAME = re.compile(r"^[A-Za-z]+$")
 _DIGITS = ("Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine")
@@ -71,7 +71,7 @@ def p_text(p: float) -> str:
 class Comparison:
     """Values of ``a`` against ``b`` over seeds: the direction, the p-value and the summaries."""
 
-    direction: str  # 'higher', 'lower' or 'indistinguishable' (modclust.stats.compare)
+    direction: str  # 'higher', 'lower' or 'indistinguishable' (modclust.core.stats.compare)
     p: float
     a: Interval
     b: Interval
@@ -151,7 +151,7 @@ def layer_macro(layer: str) -> str:
 
 
 def _by_lam(rows: Sequence[dict], fn) -> dict[float, list[float]]:
-    from modclust.experiment import group
+    from modclust.experiments.grid import group
 
     return group(rows, fn)
 
@@ -182,7 +182,7 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     Returns the macros and the tables (name -> tabular). The comparison throughout is the
     main lambda against lambda = 0 over the seeds both share.
     """
-    from modclust.data import DATASETS
+    from modclust.core.data import DATASETS
 
     runs = train["runs"]
     main = float(train["main_lambda"])
@@ -227,7 +227,7 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
           [cmp_c.direction])
 
     # ablations: per seed, clusters ranked by importance (lowest OFF accuracy first)
-    from modclust.figures import order_by_importance
+    from modclust.paper.figures import order_by_importance
 
     abl = ablation["rows"]
     def ranked(key: str, lam: float) -> list[list[float]]:
@@ -278,7 +278,7 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
             "are about as label-specialised as", "label semanticity", digits=3))
 
     # circuits: the headline uses the faithful objective; the seed's is reported for what it is
-    from modclust.experiment import mean_over_circuits, select_rows
+    from modclust.experiments.grid import mean_over_circuits, select_rows
 
     thr, fo = float(circ["threshold"]), circ["faithful_objective"]
     faithful = select_rows(circ["rows"], fo, thr)
@@ -332,7 +332,7 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
         m.add("KlTopOneClustered", pct1(kl_top[main]))
         m.add("KlTopOneUnclustered", pct1(kl_top[0.0]))
     # sizes at matched faithfulness, from the faithful objective's threshold sweep
-    from modclust.stats import size_at_faithfulness
+    from modclust.core.stats import size_at_faithfulness
 
     match_on, level = circ["match_on"], float(circ["match_level"])
     sweep = select_rows(circ["rows"], fo)

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modclust.checks import check_finite_array, check_int
-from modclust.clusterability import clusterability
-from modclust.partition import Partition
+from modclust.core.checks import check_finite_array, check_int
+from modclust.core.clusterability import clusterability
+from modclust.core.partition import Partition
 
 SEED_MAX = 2**32 - 1  # scikit-learn's largest random_state
 

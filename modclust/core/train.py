@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from modclust.checks import check_choice, check_float, check_int
-from modclust.clusterability import clusterability
-from modclust.data import DATASETS, Dataset
-from modclust.model import MLP, SEED_MAX, SEED_WIDTHS, check_widths, forward, init_weights
-from modclust.partition import Partition
+from modclust.core.checks import check_choice, check_float, check_int
+from modclust.core.clusterability import clusterability
+from modclust.core.data import DATASETS, Dataset
+from modclust.core.model import MLP, SEED_MAX, SEED_WIDTHS, check_widths, forward, init_weights
+from modclust.core.partition import Partition
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class TrainConfig:
     number of features).
     """
 
-    dataset: str = "mnist"  # "mnist" or "fashion-mnist" (a key of modclust.data.DATASETS)
+    dataset: str = "mnist"  # "mnist" or "fashion-mnist" (a key of modclust.core.data.DATASETS)
     widths: tuple[int, ...] = SEED_WIDTHS  # layer widths, input first, outputs (classes) last
     n_clusters: int = 4  # k equal diagonal blocks per clustered layer
     clustered_layers: tuple[str, ...] = ("fc2",)  # layers whose C enters the loss

@@ -17,11 +17,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from modclust import checkpoint, circuits, paths
-from modclust.data import Dataset, load
-from modclust.io import read_json, write_json
-from modclust.stats import Interval, mean_ci
-from modclust.train import TrainConfig, TrainResult, train_many
+from modclust.core import checkpoint
+from modclust.analysis import circuits
+from modclust.core import paths
+from modclust.core.data import Dataset, load
+from modclust.core.io import read_json, write_json
+from modclust.core.stats import Interval, mean_ci
+from modclust.core.train import TrainConfig, TrainResult, train_many
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:
@@ -200,10 +202,10 @@ def curves(summary: Mapping[str, Any], key: str) -> tuple[Any, dict[float, Any]]
 def cluster_top_examples(result: TrainResult, x: torch.Tensor, layer: str, n: int) -> list[list[int]]:
     """Per cluster of ``layer``: the ``n`` inputs that most excite its output units U_c (their mean).
 
-    Ties are broken as :func:`modclust.interpret.top_k_indices` breaks them.
+    Ties are broken as :func:`modclust.analysis.semanticity.top_k_indices` breaks them.
     """
-    from modclust.interpret import layer_activations
-    from modclust.selectivity import cluster_top_examples as top_per_group
+    from modclust.analysis.semanticity import layer_activations
+    from modclust.analysis.selectivity import cluster_top_examples as top_per_group
 
     part = result.partitions.get(layer)
     if part is None:
@@ -219,7 +221,7 @@ def find_circuits(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tens
     """Greedy circuits of each run: per run, ``{label: circuit}`` (``{None: circuit}`` for "kl").
 
     ``x, y`` is the search set (the inputs each objective reads are taken from it, see
-    :func:`modclust.circuits.objective_inputs`). ``method="plain"``: ``circuits.greedy_circuit``,
+    :func:`modclust.analysis.circuits.objective_inputs`). ``method="plain"``: ``circuits.greedy_circuit``,
     one candidate at a time. ``"fast"``: ``circuits.greedy_circuits_fast``, all runs and labels
     at once, the same circuits.
     """
@@ -246,7 +248,7 @@ def circuit_rows(results: Sequence[TrainResult], found: Sequence[Mapping[int | N
 
     A row is ``{"name", "lam", "seed", "objective", "threshold", "circuits": [circuit.to_dict() +
     {"faithfulness": ...}]}``; a record (one per circuit, for ``circuits.pt``) is
-    :meth:`modclust.circuits.Circuit.to_record`.
+    :meth:`modclust.analysis.circuits.Circuit.to_record`.
     """
     rows, records = [], []
     for r, per_label in zip(results, found, strict=True):
@@ -264,7 +266,7 @@ def circuit_rows(results: Sequence[TrainResult], found: Sequence[Mapping[int | N
 
 def save_circuit_records(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Every circuit's record in one file, loadable with ``torch.load(path, weights_only=True)``."""
-    from modclust.io import write_atomic
+    from modclust.core.io import write_atomic
 
     return write_atomic(resolve(path), lambda tmp: torch.save(list(records), tmp))
 

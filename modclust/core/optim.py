@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from modclust.checks import check_float, check_int
-from modclust.clusterability import clusterability, clusterability_and_grad
-from modclust.partition import Partition
+from modclust.core.checks import check_float, check_int
+from modclust.core.clusterability import clusterability, clusterability_and_grad
+from modclust.core.partition import Partition
 
 
 def _check_options(where: str, alpha: Any, n_clusters: Any, decoupled: Any) -> tuple[float, int, bool]:

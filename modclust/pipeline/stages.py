@@ -35,9 +35,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from modclust import paths
-from modclust.io import write_atomic
-from modclust.presets import PresetError, check_preset, load_preset, parameters_of
+from modclust.core import paths
+from modclust.core.io import write_atomic
+from modclust.pipeline.presets import PresetError, check_preset, load_preset, parameters_of
 
 KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 """The kernel's own log silenced: on a run that succeeds it prints only machinery noise (a

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from scipy import stats as _st
 
-from modclust.checks import check_finite_numbers, check_float, check_int, check_open_unit
+from modclust.core.checks import check_finite_numbers, check_float, check_int, check_open_unit
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from modclust.checks import check_int, check_ints
+from modclust.core.checks import check_int, check_ints
 
 
 def _split_sizes(n: int, k: int) -> list[int]:

@@ -5,7 +5,7 @@ SGD lr 1e-3, batch 64) for each seed, all models in one batched run, then prints
 of DESIGN.md section 2 (the seed notebook's value beside ours, per seed, mean and 95 %
 interval) and, as the last line, one JSON object of the means.
 
-    python -m modclust.reproduce --seeds 3
+    python -m modclust.seed.reproduce --seeds 3
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from collections.abc import Sequence
 
 import torch
 
-from modclust import data as data_mod
-from modclust.circuits import search_space_pruned
-from modclust.evaluate import ablate
-from modclust.interpret import label_semanticity
-from modclust.stats import mean_ci
-from modclust.train import TrainConfig, train_many
+from modclust.core import data as data_mod
+from modclust.analysis.circuits import search_space_pruned
+from modclust.analysis.ablation import ablate
+from modclust.analysis.semanticity import label_semanticity
+from modclust.core.stats import mean_ci
+from modclust.core.train import TrainConfig, train_many
 
 SEED_NOTEBOOK = {
     "clustered_acc": 0.896,

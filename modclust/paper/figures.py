@@ -17,11 +17,10 @@ import numpy as np
 from matplotlib.collections import LineCollection
 from scipy import stats as _st
 
-from modclust import paths
-from modclust.io import atomic_path
-from modclust.partition import Partition
+from modclust.core.io import atomic_path
+from modclust.core.partition import Partition
 
-STYLE = paths.PAPER / "modclust.mplstyle"
+STYLE = Path(__file__).with_name("modclust.mplstyle")
 CLUSTER_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB", "#222255")
 MODEL_COLORS = {"unclustered": "#BB5566", "clustered": "#004488"}
 

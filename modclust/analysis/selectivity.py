@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from modclust.checks import check_finite_array, check_fraction, check_int, check_labels
-from modclust.interpret import layer_activations
-from modclust.model import MLP
+from modclust.core.checks import check_finite_array, check_fraction, check_int, check_labels
+from modclust.analysis.semanticity import layer_activations
+from modclust.core.model import MLP
 
 
 def _check_inputs(acts: Tensor, y: Tensor, n_classes: int) -> int:
@@ -207,7 +207,7 @@ def cluster_top_examples(acts: Tensor, groups: Sequence[Sequence[int]], k: int =
     The max-activating image grid per cluster; ties go to the later example, as in
     ``interpret.top_k_indices``.
     """
-    from modclust.interpret import top_k_indices
+    from modclust.analysis.semanticity import top_k_indices
 
     gs = _groups_of(groups, acts.shape[1])
     cluster_acts = torch.stack([acts[:, g].mean(1) for g in gs], 1)

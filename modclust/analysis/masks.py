@@ -7,7 +7,7 @@ multiplied by sigmoid(l_ij), and the logits are trained with Adam on
     objective(masked model) + sparsity * sum_ij sigmoid(l_ij)
 
 for a fixed number of full-batch steps, then thresholded at 0.5. The objective is any of
-:mod:`modclust.objectives` (the seed's CE towards the label on its images, the faithful
+:mod:`modclust.analysis.objectives` (the seed's CE towards the label on its images, the faithful
 c-vs-rest margin, or the KL to the full model), and a masked-out weight is zeroed or, under
 mean ablation, replaced by its mean contribution (the soft gate mixes the two). ``sparsity`` is the price of
 keeping one weight in units of loss, so it plays the role of greedy pruning's ``threshold``:
@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from modclust.checks import check_float, check_int, check_open_unit
-from modclust.circuits import Circuit, check_prune_args, circuit_labels, pruned_layer_means, objective_inputs
-from modclust.model import MLP, forward
-from modclust.objectives import ablation_means, circuit_weights, make_objective
+from modclust.core.checks import check_float, check_int, check_open_unit
+from modclust.analysis.circuits import Circuit, check_prune_args, circuit_labels, pruned_layer_means, objective_inputs
+from modclust.core.model import MLP, forward
+from modclust.analysis.objectives import ablation_means, circuit_weights, make_objective
 
 
 @dataclass
@@ -52,7 +52,7 @@ def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str]
                  ablation: str = "zero") -> MaskCircuit:
     """Learn a weight mask that keeps ``objective`` low on ``x`` with few weights.
 
-    ``x`` are the inputs the objective reads, as for :func:`modclust.circuits.greedy_circuit`.
+    ``x`` are the inputs the objective reads, as for :func:`modclust.analysis.circuits.greedy_circuit`.
     """
     sparsity = check_float("sparsity", sparsity, 0.0, hint="the price of keeping one weight, in units of loss")
     lr = check_float("lr", lr, 0.0, strict_min=True, hint="Adam's learning rate on the mask logits")

@@ -4,7 +4,7 @@ Greedy pruning visits weights in a fixed order (the given layers in turn, each r
 removes each one and keeps it removed if the objective rises by less than ``threshold``
 over a reference loss, else restores it. The objective (the seed's, the faithful c-vs-rest
 margin, or the KL to the full model) and the ablation (zero or mean) are those of
-:mod:`modclust.objectives`; :func:`faithfulness` judges a circuit on held-out inputs of every
+:mod:`modclust.analysis.objectives`; :func:`faithfulness` judges a circuit on held-out inputs of every
 class. The reference is the current loss
 (``baseline="current"``, the seed's rule, so the loss can drift up by many small steps) or the
 full model's loss (``baseline="full"``, the published follow-up's rule). What survives is the
@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from modclust.checks import check_float
-from modclust.evaluate import classwise_correct
-from modclust.model import MLP, check_widths, forward
-from modclust.objectives import (LABEL_FREE, Objective, ablation_means, check_has_examples, check_label,
+from modclust.core.checks import check_float
+from modclust.analysis.ablation import classwise_correct
+from modclust.core.model import MLP, check_widths, forward
+from modclust.analysis.objectives import (LABEL_FREE, Objective, ablation_means, check_has_examples, check_label,
                                  check_objective, circuit_weights, make_objective, objective_loss)
-from modclust.partition import Partition
+from modclust.core.partition import Partition
 
 
 def search_space_pruned(widths: Sequence[int], partition: Partition, layer: str = "fc2") -> list[float]:
@@ -73,7 +73,7 @@ class Circuit:
     """The weights that survive a circuit search for one label (``label`` None: the whole function).
 
     ``objective`` and ``ablation`` say what the search kept low and how pruned weights were
-    removed (:mod:`modclust.objectives`); under mean ablation ``means`` holds, per pruned layer,
+    removed (:mod:`modclust.analysis.objectives`); under mean ablation ``means`` holds, per pruned layer,
     the mean input its pruned weights' contributions were replaced with.
     """
 
@@ -153,7 +153,7 @@ def greedy_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[st
     """Greedy pruning for one label, one candidate at a time (the plain loop).
 
     ``x`` are the inputs the objective reads: for ``"seed"`` the images of class ``label``, for
-    ``"margin"`` and ``"kl"`` inputs of every class (see :mod:`modclust.objectives`).
+    ``"margin"`` and ``"kl"`` inputs of every class (see :mod:`modclust.analysis.objectives`).
     """
     names = check_prune_args(model, layers, baseline, threshold, objective, ablation)
     threshold = check_threshold(threshold)  # a Python float: numpy's would make numpy bools of decisions

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from modclust.io import write_atomic
-from modclust.model import MLP
-from modclust.partition import Partition
-from modclust.train import TrainConfig, TrainResult
+from modclust.core.io import write_atomic
+from modclust.core.model import MLP
+from modclust.core.partition import Partition
+from modclust.core.train import TrainConfig, TrainResult
 
 FORMAT = "modclust-checkpoint-2"
 OLD_FORMATS = ("modclust-checkpoint-1",)  # readable, but without a checksum
@@ -109,7 +109,7 @@ def _read(path: Path) -> Any:
             raise CheckpointError(
                 f"{path} was refused by torch.load(weights_only=True): it holds a pickled object that a "
                 f"modclust checkpoint never contains ({_reason(err)}), so it was not written by "
-                "modclust.checkpoint.save or was changed since. Nothing in it was run. "
+                "modclust.core.checkpoint.save or was changed since. Nothing in it was run. "
                 f"{_RETRAIN[0].upper() + _RETRAIN[1:]}; load it with weights_only=False only if you "
                 "trust where it came from."
             ) from err
@@ -164,7 +164,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Tr
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}: train one first (modclust.train, then checkpoint.save)")
+        raise FileNotFoundError(f"no checkpoint at {path}: train one first (modclust.core.train, then checkpoint.save)")
     payload = _read(path)
     _check_payload(path, payload)
     try:
@@ -188,6 +188,6 @@ def load_weights(model: MLP, state_dict: dict[str, torch.Tensor], source: str = 
     if have != got:
         raise ValueError(
             f"{source} holds layers {got} but the model has {have}: build the model with the "
-            "checkpoint's widths (modclust.checkpoint.load does this for you)"
+            "checkpoint's widths (modclust.core.checkpoint.load does this for you)"
         )
     model.load_state_dict(state_dict)

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from modclust.checks import check_int, check_labels
-from modclust.model import MLP, forward
-from modclust.partition import Partition
+from modclust.core.checks import check_int, check_labels
+from modclust.core.model import MLP, forward
+from modclust.core.partition import Partition
 
 
 def classwise_correct(pred: Tensor, y: Tensor, n_classes: int) -> Tensor:

@@ -1,0 +1,1 @@
+"""The seed notebook replayed as written, and its table over seeds."""
