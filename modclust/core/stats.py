@@ -1,4 +1,7 @@
-"""Summaries over seeds: mean and a Student-t confidence interval, comparisons, interpolation."""
+"""Summaries over seeds: mean and a Student-t confidence interval, comparisons, interpolation.
+
+Every interval, test and "which side of zero" verdict in the package comes from here.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +32,17 @@ class Interval:
         return f"{self.mean:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
 
 
+def t_half_width(std, n: int, level: float = 0.95):
+    """Half-width of the two-sided Student-t interval of a mean of ``n`` values with sample std ``std``.
+
+    ``std`` may be a float or a numpy array (one half-width per entry); 0 for ``n < 2``, where
+    there is no interval, so callers can draw a bare mean.
+    """
+    if n < 2:
+        return std * 0.0
+    return _st.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+
+
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
     """Mean with a two-sided Student-t interval (nan bounds for a single value).
 
@@ -43,8 +57,26 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
     if n < 2:
         return Interval(mean, math.nan, math.nan, math.nan, 1)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = _st.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+    half = t_half_width(std, n, level)
     return Interval(mean, mean - half, mean + half, std, n)
+
+
+def direction(iv: Interval) -> str:
+    """'higher' or 'lower' when the interval lies above or below 0, else 'indistinguishable'.
+
+    The verdict for a difference (e.g. paired over seeds); a single value (no interval) or an
+    undefined bound is 'indistinguishable'.
+    """
+    if iv.n < 2:
+        return "indistinguishable"
+    return "higher" if iv.lo > 0 else "lower" if iv.hi < 0 else "indistinguishable"
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test of ``a`` against ``b`` (nan when it is undefined)."""
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    return float(_st.ttest_ind(list(a), list(b), equal_var=False).pvalue)
 
 
 def compare(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> str:
@@ -62,7 +94,7 @@ def compare(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> str:
     ma, mb = sum(a) / len(a), sum(b) / len(b)
     if ma == mb:
         return "indistinguishable"
-    p = _st.ttest_ind(a, b, equal_var=False).pvalue
+    p = welch_p(a, b)
     if not p < alpha:  # also catches nan (both samples constant)
         return "indistinguishable"
     return "higher" if ma > mb else "lower"
