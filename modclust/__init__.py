@@ -1,5 +1,19 @@
-"""modclust: train neural networks to be modular, and measure whether that helps interpretability."""
+"""modclust: train neural networks to be modular, and measure whether that helps interpretability.
 
+The names a user needs, from the two layers below the experiments: the model, its partitions
+and clusterability, data, training, the optimizer and checkpoints (:mod:`modclust.core`), and
+the measurements of a trained model (:mod:`modclust.analysis`). The experiment grid, the paper
+and the pipeline (:mod:`modclust.experiments`, ``modclust.paper``, ``modclust.pipeline``) are
+imported from their own modules; nothing here imports them.
+"""
+
+from modclust.analysis.ablation import ablate
+from modclust.analysis.circuits import faithfulness, greedy_circuit, greedy_circuits_fast
+from modclust.analysis.masks import mask_circuits
+from modclust.analysis.selectivity import unit_selectivity
+from modclust.analysis.semanticity import label_semanticity
+from modclust.analysis.spectral import spectral_null
+from modclust.core.checkpoint import load as load_run
 from modclust.core.clusterability import clusterability, clusterability_and_grad, clusterability_grad
 from modclust.core.data import DataCorruptError, Dataset, DataUnavailableError, load
 from modclust.core.model import MLP
@@ -17,11 +31,20 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
+    "ablate",
     "clusterability",
     "clusterability_and_grad",
     "clusterability_grad",
     "clusterability_loss",
+    "faithfulness",
+    "greedy_circuit",
+    "greedy_circuits_fast",
+    "label_semanticity",
     "load",
+    "load_run",
+    "mask_circuits",
+    "spectral_null",
     "train",
     "train_many",
+    "unit_selectivity",
 ]

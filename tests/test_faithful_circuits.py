@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modclust import MLP, TrainConfig
+from modclust import TrainConfig
 from modclust import train
 from modclust.analysis.circuits import (Circuit, circuit_logits, faithfulness, greedy_circuit, greedy_circuit_fast,
                                greedy_circuits_fast)

@@ -6,6 +6,7 @@ An ablation zeroes rows U_c and columns V_c of the clustered matrix. All 2k abla
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -71,3 +72,15 @@ def ablate(model: MLP, partition: Partition, x: Tensor, y: Tensor, layer: str = 
     acc = (pred == y).double().mean(-1).tolist()
     cw = classwise_correct(pred, y, n_classes).tolist()
     return AblationResult(layer, acc[0], cw[0], acc[1:1 + k], cw[1:1 + k], acc[1 + k:], cw[1 + k:])
+
+
+def order_by_importance(off_acc: Sequence[float]) -> list[int]:
+    """Clusters sorted by how much turning them OFF hurts (lowest OFF accuracy first; ties keep
+    cluster order, an undefined (nan) accuracy goes last).
+
+    Cluster indices mean nothing across seeds (cluster 0 of one seed has no relation to
+    cluster 0 of another), so per-cluster results (``AblationResult.off_acc``, ``on_acc``, ...)
+    are averaged over seeds by this rank.
+    """
+    acc = [float(a) for a in off_acc]
+    return sorted(range(len(acc)), key=lambda i: (acc[i] != acc[i], acc[i]))

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from modclust.core.checks import check_float
 from modclust.analysis.ablation import classwise_correct
-from modclust.core.model import MLP, check_widths, forward
+from modclust.core.model import MLP, check_widths, forward, layer_shapes
 from modclust.analysis.objectives import (LABEL_FREE, Objective, ablation_means, check_has_examples, check_label,
                                  check_objective, circuit_weights, make_objective, objective_loss)
 from modclust.core.partition import Partition
@@ -38,9 +38,8 @@ def search_space_pruned(widths: Sequence[int], partition: Partition, layer: str 
     before (the units feeding the cluster), the columns U_c of the layer after (the units it
     feeds), and every other layer whole. For the seed's 4 blocks of 16 on fc2: 76.40 %.
     """
-    widths = check_widths(widths)
-    shapes = [(b, a) for a, b in zip(widths[:-1], widths[1:])]
-    names = [f"fc{i + 1}" for i in range(len(shapes))]
+    by_name = layer_shapes(check_widths(widths))
+    names, shapes = list(by_name), list(by_name.values())
     if layer not in names:
         raise ValueError(f"unknown layer {layer!r}: this MLP has {names}")
     i = names.index(layer)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from modclust.core.checks import check_finite_array, check_fraction, check_int, check_labels
-from modclust.analysis.semanticity import layer_activations
+from modclust.analysis.semanticity import layer_activations, top_k_indices
 from modclust.core.model import MLP
 
 
@@ -205,10 +205,8 @@ def cluster_top_examples(acts: Tensor, groups: Sequence[Sequence[int]], k: int =
     """(clusters, k) indices of the inputs that most activate each cluster (its mean activation).
 
     The max-activating image grid per cluster; ties go to the later example, as in
-    ``interpret.top_k_indices``.
+    :func:`modclust.analysis.semanticity.top_k_indices`.
     """
-    from modclust.analysis.semanticity import top_k_indices
-
     gs = _groups_of(groups, acts.shape[1])
     cluster_acts = torch.stack([acts[:, g].mean(1) for g in gs], 1)
     return top_k_indices(cluster_acts, k)

@@ -21,6 +21,9 @@ import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+import torch
+
 
 def _scalar(value: Any) -> Any:
     """A 0-d tensor or array as its Python scalar; anything else unchanged."""
@@ -175,14 +178,10 @@ def check_finite_array(name: str, array: Any, hint: str = "") -> None:
 def _isfinite(array: Any) -> Any:
     mod = type(array).__module__.split(".")[0]
     if mod == "torch":
-        import torch
-
         if not torch.is_floating_point(array) and not torch.is_complex(array):
             return None
         return torch.isfinite(array)
     if mod == "numpy":
-        import numpy as np
-
         if not np.issubdtype(array.dtype, np.inexact):
             return None
         return np.isfinite(array)

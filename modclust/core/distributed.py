@@ -33,12 +33,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from modclust.core.checkpoint import save
 from modclust.core.data import Dataset
 from modclust.core.data import load as load_data
-from modclust.core.model import MLP, init_weights
 from modclust.core.optim import Modularity
-from modclust.core.train import (TrainConfig, TrainingDivergedError, TrainResult, _accuracies, _stacked, _steps_per_epoch,
-                            train_many)
+from modclust.core.train import (TrainConfig, TrainingDivergedError, TrainResult, check_data_fits, epoch_order,
+                                 eval_accuracy, run_name, seeded_model, steps_per_epoch, train_many)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -66,13 +66,13 @@ def train_ddp(config: TrainConfig, data: Dataset) -> TrainResult:
     """Train one configuration data-parallel over the current process group (or alone).
 
     The same init and data order as ``train(config)``: one generator seeded with
-    ``config.seed`` draws the weights, then one permutation per epoch.
+    ``config.seed`` draws the weights, then one permutation per epoch
+    (:func:`~modclust.core.train.seeded_model`, :func:`~modclust.core.train.epoch_order`).
     """
+    check_data_fits(config, data)
     rank, world = rank_and_world() if dist.is_available() and dist.is_initialized() else (0, 1)
     device = data.device
-    gen = torch.Generator().manual_seed(config.seed)
-    model = MLP(config.widths).to(device)
-    model.set_weights(init_weights(config.widths, gen))
+    model, gen = seeded_model(config, device)
     parts = config.partitions()
     clustered = [getattr(model, n).weight for n in parts]
     others = [p for p in model.parameters() if all(p is not q for q in clustered)]
@@ -87,13 +87,13 @@ def train_ddp(config: TrainConfig, data: Dataset) -> TrainResult:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     n_train = len(data.train_x)
     bs = config.batch_size
-    history: dict[str, list[float]] = {"test_acc": _accuracies(_stacked(model), data)}
+    history: dict[str, list[float]] = {"test_acc": [eval_accuracy(model, data)]}
     # The first step (of this rank) whose loss is not finite, -1 while none: kept on the device
     # and read once per epoch, so a diverged run stops naming its step, without a sync per step.
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    steps = _steps_per_epoch(n_train, bs)
+    steps = steps_per_epoch(n_train, bs)
     for epoch in range(config.epochs):
-        order = torch.randperm(n_train, generator=gen).to(device)
+        order = epoch_order(gen, n_train, device)
         for b in range(steps):
             batch = order[b * bs:(b + 1) * bs]
             mine = torch.tensor_split(batch, world)[rank]
@@ -109,7 +109,7 @@ def train_ddp(config: TrainConfig, data: Dataset) -> TrainResult:
                 f"training met a non-finite loss at epoch {bad // steps + 1}, step {bad % steps + 1} of {steps} "
                 f"(rank {rank} of {world}) for {config!r}: lower lr or lam")
         with torch.no_grad():
-            history["test_acc"] += _accuracies(_stacked(model), data)
+            history["test_acc"].append(eval_accuracy(model, data))
     return TrainResult(config, model, parts, history)
 
 
@@ -122,8 +122,6 @@ def _parse_ints(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from modclust.core.checkpoint import save
-
     ap = argparse.ArgumentParser(prog="python -m modclust.core.distributed",
                                  description="Run a sweep or one data-parallel model over torchrun's processes.")
     ap.add_argument("mode", choices=["sweep", "ddp"])
@@ -140,14 +138,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         rank, world = rank_and_world()
         configs = [TrainConfig(dataset=args.dataset, lam=lam, seed=s, epochs=args.epochs) for lam in lams for s in seeds]
         for r in train_many(shard(configs, rank, world), data, progress=rank == 0):
-            save(r, args.out / f"lam{r.config.lam:g}_seed{r.config.seed}.pt")
+            save(r, args.out / f"{run_name(r.config)}.pt")
         print(f"rank {rank}/{world}: trained {len(shard(configs, rank, world))} of {len(configs)} configs")
         return
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         result = train_ddp(TrainConfig(dataset=args.dataset, lam=lams[0], seed=seeds[0], epochs=args.epochs), data)
         if dist.get_rank() == 0:
-            save(result, args.out / f"ddp_lam{lams[0]:g}_seed{seeds[0]}.pt")
+            save(result, args.out / f"ddp_{run_name(result.config)}.pt")
             print(f"test accuracy {result.test_acc:.4f} with {dist.get_world_size()} processes")
         dist.barrier()  # all ranks done before teardown
     finally:

@@ -28,6 +28,20 @@ def check_widths(widths: Sequence[int], name: str = "widths") -> tuple[int, ...]
                       hint="layer widths, input first, e.g. (784, 64, 64, 10)")
 
 
+def layer_names(widths: Sequence[int]) -> list[str]:
+    """The names of an MLP's Linear layers, ``fc1 .. fcL`` (L = ``len(widths) - 1``).
+
+    The one place the layer names are made: :class:`MLP`, the trainers, the circuits and the
+    experiment grid all take them from here.
+    """
+    return [f"fc{i + 1}" for i in range(len(widths) - 1)]
+
+
+def layer_shapes(widths: Sequence[int]) -> dict[str, tuple[int, int]]:
+    """Each layer's weight shape (out, in) by name: ``{"fc1": (widths[1], widths[0]), ...}``."""
+    return {name: (b, a) for name, a, b in zip(layer_names(widths), widths[:-1], widths[1:])}
+
+
 def init_weights(widths: Sequence[int], generator: torch.Generator) -> list[Tensor]:
     """nn.Linear's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from ``generator``."""
     widths = check_widths(widths)
@@ -62,15 +76,15 @@ class MLP(nn.Module):
     def __init__(self, widths: Sequence[int] = SEED_WIDTHS, seed: int | None = None) -> None:
         super().__init__()
         self.widths = check_widths(widths, "MLP widths")
-        for i, (a, b) in enumerate(zip(self.widths[:-1], self.widths[1:])):
-            self.add_module(f"fc{i + 1}", nn.Linear(a, b, bias=False))
+        for name, (b, a) in layer_shapes(self.widths).items():
+            self.add_module(name, nn.Linear(a, b, bias=False))
         if seed is not None:
             seed = check_int("MLP seed", seed, 0, SEED_MAX)
             self.set_weights(init_weights(self.widths, torch.Generator().manual_seed(seed)))
 
     @property
     def layer_names(self) -> list[str]:
-        return [f"fc{i + 1}" for i in range(len(self.widths) - 1)]
+        return layer_names(self.widths)
 
     @property
     def linears(self) -> list[nn.Linear]:

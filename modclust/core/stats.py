@@ -1,4 +1,5 @@
-"""Summaries over seeds: mean and a Student-t confidence interval, comparisons, interpolation.
+"""Summaries over seeds: mean and a Student-t confidence interval, comparisons, a Pareto front,
+interpolation.
 
 Every interval, test and "which side of zero" verdict in the package comes from here.
 """
@@ -98,6 +99,23 @@ def compare(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> str:
     if not p < alpha:  # also catches nan (both samples constant)
         return "indistinguishable"
     return "higher" if ma > mb else "lower"
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (both maximised), by x.
+
+    A point is dominated when another is at least as good on both and better on one; equal
+    points are all kept. For (clusterability, accuracy) this is the trade-off curve.
+    """
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
+    front, best_y, best_x = [], float("-inf"), None
+    for i in order:
+        x, y = points[i]
+        if y > best_y or (y == best_y and x == best_x):
+            front.append(i)
+            if y > best_y:
+                best_y, best_x = y, x
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
 
 
 def size_at_faithfulness(points: Sequence[tuple[float, float]], level: float) -> float:

@@ -12,6 +12,12 @@ Two paths compute the same thing:
 A seed fixes everything: one ``torch.Generator`` per member first draws the weights, then one
 permutation of the training set per epoch. Both are drawn on the CPU, so the same seed gives
 the same init and data order on any device.
+
+The parts every training loop shares (this module's two and the data-parallel one of
+:mod:`modclust.core.distributed`) are public here: :func:`check_data_fits`,
+:func:`seeded_model`, :func:`epoch_order`, :func:`steps_per_epoch`, :func:`eval_accuracy` and
+:func:`eval_accuracies`, :func:`batch_key` (which configs can be trained as one batched model)
+and :func:`run_name`.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from tqdm.auto import tqdm
 from modclust.core.checks import check_choice, check_float, check_int
 from modclust.core.clusterability import clusterability
 from modclust.core.data import DATASETS, Dataset
-from modclust.core.model import MLP, SEED_MAX, SEED_WIDTHS, check_widths, forward, init_weights
+from modclust.core.model import (MLP, SEED_MAX, SEED_WIDTHS, check_widths, forward, init_weights, layer_names,
+                                 layer_shapes)
 from modclust.core.partition import Partition
 
 
@@ -66,14 +73,14 @@ class TrainConfig:
             raise TypeError(f"TrainConfig.clustered_layers must be a sequence of layer names, got the string "
                             f"{self.clustered_layers!r} (write ({self.clustered_layers!r},))")
         put("clustered_layers", tuple(self.clustered_layers))
-        names = [f"fc{i + 1}" for i in range(len(self.widths) - 1)]
+        names = layer_names(self.widths)
         unknown = [n for n in self.clustered_layers if n not in names]
         if unknown:
             raise ValueError(f"clustered_layers {unknown} are not layers of this MLP ({names})")
         put("n_clusters", check_int("TrainConfig.n_clusters", self.n_clusters, 1))
+        shapes = layer_shapes(self.widths)
         for name in self.clustered_layers:
-            i = names.index(name)
-            out, inp = self.widths[i + 1], self.widths[i]
+            out, inp = shapes[name]
             if self.n_clusters > min(out, inp):
                 raise ValueError(
                     f"TrainConfig.n_clusters must be an int in [1, {min(out, inp)}] to cut clustered layer "
@@ -95,8 +102,18 @@ class TrainConfig:
         Contiguous equal blocks of the same unit count line up through the network: fc1's
         output clusters are fc2's input clusters, and so on.
         """
-        shapes = {f"fc{i + 1}": (b, a) for i, (a, b) in enumerate(zip(self.widths[:-1], self.widths[1:]))}
-        return {name: Partition.equal_blocks(shapes[name], self.n_clusters) for name in self.clustered_layers}
+        return {name: self.blocks(name) for name in self.clustered_layers}
+
+    def blocks(self, layer: str) -> Partition:
+        """Equal diagonal blocks on ``layer`` with this config's k, clamped to the layer's size.
+
+        A clustered layer's partition (k fits it, as checked on construction); for a layer that
+        is not clustered, the blocks its C is measured on (about 1/k for random weights).
+        """
+        shapes = layer_shapes(self.widths)
+        if layer not in shapes:
+            raise ValueError(f"unknown layer {layer!r}: this MLP has {list(shapes)}")
+        return Partition.equal_blocks(shapes[layer], min(self.n_clusters, *shapes[layer]))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -133,9 +150,48 @@ class TrainResult:
     def final_clusterability(self) -> float:
         return self.history["clusterability"][-1]
 
+    def blocks(self, layer: str) -> Partition:
+        """The run's partition of ``layer``, or, when the layer was not clustered, equal blocks with
+        the run's k clamped to the layer (:meth:`TrainConfig.blocks`): the one fallback every
+        analysis of an unclustered layer uses."""
+        part = self.partitions.get(layer)
+        return part if part is not None else self.config.blocks(layer)
 
-def _steps_per_epoch(n: int, batch_size: int) -> int:
+
+def run_name(config: TrainConfig) -> str:
+    """A run's name, ``lam<lambda>_seed<seed>``: its checkpoint's file name and its key in results."""
+    return f"lam{config.lam:g}_seed{config.seed}"
+
+
+BATCHED_FIELDS = ("dataset", "widths", "batch_size", "epochs", "clustered_layers")
+"""The TrainConfig fields that configs trained together by :func:`train_many` must share."""
+
+
+def batch_key(config: TrainConfig) -> tuple:
+    """The values of :data:`BATCHED_FIELDS`: configs with equal keys can be trained as one batched model."""
+    return tuple(getattr(config, f) for f in BATCHED_FIELDS)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """SGD steps in one epoch over ``n`` examples: every full batch and a last, short one if any."""
     return math.ceil(n / batch_size)
+
+
+def seeded_model(config: TrainConfig, device: str | torch.device) -> tuple[MLP, torch.Generator]:
+    """The config's initial model on ``device`` and the generator that drew it, seeded with ``config.seed``.
+
+    The generator (on the CPU) goes on to draw the data order, one :func:`epoch_order` per
+    epoch, so every trainer gives a seed the same init and data order.
+    """
+    gen = torch.Generator().manual_seed(config.seed)
+    model = MLP(config.widths).to(device)
+    model.set_weights(init_weights(config.widths, gen))
+    return model, gen
+
+
+def epoch_order(generator: torch.Generator, n: int, device: str | torch.device) -> Tensor:
+    """One epoch's order of the ``n`` training examples: a permutation drawn on the CPU, moved to ``device``."""
+    return torch.randperm(n, generator=generator).to(device)
 
 
 def _tracked_masks(config: TrainConfig, device: torch.device) -> dict[str, Tensor]:
@@ -143,19 +199,14 @@ def _tracked_masks(config: TrainConfig, device: torch.device) -> dict[str, Tenso
 
     Logging C of an unclustered model shows how far it sits from the 1/k of random weights.
     """
-    parts = config.partitions()
-    if not parts:
-        name = "fc2" if len(config.widths) > 2 else "fc1"
-        shape = (config.widths[int(name[2:])], config.widths[int(name[2:]) - 1])
-        k = min(config.n_clusters, *shape)
-        parts = {name: Partition.equal_blocks(shape, k)}
-    return {name: p.mask(device) for name, p in parts.items()}
+    names = config.clustered_layers or (("fc2",) if len(config.widths) > 2 else ("fc1",))
+    return {name: config.blocks(name).mask(device) for name in names}
 
 
 def _check_batchable(configs: Sequence[TrainConfig]) -> None:
     first = configs[0]
     for c in configs[1:]:
-        for f in ("dataset", "widths", "batch_size", "epochs", "clustered_layers"):
+        for f in BATCHED_FIELDS:
             if getattr(c, f) != getattr(first, f):
                 raise ValueError(
                     f"configs trained together must share {f} ({getattr(first, f)!r} vs "
@@ -196,18 +247,18 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         return []
     _check_batchable(configs)
     cfg0 = configs[0]
-    _check_data_fits(cfg0, data)
+    check_data_fits(cfg0, data)
     device = data.device
     m = len(configs)
     n_train = len(data.train_x)
     bs = cfg0.batch_size
-    steps = _steps_per_epoch(n_train, bs)
+    steps = steps_per_epoch(n_train, bs)
     total_steps = steps * cfg0.epochs
 
     gens = [torch.Generator().manual_seed(c.seed) for c in configs]
     inits = [init_weights(c.widths, g) for c, g in zip(configs, gens)]
     weights = [torch.stack([w[l] for w in inits]).to(device) for l in range(len(cfg0.widths) - 1)]
-    layer_index = {f"fc{i + 1}": i for i in range(len(weights))}
+    layer_index = {name: i for i, name in enumerate(layer_names(cfg0.widths))}
 
     masks_per_member = [_tracked_masks(c, device) for c in configs]
     masks = {layer_index[name]: torch.stack([mm[name] for mm in masks_per_member])
@@ -221,7 +272,7 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
 
     lp_hist = torch.empty(m, total_steps, device=device)  # summed log-prob of the labels: -B * CE
     c_hist = torch.empty(m, total_steps, device=device)
-    acc_hist = [_accuracy_tensor(weights, data)] if test_every_epoch else []  # device tensors: no sync
+    acc_hist = [eval_accuracies(weights, data)] if test_every_epoch else []  # device tensors: no sync
     bar = tqdm(total=total_steps, desc=f"train {m} model{'s' if m > 1 else ''}", disable=not progress,
                mininterval=0.5)
 
@@ -318,9 +369,9 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         if epoch + 1 < cfg0.epochs:
             host_order = draw_orders()
         if test_every_epoch or epoch + 1 == cfg0.epochs:
-            acc_hist.append(_accuracy_tensor(weights, data))
+            acc_hist.append(eval_accuracies(weights, data))
     if not acc_hist:  # no epochs and no per-epoch log: the accuracy of the init
-        acc_hist.append(_accuracy_tensor(weights, data))
+        acc_hist.append(eval_accuracies(weights, data))
     err = watch.finished(weights)
     if err is not None:
         stop(err)
@@ -353,9 +404,9 @@ class TrainingDivergedError(FloatingPointError):
     """
 
 
-def _check_data_fits(config: TrainConfig, data: Dataset) -> None:
-    """The data is the config's dataset and fits its architecture: as many features as
-    widths[0], labels below widths[-1]."""
+def check_data_fits(config: TrainConfig, data: Dataset) -> None:
+    """Raise ValueError unless ``data`` is the config's dataset and fits its architecture: as many
+    features as widths[0], at least one example with one label each, labels below widths[-1]."""
     if data.name != config.dataset:
         raise ValueError(f"configs ask for dataset {config.dataset!r} but data is {data.name!r}")
     if data.train_x.ndim != 2 or data.train_x.shape[1] != config.widths[0]:
@@ -568,19 +619,16 @@ def _batch(data: Dataset, idx: Tensor, m: int) -> tuple[Tensor, Tensor]:
     return x.view(m, -1, x.shape[1]), data.train_y.index_select(0, flat).view(m, -1)
 
 
-def _accuracy_tensor(weights: list[Tensor], data: Dataset) -> Tensor:
-    """Test accuracy of each stacked member, as a device tensor (M,)."""
+def eval_accuracies(weights: Sequence[Tensor], data: Dataset) -> Tensor:
+    """Test accuracy of each member of stacked weights (each (M, out, in)), as a device tensor (M,)."""
     pred = forward(weights, data.test_x).argmax(-1)  # (M, N)
     return (pred == data.test_y).float().mean(-1)
 
 
-def _accuracies(weights: list[Tensor], data: Dataset) -> list[float]:
-    """Test accuracy of each stacked member."""
-    return _accuracy_tensor(weights, data).tolist()
-
-
-def _stacked(model: MLP) -> list[Tensor]:
-    return [w.detach().unsqueeze(0) for w in model.weights()]
+def eval_accuracy(model: MLP, data: Dataset) -> float:
+    """Test accuracy of one model, computed as :func:`eval_accuracies` computes a batched member's
+    (the model's weights stacked as a batch of one), so every trainer logs the same number."""
+    return eval_accuracies([w.detach().unsqueeze(0) for w in model.weights()], data).tolist()[0]
 
 
 def clusterability_loss(model: MLP, partitions: dict[str, Partition]) -> Tensor:
@@ -599,21 +647,18 @@ def _train_autograd(config: TrainConfig, data: Dataset, progress: bool = True) -
     Each step's CE and C are read back for the history anyway, so a non-finite one stops
     training at that step (:class:`TrainingDivergedError`).
     """
-    _check_data_fits(config, data)
+    check_data_fits(config, data)
     device = data.device
-    gen = torch.Generator().manual_seed(config.seed)
-    model = MLP(config.widths).to(device)
-    model.set_weights(init_weights(config.widths, gen))
+    model, gen = seeded_model(config, device)
     parts = config.partitions()
     masks = _tracked_masks(config, device)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr)
     n_train = len(data.train_x)
-    steps = _steps_per_epoch(n_train, config.batch_size)
-    history: dict[str, list[float]] = {"ce": [], "clusterability": [],
-                                       "test_acc": _accuracies(_stacked(model), data)}
+    steps = steps_per_epoch(n_train, config.batch_size)
+    history: dict[str, list[float]] = {"ce": [], "clusterability": [], "test_acc": [eval_accuracy(model, data)]}
     bar = tqdm(total=steps * config.epochs, desc="train (autograd)", disable=not progress, mininterval=0.5)
     for epoch in range(config.epochs):
-        order = torch.randperm(n_train, generator=gen).to(device)
+        order = epoch_order(gen, n_train, device)
         for b in range(steps):
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             ce = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
@@ -636,7 +681,7 @@ def _train_autograd(config: TrainConfig, data: Dataset, progress: bool = True) -
                     "(method='autograd'). Training stopped there. Lower TrainConfig.lr (or lam), or check the "
                     "data for nan or inf")
         with torch.no_grad():
-            history["test_acc"] += _accuracies(_stacked(model), data)
+            history["test_acc"].append(eval_accuracy(model, data))
     bar.close()
     if not all(bool(torch.isfinite(w).all()) for w in model.weights()):
         raise TrainingDivergedError(

@@ -1,30 +1,51 @@
-"""The paper's experiment grid: configurations over lambda x seed, their runs, and summaries.
+"""The paper's experiment grid: configurations over layer sets x lambda x seed, their training,
+saved runs, per-run records and summaries over seeds.
 
 The notebooks of the paper pipeline call these functions; each one is needed by more than one
 notebook or is more than a line of glue. A *run* is one trained configuration, named
-``lam<lambda>_seed<seed>``; a stage writes one JSON of per-run results, and later stages
-group them by lambda to summarise over seeds.
+``lam<lambda>_seed<seed>`` (:func:`modclust.core.train.run_name`); a stage writes one JSON of
+per-run results, and later stages group them by lambda to summarise over seeds.
+
+One run is not evidence: the seed notebook's "clustered is more accurate" rests on a single
+seed. The grid trains every (clustered layers, lambda, seed) combination, batching those that
+share a shape into one ``train_many`` call. Runs with the same seed share their initialisation
+and data order whatever lambda is, so differences to lambda = 0 are paired
+(:func:`paired_difference`).
+
+Summaries over seeds, by what they return:
+
+- :func:`summarise`: one scalar per run -> ``{lambda: Interval}``;
+- :func:`summary_table`: several metrics of flat records -> one JSON-ready row per group
+  (by default per (layers, lambda));
+- :func:`paired_difference`: a metric minus the same seed's value at lambda = 0, per group.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modclust.core import checkpoint
 from modclust.analysis import circuits
-from modclust.core import paths
+from modclust.analysis.selectivity import cluster_top_examples as top_examples_per_group
+from modclust.analysis.semanticity import layer_activations
+from modclust.core import checkpoint, paths
+from modclust.core.clusterability import clusterability
 from modclust.core.data import Dataset, load
-from modclust.core.io import read_json, write_json
-from modclust.core.stats import Interval, mean_ci
-from modclust.core.train import TrainConfig, TrainResult, train_many
+from modclust.core.io import read_json, write_atomic, write_json
+from modclust.core.model import layer_names
+from modclust.core.stats import Interval, compare, direction, mean_ci
+from modclust.core.train import TrainConfig, TrainResult, batch_key, run_name, train_many
 
+
+# --- Notebook glue: paths, device, threads, data ---------------------------------------------
 
 def resolve(path: str | os.PathLike[str]) -> Path:
     """A path from a notebook parameter: relative paths are taken from the checkout's root.
@@ -68,41 +89,73 @@ def load_data(dataset: str, device: str | torch.device = "cpu", n_train: int | N
     return data
 
 
-def run_name(config: TrainConfig) -> str:
-    return f"lam{config.lam:g}_seed{config.seed}"
+# --- The grid: layer sets x lambda x seed, trained in as few batched calls as the shapes allow
+
+LayerSet = str | Sequence[str]
+"""Where the clusterability loss applies: a layer name, several names, or ``"all"`` (every layer)."""
 
 
-def grid_configs(lambdas: Iterable[float], seeds: Iterable[int], **common: Any) -> list[TrainConfig]:
-    """One TrainConfig per (lambda, seed); lambda = 0 is the unclustered baseline.
+def resolve_layers(layers: LayerSet, widths: Sequence[int]) -> tuple[str, ...]:
+    """A layer set as layer names: ``"all"`` is every Linear layer, a name is that one layer."""
+    names = tuple(layer_names(widths))
+    if layers == "all":
+        return names
+    chosen = (layers,) if isinstance(layers, str) else tuple(layers)
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        raise ValueError(f"layers {unknown} are not layers of this MLP ({list(names)}); use names or 'all'")
+    return chosen
 
-    Every config carries the same clustered layer, so lambda = 0 trains exactly without the
-    clusterability term while its C is still logged on the same blocks, and all configs can
-    be trained as one batched model.
+
+def layers_label(clustered: Sequence[str], widths: Sequence[int]) -> str:
+    """A short name for a set of clustered layers: "all", "none", or names joined by "+"."""
+    if not clustered:
+        return "none"
+    if tuple(clustered) == resolve_layers("all", widths):
+        return "all"
+    return "+".join(clustered)
+
+
+def grid_configs(lambdas: Iterable[float], seeds: Iterable[int], layer_sets: Sequence[LayerSet] | None = None,
+                 base: TrainConfig | None = None, **common: Any) -> list[TrainConfig]:
+    """One TrainConfig per (layer set, lambda, seed), in that order; lambda = 0 is the unclustered baseline.
+
+    Each config is ``base`` (default: ``TrainConfig()``) with the fields ``common`` names, its
+    lambda, seed and clustered layers. ``layer_sets`` (each a layer name, several names, or
+    ``"all"``; see :func:`resolve_layers`) defaults to the one set of ``base``'s (or ``common``'s)
+    ``clustered_layers``. Lambdas are sorted, lambdas and seeds deduplicated.
+
+    Every config of a layer set carries its clustered layers, so lambda = 0 trains exactly
+    without the clusterability term while its C is still logged on the same blocks, and the
+    configs of a layer set can be trained as one batched model (:func:`train_grid`).
     """
     lambdas = sorted({float(v) for v in lambdas})
     seeds = list(dict.fromkeys(int(s) for s in seeds))
-    if not lambdas or not seeds:
-        raise ValueError("the grid needs at least one lambda and one seed")
+    base = TrainConfig() if base is None else base
+    base = dataclasses.replace(base, **common) if common else base
+    layer_sets = [base.clustered_layers] if layer_sets is None else list(layer_sets)
+    if not lambdas or not seeds or not layer_sets:
+        raise ValueError("the grid needs at least one lambda, one seed and one layer set")
     if any(v < 0 for v in lambdas):
         raise ValueError(f"lambdas must be >= 0 (0 = unclustered), got {lambdas}")
-    return [TrainConfig(lam=lam, seed=seed, **common) for lam in lambdas for seed in seeds]
-
-
-def _batch_key(c: TrainConfig) -> tuple:
-    return (c.dataset, c.widths, c.batch_size, c.epochs, c.clustered_layers)
+    return [dataclasses.replace(base, lam=lam, seed=seed, clustered_layers=resolve_layers(ls, base.widths))
+            for ls in layer_sets for lam in lambdas for seed in seeds]
 
 
 def train_grid(configs: Sequence[TrainConfig], data: Dataset, progress: bool = True) -> list[TrainResult]:
-    """Train every config, as few batched calls as the shapes allow (one for a plain grid)."""
+    """Train every config, one batched ``train_many`` call per group of equal shape
+    (:func:`modclust.core.train.batch_key`; one call for a plain grid); input order kept."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, c in enumerate(configs):
-        groups[_batch_key(c)].append(i)
+        groups[batch_key(c)].append(i)
     out: list[TrainResult | None] = [None] * len(configs)
     for idx in groups.values():
         for i, r in zip(idx, train_many([configs[i] for i in idx], data, progress=progress)):
             out[i] = r
     return out  # type: ignore[return-value]
 
+
+# --- Saved runs: checkpoints and the train stage's summary -----------------------------------
 
 def downsample(values: Sequence[float], n_points: int = 200) -> list[float]:
     """Means of ``n_points`` consecutive equal chunks (fewer if there are fewer values)."""
@@ -163,6 +216,8 @@ def analysis_lambdas(summary: Mapping[str, Any]) -> list[float]:
     return sorted({0.0, float(summary["main_lambda"])})
 
 
+# --- Per-run rows --------------------------------------------------------------------------
+
 def per_run(results: Sequence[TrainResult], fn: Callable[[TrainResult], Any],
             desc: str = "runs", progress: bool = True) -> list[dict[str, Any]]:
     """``[{"name", "lam", "seed", **fn(run)}]`` for each run, with a progress bar."""
@@ -171,6 +226,36 @@ def per_run(results: Sequence[TrainResult], fn: Callable[[TrainResult], Any],
         rows.append({"name": run_name(r.config), "lam": r.config.lam, "seed": r.config.seed, **fn(r)})
     return rows
 
+
+def layer_clusterabilities(result: TrainResult) -> dict[str, float]:
+    """C of every layer under the run's blocks (:meth:`~modclust.core.train.TrainResult.blocks`).
+
+    Measured on every layer, clustered or not (equal blocks with the run's k, clamped to the
+    layer), so an unclustered run shows how far each of its layers sits from chance (about 1/k).
+    """
+    out = {}
+    for name, w in zip(result.model.layer_names, result.model.weights()):
+        w = w.detach()
+        out[name] = float(clusterability(w, result.blocks(name).mask(w.device, w.dtype)))
+    return out
+
+
+def run_record(result: TrainResult) -> dict[str, Any]:
+    """One flat, JSON-ready row for a trained run: its settings, accuracy and C per layer."""
+    cfg = result.config
+    row: dict[str, Any] = {
+        "dataset": cfg.dataset, "lam": cfg.lam, "seed": cfg.seed, "n_clusters": cfg.n_clusters,
+        "layers": layers_label(cfg.clustered_layers, cfg.widths), "clustered_layers": list(cfg.clustered_layers),
+        "epochs": cfg.epochs, "test_acc": result.test_acc,
+    }
+    cs = layer_clusterabilities(result)
+    row.update({f"C_{name}": c for name, c in cs.items()})
+    row["C_clustered"] = (sum(cs[n] for n in cfg.clustered_layers) / len(cfg.clustered_layers)
+                          if cfg.clustered_layers else None)
+    return row
+
+
+# --- Summaries over seeds --------------------------------------------------------------------
 
 def group(rows: Iterable[Mapping[str, Any]], key: str | Callable[[Mapping[str, Any]], Any]
           ) -> dict[float, list[Any]]:
@@ -184,14 +269,67 @@ def group(rows: Iterable[Mapping[str, Any]], key: str | Callable[[Mapping[str, A
 
 def summarise(rows: Iterable[Mapping[str, Any]], key: str | Callable[[Mapping[str, Any]], Any]
               ) -> dict[float, Interval]:
-    """Mean and 95 % interval over seeds of a scalar, per lambda."""
+    """Mean and 95 % interval over seeds of one scalar (a field, or a function of a row), per lambda.
+
+    ``{lambda: Interval}``; for several metrics or other groupings, see :func:`summary_table`.
+    """
     return {lam: mean_ci([float(v) for v in vals]) for lam, vals in group(rows, key).items()}
+
+
+def summary_table(records: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("test_acc", "C_fc2"),
+                  by: Sequence[str] = ("layers", "lam")) -> list[dict[str, Any]]:
+    """A table of several metrics over seeds: one row per group of ``by`` (first-seen order).
+
+    Each row holds the group's ``by`` values, its size ``n`` and, per metric, the mean and 95 %
+    t-interval as a dict (``Interval.to_dict``; None when no record of the group has it).
+    For one scalar per lambda as ``Interval`` objects, see :func:`summarise`.
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    rows = []
+    for key, rs in groups.items():
+        row: dict[str, Any] = dict(zip(by, key))
+        row["n"] = len(rs)
+        for m in metrics:
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            row[m] = mean_ci(vals).to_dict() if vals else None
+        rows.append(row)
+    return rows
+
+
+def paired_difference(records: Sequence[Mapping[str, Any]], metric: str = "test_acc", baseline_lam: float = 0.0
+                      ) -> list[dict[str, Any]]:
+    """Per (layers, lambda): metric minus the same seed's value at ``baseline_lam``, with an interval.
+
+    Pairing by seed removes the init and data-order noise the two runs share. ``direction`` is
+    :func:`modclust.core.stats.direction` of the paired 95 % interval of the difference
+    ("higher", "lower", or "indistinguishable", also with fewer than two seeds); ``welch`` is
+    the unpaired verdict of ``stats.compare``, for reference.
+    """
+    base: dict[tuple, float] = {}
+    for r in records:
+        if r["lam"] == baseline_lam:
+            base[(r["layers"], r["seed"])] = r[metric]
+            base.setdefault(("*", r["seed"]), r[metric])  # lam = baseline trains the same whatever the layers
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for r in records:
+        if r["lam"] == baseline_lam:
+            continue
+        b = base.get((r["layers"], r["seed"]), base.get(("*", r["seed"])))
+        if b is None:
+            continue
+        groups.setdefault((r["layers"], r["lam"]), []).append((r[metric], b))
+    rows = []
+    for (layers, lam), pairs in groups.items():
+        iv = mean_ci([a - b for a, b in pairs])
+        rows.append({"layers": layers, "lam": lam, "metric": metric, "n": len(pairs), "difference": iv.to_dict(),
+                     "direction": direction(iv), "welch": compare([a for a, _ in pairs], [b for _, b in pairs])})
+    return rows
 
 
 def curves(summary: Mapping[str, Any], key: str) -> tuple[Any, dict[float, Any]]:
     """A downsampled training curve (``"ce_curve"`` or ``"c_curve"``) as (epoch axis, {lam: (seeds, points)})."""
-    import numpy as np
-
     runs = summary["runs"]
     epochs = runs[0]["config"]["epochs"]
     n = len(runs[0][key])
@@ -199,19 +337,18 @@ def curves(summary: Mapping[str, Any], key: str) -> tuple[Any, dict[float, Any]]
     return x, {lam: np.asarray(v, dtype=float) for lam, v in group(runs, key).items()}
 
 
+# --- Circuits of a grid's runs -------------------------------------------------------------
+
 def cluster_top_examples(result: TrainResult, x: torch.Tensor, layer: str, n: int) -> list[list[int]]:
     """Per cluster of ``layer``: the ``n`` inputs that most excite its output units U_c (their mean).
 
     Ties are broken as :func:`modclust.analysis.semanticity.top_k_indices` breaks them.
     """
-    from modclust.analysis.semanticity import layer_activations
-    from modclust.analysis.selectivity import cluster_top_examples as top_per_group
-
     part = result.partitions.get(layer)
     if part is None:
         raise ValueError(f"{run_name(result.config)} has no partition on {layer!r}: "
                          f"clustered layers are {list(result.partitions)}")
-    return top_per_group(layer_activations(result.model, x, layer), part.rows, n).tolist()
+    return top_examples_per_group(layer_activations(result.model, x, layer), part.rows, n).tolist()
 
 
 def find_circuits(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tensor, labels: Sequence[int],
@@ -266,8 +403,6 @@ def circuit_rows(results: Sequence[TrainResult], found: Sequence[Mapping[int | N
 
 def save_circuit_records(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Every circuit's record in one file, loadable with ``torch.load(path, weights_only=True)``."""
-    from modclust.core.io import write_atomic
-
     return write_atomic(resolve(path), lambda tmp: torch.save(list(records), tmp))
 
 

@@ -14,9 +14,12 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import plotly.graph_objects as go
 from matplotlib.collections import LineCollection
-from scipy import stats as _st
+from plotly.subplots import make_subplots
 
+from modclust.analysis.ablation import order_by_importance
+from modclust.core import stats
 from modclust.core.io import atomic_path
 from modclust.core.partition import Partition
 
@@ -49,27 +52,18 @@ def lambda_color(lam: float, lambdas: Sequence[float]) -> str:
 
 
 def mean_and_half(values: np.ndarray, axis: int = 0, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over ``axis`` and the half-width of its Student-t interval (0 for one seed)."""
+    """Mean over ``axis`` and the half-width of its Student-t interval (``stats.t_half_width``;
+    0 for one seed)."""
     v = np.asarray(values, dtype=float)
     n = v.shape[axis]
     mean = v.mean(axis)
-    if n < 2:
-        return mean, np.zeros_like(mean)
-    half = _st.t.ppf(0.5 + level / 2, n - 1) * v.std(axis, ddof=1) / np.sqrt(n)
-    return mean, half
-
-
-def order_by_importance(off_acc: Sequence[float]) -> list[int]:
-    """Clusters sorted by how much turning them OFF hurts (lowest OFF accuracy first).
-
-    Cluster indices mean nothing across seeds (cluster 0 of one seed has no relation to
-    cluster 0 of another), so per-cluster results are averaged over seeds by this rank.
-    """
-    return [int(i) for i in np.argsort(np.asarray(off_acc), kind="stable")]
+    std = v.std(axis, ddof=1) if n > 1 else np.zeros_like(mean)
+    return mean, stats.t_half_width(std, n, level)
 
 
 def ranked_ablation(rows: Sequence[Mapping], key: str) -> np.ndarray:
-    """(seeds, k, ...) values of ``key`` with each seed's clusters in order of importance."""
+    """(seeds, k, ...) values of ``key`` with each seed's clusters in order of importance
+    (``analysis.ablation.order_by_importance``)."""
     return np.stack([np.asarray(r[key])[order_by_importance(r["off_acc"])] for r in rows])
 
 
@@ -305,13 +299,86 @@ def size_faithfulness(curves: Mapping[float, Sequence[Sequence[tuple[float, floa
     return fig
 
 
+def _pareto_groups(records: Sequence[Mapping], c_key: str, acc_key: str
+                   ) -> tuple[list[Mapping], list[tuple[str, float, stats.Interval, stats.Interval]], list[int]]:
+    """The runs with both values, each (layers, lambda)'s mean intervals of both (first-seen order),
+    and the indices of those means on their Pareto front (``stats.pareto_front``)."""
+    runs = [r for r in records if r.get(c_key) is not None and r.get(acc_key) is not None]
+    groups: dict[tuple, list[Mapping]] = {}
+    for r in runs:
+        groups.setdefault((r["layers"], r["lam"]), []).append(r)
+    means = [(layers, lam, stats.mean_ci([r[c_key] for r in rs]), stats.mean_ci([r[acc_key] for r in rs]))
+             for (layers, lam), rs in groups.items()]
+    return runs, means, stats.pareto_front([(c.mean, a.mean) for _, _, c, a in means])
+
+
+def _half(iv: stats.Interval) -> float:
+    return 0.0 if iv.n < 2 else (iv.hi - iv.lo) / 2
+
+
+def pareto_figure(records: Sequence[Mapping], c_key: str = "C_clustered", acc_key: str = "test_acc") -> plt.Figure:
+    """Accuracy against clusterability: runs as faint dots, each (layers, lambda) as its mean with
+    95 % intervals on both axes, and the Pareto frontier of those means (a single run's luck
+    should not define the frontier). ``records``: one per run (``experiments.grid.run_record``)."""
+    fig, ax = plt.subplots(figsize=(3.4, 2.4))
+    runs, means, front = _pareto_groups(records, c_key, acc_key)
+    for layers in dict.fromkeys(r["layers"] for r in runs):
+        rs = [r for r in runs if r["layers"] == layers]
+        dots = ax.scatter([r[c_key] for r in rs], [r[acc_key] for r in rs], s=4, alpha=0.3)
+        ms = [(c, a) for ly, _, c, a in means if ly == layers]
+        ax.errorbar([c.mean for c, _ in ms], [a.mean for _, a in ms], xerr=[_half(c) for c, _ in ms],
+                    yerr=[_half(a) for _, a in ms], fmt="o", markersize=3, color=dots.get_facecolor()[0][:3],
+                    label=f"loss on {layers}")
+    if front:
+        ax.plot([means[i][2].mean for i in front], [means[i][3].mean for i in front], color="black", lw=0.8,
+                label="Pareto frontier (means)")
+    ax.set_xlabel(f"clusterability ({c_key})")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def iou_figure(iou_by_title: Mapping[str, Sequence[Sequence[float]]], class_names: Sequence[str]) -> plt.Figure:
+    """Side-by-side heatmaps of circuit IoU between labels, on one colour scale.
+
+    The diagonal (always 1) is left blank so the scale resolves the overlaps that matter.
+    """
+    n = len(iou_by_title)
+    mats = {t: np.asarray(m, dtype=float) for t, m in iou_by_title.items()}
+    for m in mats.values():
+        np.fill_diagonal(m, np.nan)
+    top = max([float(np.nanmax(m)) for m in mats.values() if np.isfinite(m).any()] + [1e-6])
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 2.8), squeeze=False)
+    for ax, (title, m) in zip(axes[0], mats.items()):
+        im = ax.imshow(m, vmin=0, vmax=top, cmap="viridis")
+        ax.grid(False)
+        ax.set_title(title, fontsize="small")
+        ticks = range(len(m))
+        ax.set_xticks(ticks, [class_names[i] for i in ticks], rotation=90, fontsize="x-small")
+        ax.set_yticks(ticks, [class_names[i] for i in ticks], fontsize="x-small")
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="IoU between labels")
+    return fig
+
+
+def profile_figure(profiles: Mapping[str, Sequence[Sequence[float]]], class_names: Sequence[str]) -> plt.Figure:
+    """Per-cluster class profiles (rows: clusters, columns: classes) side by side."""
+    n = len(profiles)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 1.8), squeeze=False)
+    for ax, (title, p) in zip(axes[0], profiles.items()):
+        p = np.asarray(p, dtype=float)
+        im = ax.imshow(p, aspect="auto", cmap="magma", vmin=0)
+        ax.grid(False)
+        ax.set_title(title, fontsize="small")
+        ax.set_xticks(range(p.shape[1]), class_names, rotation=90, fontsize="x-small")
+        ax.set_yticks(range(p.shape[0]), [f"cluster {i + 1}" for i in range(p.shape[0])], fontsize="x-small")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
 # -- plotly twins, for exploring in the notebooks ---------------------------------------------
 
 def plotly_classwise(off_cw: np.ndarray, on_cw: np.ndarray, class_names: Sequence[str]):
     """Interactive version of :func:`classwise_ablation` (mean ± 95 % CI over seeds)."""
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-
     k = off_cw.shape[1]
     fig = make_subplots(rows=k, cols=2, shared_xaxes=True, shared_yaxes=True,
                         subplot_titles=[f"cluster {c + 1} {m}" for c in range(k) for m in ("OFF", "ON")])
@@ -329,8 +396,6 @@ def plotly_classwise(off_cw: np.ndarray, on_cw: np.ndarray, class_names: Sequenc
 def plotly_lines(x: Sequence[float], series: Mapping[str, np.ndarray], title: str, xlabel: str, ylabel: str,
                  log_y: bool = False):
     """Mean ± 95 % CI lines, one per named (seeds, points) array."""
-    import plotly.graph_objects as go
-
     fig = go.Figure()
     for name, vals in series.items():
         m, h = mean_and_half(vals)
@@ -343,8 +408,6 @@ def plotly_lines(x: Sequence[float], series: Mapping[str, np.ndarray], title: st
 
 def plotly_bars(categories: Sequence[str], series: Mapping[str, np.ndarray], title: str, ylabel: str):
     """Grouped bars of mean ± 95 % CI, one group per category, one bar per named (seeds, cats) array."""
-    import plotly.graph_objects as go
-
     fig = go.Figure()
     for name, vals in series.items():
         m, h = mean_and_half(vals)
@@ -357,8 +420,6 @@ def plotly_bars(categories: Sequence[str], series: Mapping[str, np.ndarray], tit
 def plotly_size_faithfulness(curves: Mapping[float, Sequence[Sequence[tuple[float, float]]]], title: str,
                              xlabel: str):
     """Interactive version of :func:`size_faithfulness`: one line per run, coloured by lambda."""
-    import plotly.graph_objects as go
-
     fig = go.Figure()
     lams = list(curves)
     for lam in lams:
@@ -369,4 +430,30 @@ def plotly_size_faithfulness(curves: Mapping[float, Sequence[Sequence[tuple[floa
                                      line={"color": lambda_color(lam, lams)}))
     fig.update_layout(title_text=title, xaxis_title=xlabel, yaxis_title="circuit size (weights)",
                       yaxis_type="log", plot_bgcolor="white", width=800, height=400)
+    return fig
+
+
+def plotly_pareto(records: Sequence[Mapping], c_key: str = "C_clustered", acc_key: str = "test_acc",
+                  title: str = "Accuracy against clusterability (each dot a run)",
+                  xlabel: str = "C (mean over clustered layers)"):
+    """Interactive version of :func:`pareto_figure`: each run a dot (hover: lambda and seed), each
+    (layers, lambda) its mean with 95 % intervals, and the Pareto frontier of those means."""
+    fig = go.Figure()
+    runs, means, front = _pareto_groups(records, c_key, acc_key)
+    for layers in dict.fromkeys(r["layers"] for r in runs):
+        rs = [r for r in runs if r["layers"] == layers]
+        fig.add_trace(go.Scatter(x=[r[c_key] for r in rs], y=[r[acc_key] for r in rs], mode="markers",
+                                 name=f"loss on {layers}", legendgroup=str(layers), opacity=0.4,
+                                 text=[f"lambda={r['lam']:g}, seed {r['seed']}" for r in rs]))
+        ms = [(lam, c, a) for ly, lam, c, a in means if ly == layers]
+        fig.add_trace(go.Scatter(x=[c.mean for _, c, _ in ms], y=[a.mean for _, _, a in ms], mode="markers",
+                                 name=f"loss on {layers}: mean over seeds", legendgroup=str(layers),
+                                 text=[f"lambda={lam:g}, {a.n} seeds" for lam, _, a in ms],
+                                 error_x={"type": "data", "array": [_half(c) for _, c, _ in ms]},
+                                 error_y={"type": "data", "array": [_half(a) for _, _, a in ms]}))
+    fig.add_trace(go.Scatter(x=[means[i][2].mean for i in front], y=[means[i][3].mean for i in front],
+                             mode="lines+markers", name="Pareto frontier of the (layers, lambda) means",
+                             line={"color": "black"}))
+    fig.update_layout(title_text=title, xaxis_title=xlabel, yaxis_title="test accuracy", plot_bgcolor="white",
+                      width=800, height=450)
     return fig
