@@ -18,7 +18,7 @@ export MODCLUST_DATA ?= $(CURDIR)/data
 export MODCLUST_DATA_MIRROR ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data))
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup data test test-lib reproduce bench clean
+.PHONY: help setup data test test-lib browser-tools reproduce bench clean
 help:
 	@sed -n '2,6p' Makefile
 
@@ -40,8 +40,30 @@ data: setup
 # which a library test reads.
 test: nbval test-lib
 
-test-lib: setup
+test-lib: setup browser-tools
 	$(PY) -m pytest -q tests
+
+# System tools installed with apt when missing and we may (root, apt-get present); otherwise one
+# error that says what to install. apt's own output goes to build/apt.log (shown if it fails).
+# apt_tools(what, test command, packages, why)
+, := ,
+define apt_tools
+	@$(2) && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "==> installing $(1): apt-get install $(3) (log: build/apt.log)"; mkdir -p build; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(3); } \
+	        >build/apt.log 2>&1 || { tail -20 build/apt.log >&2; echo "error: apt-get install $(3) failed" >&2; exit 1; }; \
+	else \
+	    echo "error: $(4). Install with, e.g." >&2; \
+	    echo "  sudo apt-get install --no-install-recommends $(3)" >&2; \
+	    exit 1; \
+	fi
+endef
+
+# Chromium (headless) renders the HTML report in tests/test_html_report.py.
+BROWSER_PACKAGES := chromium
+browser-tools:
+	$(call apt_tools,Chromium,command -v chromium >/dev/null || command -v chromium-browser >/dev/null,$(BROWSER_PACKAGES),chromium (or chromium-browser) is needed to test the HTML report in a real browser)
 
 reproduce: setup
 	$(PY) -m modclust.seed.reproduce --seeds 3

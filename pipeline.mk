@@ -1,97 +1,105 @@
 # The paper pipeline: papermill runs notebooks/0*.ipynb in order on a preset (presets/*.yaml),
-# then latexmk compiles the paper into build/<preset>/paper.pdf. Included by the Makefile.
+# then latexmk compiles the paper into build/<preset>/paper.pdf and the executed notebooks become
+# an HTML report. Included by the Makefile.
 #
-#   make paper                   the "paper" preset, ends with build/paper/paper.pdf
-#   make paper PRESET=smoke      the same, tiny (about three minutes on 2 CPU cores)
-#   make results PRESET=smoke    the notebooks only, no LaTeX
+#   make paper                   the whole paper on MNIST (preset "paper"): build/paper/paper.pdf
+#                                and build/paper/report/index.html
+#   make paper PRESET=smoke      the same, tiny (a few minutes on 2 CPU cores)
+#   make results PRESET=smoke    the notebooks only, no LaTeX, no report
+#   make report PRESET=smoke     the report of the stages run so far
 #   make nbval                   re-execute the smoke notebooks, check their marked outputs
 #
 # Each stage is a file target: build/<preset>/<notebook>.ipynb, the executed notebook, which
-# depends on its notebook, the preset, the library and the stages before it, so a stage whose
-# inputs did not change is not run again. modclust/pipeline/stages.py does the work: `make paper` and
-# `make results` first check the preset and take the build folder's lock (a second run of the
-# same preset waits for the first), then each stage runs in its own folder under
-# build/<preset>/.tmp/ and is moved into place, marker last, only when papermill succeeds.
+# depends on its notebook, the preset's files, the stages it reads and every module of the
+# package its notebook imports (read from the code, see below), so a stage whose inputs did not
+# change is not run again. modclust/pipeline/stages.py does the work: `make paper` and `make
+# results` first check the preset and take the build folder's lock (a second run of the same
+# preset waits for the first), then each stage runs in its own folder under build/<preset>/.tmp/
+# and is moved into place, marker last, only when papermill succeeds.
 
 PRESET ?= paper
 PRESET_FILE := presets/$(PRESET).yaml
 PIPELINE := $(PY) -m modclust.pipeline
 B := build/$(PRESET)
-STAGES := 01_train 02_ablate 03_interpret 04_circuits 05_figures
-# Stage 6 (notebooks/06_beyond.ipynb: sweep, spectral baseline, more circuit measures) runs only
-# for presets that ask for it with a "sweep_lambdas" key (e.g. presets/fashion.yaml); its
-# figures and generated/beyond.tex are installed beside stage 5's.
-BEYOND := $(if $(shell grep -qs '^sweep_lambdas:' $(PRESET_FILE) && echo yes),$(B)/06_beyond.ipynb)
-N_STAGES := $(if $(BEYOND),6,5)
-# The library: every stage depends on the whole package (its modules and its style file).
-LIBRARY := $(shell find modclust -name '*.py' -o -name '*.mplstyle')
+STAGES := 01_train 02_ablate 03_interpret 04_circuits 05_figures 06_beyond
+
+# Each stage's prerequisites are read from the code (modclust/pipeline/deps.py, standard library
+# only, so it runs before the environment exists): STAGE_LIBRARY_<stage> is every file of the
+# package its notebook imports at any depth, PRESET_FILES_<preset> the preset and those it
+# extends. Make regenerates the include whenever a notebook, module or preset changes.
+DEPS_MK := build/deps.mk
+$(DEPS_MK): modclust/pipeline/deps.py $(shell find modclust -name '*.py') $(wildcard notebooks/0*.ipynb presets/*.yaml)
+	@python3 modclust/pipeline/deps.py $@
+include $(DEPS_MK)
+PRESET_DEPS := $(or $(PRESET_FILES_$(PRESET)),$(PRESET_FILE))
 # Rendering for plotly in executed notebooks (a JSON mimetype, no embedded plotly.js).
 export PLOTLY_RENDERER ?= plotly_mimetype
 
-.PHONY: paper results _paper _results nbval latex-tools clean-paper
+.PHONY: paper results report _paper _results _report nbval latex-tools clean-paper
 .DELETE_ON_ERROR:
 
 # The public targets hold the build folder's lock over the whole make run (_paper, _results).
-paper results: | $(VENV)/.installed
+paper results report: | $(VENV)/.installed
 	@$(PIPELINE) run $(PRESET) -- $(MAKE) --no-print-directory _$@ PRESET=$(PRESET)
 
-_paper: $(B)/paper.pdf
-	@echo "==> [$(PRESET)] paper: $(B)/paper.pdf (figures in figures/, numbers in paper/generated/)"
+_paper: $(B)/paper.pdf $(B)/report/index.html
+	@echo "==> [$(PRESET)] paper: $(B)/paper.pdf, report: $(B)/report/index.html (figures in figures/, numbers in paper/generated/)"
 
-_results: $(B)/05_figures.ipynb $(BEYOND)
+_results: $(foreach s,$(STAGES),$(B)/$(s).ipynb)
 
 $(PRESET_FILE):
 	@echo "error: no preset $(PRESET_FILE); presets are: $(basename $(notdir $(wildcard presets/*.yaml)))" >&2
 	@exit 1
 
-# run_stage(n, stage): the stage's notebook run by modclust.pipeline (see its docstring).
+# run_stage(stage): the stage's notebook run by modclust.pipeline (see its docstring); its number
+# (for "stage 3/6") is the notebook's prefix.
 define run_stage
-	@$(PIPELINE) stage $(PRESET) $(2) $(1) $(N_STAGES)
+	@$(PIPELINE) stage $(PRESET) $(1) $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))) $(words $(STAGES))
 endef
 
 # Every stage gets the preset's values for the parameters its notebook declares, plus build_dir,
-# out_dir and preset; the preset was checked first (modclust.pipeline.presets: every key some notebook's
-# parameter, every value of the declared type).
-$(B)/01_train.ipynb: notebooks/01_train.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
-	$(call run_stage,1,01_train)
-$(B)/02_ablate.ipynb: notebooks/02_ablate.ipynb $(B)/01_train.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
-	$(call run_stage,2,02_ablate)
-$(B)/03_interpret.ipynb: notebooks/03_interpret.ipynb $(B)/01_train.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
-	$(call run_stage,3,03_interpret)
-$(B)/04_circuits.ipynb: notebooks/04_circuits.ipynb $(B)/01_train.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
-	$(call run_stage,4,04_circuits)
-$(B)/05_figures.ipynb: notebooks/05_figures.ipynb $(B)/01_train.ipynb $(B)/02_ablate.ipynb $(B)/03_interpret.ipynb \
-                       $(B)/04_circuits.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
-	$(call run_stage,5,05_figures)
-$(B)/06_beyond.ipynb: notebooks/06_beyond.ipynb $(PRESET_FILE) $(LIBRARY) | $(VENV)/.installed
-	$(call run_stage,6,06_beyond)
+# out_dir and preset; the preset was checked first (modclust.pipeline.presets: every key some
+# notebook's parameter, every value of the declared type). Stages 2-4 and 6 read the models of
+# stage 1; stage 6 also reads stage 4's circuits; stage 5 reads stages 1-4.
+STAGE_INPUTS_01_train :=
+STAGE_INPUTS_02_ablate := 01_train
+STAGE_INPUTS_03_interpret := 01_train
+STAGE_INPUTS_04_circuits := 01_train
+STAGE_INPUTS_05_figures := 01_train 02_ablate 03_interpret 04_circuits
+STAGE_INPUTS_06_beyond := 01_train 04_circuits
+define stage_rule
+$(B)/$(1).ipynb: notebooks/$(1).ipynb $(foreach s,$(STAGE_INPUTS_$(1)),$(B)/$(s).ipynb) $(PRESET_DEPS) \
+                 $(STAGE_LIBRARY_$(1)) | $(VENV)/.installed
+	$$(call run_stage,$(1))
+endef
+$(foreach s,$(STAGES),$(eval $(call stage_rule,$(s))))
 
 # The paper: compiled in build/<preset>/paper/ from a copy of paper/ with this preset's figures
 # (build/<preset>/figures/) and numbers, so presets never share LaTeX's files; the PDF is kept as
 # build/<preset>/paper.pdf and the figures and numbers installed in figures/ and paper/generated/.
 PAPER_SOURCES := $(wildcard paper/*.tex paper/*.bib)
-$(B)/paper.pdf: $(B)/05_figures.ipynb $(BEYOND) $(PAPER_SOURCES) | latex-tools
+$(B)/paper.pdf: $(B)/05_figures.ipynb $(B)/06_beyond.ipynb $(PAPER_SOURCES) | latex-tools
 	@echo "==> [$(PRESET)] paper: latexmk in $(B)/paper/"
 	@$(PIPELINE) latex $(PRESET)
 
-# LaTeX: install it with apt when it is missing and we may (root, apt-get present).
+# The report: build/<preset>/report/, the executed notebooks as HTML pages (plotly figures drawn
+# offline by a local plotly.js) and an index linking them, the figure PDFs and the paper. `make
+# paper` ends with it, after the PDF; `make report` needs only the stages (it links a paper
+# compiled before).
+_report: $(B)/report/index.html
+	@echo "==> [$(PRESET)] report: $(B)/report/index.html"
+$(B)/report/index.html: $(foreach s,$(STAGES),$(B)/$(s).ipynb) $(REPORT_LIBRARY) \
+                        $(if $(filter _paper,$(MAKECMDGOALS)),$(B)/paper.pdf) | $(VENV)/.installed
+	@$(PIPELINE) report $(PRESET) $(STAGES)
+
+# LaTeX (apt_tools: see the Makefile).
 TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra latexmk
 latex-tools:
-	@command -v latexmk >/dev/null && command -v pdflatex >/dev/null && exit 0; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "==> installing LaTeX: apt-get install $(TEX_PACKAGES)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES); \
-	else \
-	    echo "error: latexmk and pdflatex are needed to compile the paper. Install them, e.g." >&2; \
-	    echo "  sudo apt-get install --no-install-recommends $(TEX_PACKAGES)" >&2; \
-	    echo "or TeX Live's latexmk with the LaTeX base, recommended and extra collections." >&2; \
-	    exit 1; \
-	fi
+	$(call apt_tools,LaTeX,command -v latexmk >/dev/null && command -v pdflatex >/dev/null,$(TEX_PACKAGES),latexmk and pdflatex (TeX Live's LaTeX base$(,) recommended and extra collections) are needed to compile the paper)
 
 # nbval: re-execute the smoke preset's executed notebooks (they hold outputs) and compare the
 # outputs of the cells marked "# NBVAL_CHECK_OUTPUT": the marked numbers must be reproducible.
-# The smoke preset has the sweep keys, so stage 6 is among them.
-SMOKE_NOTEBOOKS := $(foreach s,$(STAGES) 06_beyond,build/smoke/$(s).ipynb)
+SMOKE_NOTEBOOKS := $(foreach s,$(STAGES),build/smoke/$(s).ipynb)
 nbval: | $(VENV)/.installed
 	$(MAKE) --no-print-directory results PRESET=smoke
 	@echo "==> nbval: re-executing $(words $(SMOKE_NOTEBOOKS)) smoke notebooks, checking marked outputs"

@@ -3,11 +3,13 @@ figures (modclust.paper.figures) draw and its paper numbers (modclust.paper.numb
 
 import json
 
+import pytest
 import torch
 
 from modclust.experiments.per_run import (
     circuit_analysis,
     circuit_row,
+    run_beyond,
     selectivity_analysis,
     selectivity_row,
     spectral_baseline,
@@ -15,7 +17,7 @@ from modclust.experiments.per_run import (
 )
 from modclust.core.data import Dataset
 from modclust.core.train import TrainConfig, train
-from modclust.experiments.grid import paired_difference
+from modclust.experiments.grid import grid_configs, paired_difference, run_record, train_grid
 from modclust.paper.figures import iou_figure, pareto_figure, plotly_pareto, profile_figure
 from modclust.paper.latex import macros_tex
 from modclust.paper.numbers import beyond_macros, write_beyond_numbers
@@ -175,22 +177,27 @@ def test_an_undefined_value_of_one_seed_is_left_out() -> None:
 
 
 def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
-    from modclust.experiments.per_run import run_beyond
-
+    """Stage 6 on a tiny sweep trained the way stage 1 trains it: it trains nothing itself."""
     run, data = tiny_run()
     cfg = TrainConfig(widths=(12, 8, 8, 10), n_clusters=2, epochs=1, batch_size=20, lr=0.05)
-    res, runs, records = run_beyond(data, cfg, [0.0], [0], layer_sets=["fc2"], main_lambda=5.0, null_draws=2,
-                                    circuit_layers=["fc2", "fc3"], labels=[0, 1], mask_steps=5, progress=False,
-                                    search_per_class=5)
+    configs = grid_configs([0.0, 5.0], [0], layer_sets=["fc2", "all"], base=cfg)
+    runs = train_grid(configs, data, progress=False)
+    records = [run_record(r) for r in runs]
+    res, circuits = run_beyond(data, runs, records, main_lambda=5.0, analysis_layers="fc2", null_draws=2,
+                               circuit_layers=["fc2", "fc3"], labels=[0, 1], mask_steps=5, progress=False,
+                               search_per_class=5)
     # 2 runs x 2 objectives (faithful, seed's) x 2 methods x 2 labels, each with its kept masks
-    assert len(records) == 16 and {r["objective"] for r in records} == {"margin", "seed"}
-    assert set(records[0]["kept"]) == {"fc2", "fc3"} and records[0]["kept"]["fc2"].dtype == torch.bool
+    assert len(circuits) == 16 and {r["objective"] for r in circuits} == {"margin", "seed"}
+    assert set(circuits[0]["kept"]) == {"fc2", "fc3"} and circuits[0]["kept"]["fc2"].dtype == torch.bool
     assert "greedy_agreement" in res["circuits"]["rows"][0] and len(res["seed_circuits"]["rows"]) == 2
-    assert len(runs) == len(res["records"]) == 2 and res["lambdas"] == [0.0, 5.0]
+    assert len(res["records"]) == 4 and res["lambdas"] == [0.0, 5.0] and res["layer_sets"] == ["fc2", "all"]
     assert len(res["spectral"]["rows"]) == len(res["circuits"]["rows"]) == len(res["selectivity"]["rows"]) == 2
+    assert {r["layers"] for r in res["spectral"]["rows"]} == {"fc2"}
     assert "greedy_share" in res["circuits"]["rows"][0]
     json.dumps(res)
     assert "SpectralSentence" in beyond_macros(res)
+    with pytest.raises(ValueError, match="main_lambda 15 on the layer set 'fc2'"):
+        run_beyond(data, runs, records, main_lambda=15.0, analysis_layers="fc2")
 
 
 def test_the_paper_uses_only_macros_the_pipeline_writes() -> None:

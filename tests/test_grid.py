@@ -49,7 +49,10 @@ def test_configs_cover_the_grid() -> None:
 def test_configs_without_layer_sets_keep_the_clustered_layers_given() -> None:
     """The train stage's call: fields by keyword, one layer set (the clustered layers named)."""
     cfgs = grid_configs([15, 0, 15], [1, 0, 1], widths=WIDTHS, n_clusters=2, clustered_layers=("fc1",), epochs=1)
-    assert [run_name(c) for c in cfgs] == ["lam0_seed1", "lam0_seed0", "lam15_seed1", "lam15_seed0"]
+    # a run says where its loss is unless that is the seed's fc2
+    assert [run_name(c) for c in cfgs] == ["lam0_seed1_fc1", "lam0_seed0_fc1", "lam15_seed1_fc1", "lam15_seed0_fc1"]
+    assert run_name(TrainConfig(lam=15.0)) == "lam15_seed0"
+    assert run_name(TrainConfig(lam=1.0, seed=2, clustered_layers=("fc1", "fc2", "fc3"))) == "lam1_seed2_all"
     assert all(c.clustered_layers == ("fc1",) and c.widths == WIDTHS and c.epochs == 1 for c in cfgs)
     assert grid_configs([0], [0], base=BASE, epochs=5)[0] == TrainConfig(widths=WIDTHS, n_clusters=2, epochs=5,
                                                                         batch_size=16, lr=0.05, lam=0.0, seed=0)

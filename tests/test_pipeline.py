@@ -216,12 +216,14 @@ Path("main.pdf").write_text("PDF " + numbers)
 
 
 def _finished_stage5(layout: Layout, preset: str, text: str) -> None:
+    """Finished stages 5 and 6 (the stages whose figures and numbers the paper reads)."""
     build = layout.build / preset
-    (build / "05_figures" / "figures").mkdir(parents=True)
-    (build / "05_figures" / "generated").mkdir(parents=True)
+    for stage in pipeline.PAPER_STAGES:
+        (build / stage / "figures").mkdir(parents=True)
+        (build / stage / "generated").mkdir(parents=True)
+        (build / f"{stage}.ipynb").write_text("{}")
     (build / "05_figures" / "figures" / "fig.pdf").write_text(f"figure {text}")
     (build / "05_figures" / "generated" / "numbers.tex").write_text(text)
-    (build / "05_figures.ipynb").write_text("{}")
     (layout.root / "presets" / f"{preset}.yaml").write_text("tag: a\n")
 
 

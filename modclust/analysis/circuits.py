@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from modclust.core.checks import check_float
 from modclust.analysis.ablation import classwise_correct
@@ -29,6 +28,7 @@ from modclust.core.model import MLP, check_widths, forward, layer_shapes
 from modclust.analysis.objectives import (LABEL_FREE, Objective, ablation_means, check_has_examples, check_label,
                                  check_objective, circuit_weights, make_objective, objective_loss)
 from modclust.core.partition import Partition
+from modclust.core.progress import bar as progress_bar
 
 
 def search_space_pruned(widths: Sequence[int], partition: Partition, layer: str = "fc2") -> list[float]:
@@ -164,7 +164,7 @@ def greedy_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[st
     ref = full
     kept: dict[str, Tensor] = {}
     total = sum(weights[model.layer_index(n)].numel() for n in names)
-    bar = tqdm(total=total, desc=f"prune label {obj.label}", disable=not progress, mininterval=0.5)
+    bar = progress_bar(total, f"prune label {obj.label}", disable=not progress)
     for name in names:
         li = model.layer_index(name)
         # Inputs to layer li do not change while it is pruned: compute them once.
@@ -428,8 +428,8 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], objectives: Sequence[Ob
 
     zero = torch.zeros((), dtype=dtype, device=dev)
     total = sum(wp[k][0].numel() for k in layer_ids)
-    bar = tqdm(total=total * n_prob, desc=f"prune {n_prob} {kind} circuit{'s' if n_prob > 1 else ''}",
-               disable=not progress, mininterval=0.5)
+    bar = progress_bar(total * n_prob, f"prune {n_prob} {kind} circuit{'s' if n_prob > 1 else ''}",
+                       disable=not progress)
     for li in layer_ids:
         h_cache.clear()
         # While layer li is pruned, the columns its candidates read and write (input unit j,

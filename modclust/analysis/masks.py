@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from modclust.core.checks import check_float, check_int, check_open_unit
 from modclust.analysis.circuits import Circuit, check_prune_args, circuit_labels, pruned_layer_means, objective_inputs
 from modclust.core.model import MLP, forward
+from modclust.core.progress import track
 from modclust.analysis.objectives import ablation_means, circuit_weights, make_objective
 
 
@@ -81,7 +81,7 @@ def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str]
         return obj.loss(forward(ws[first:], h, None if bs is None else bs[first:]))
 
     history: list[float] = []
-    for step in tqdm(range(steps), desc=f"mask label {obj.label}", disable=not progress, mininterval=0.5):
+    for step in track(range(steps), desc=f"mask label {obj.label}", disable=not progress):
         gates = [torch.sigmoid(lg) for lg in logits]
         objective_value = masked_loss(gates) + sparsity * sum(g.sum() for g in gates)
         opt.zero_grad(set_to_none=True)

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves no debris.
+"""Atomic writes of files and folders: a reader never sees a half-written one, a crash leaves no debris.
 
 A write goes to a temporary file beside the target, ``.<name>.<host>.<pid>.<random>.tmp``,
 which is flushed to disk and renamed over the target only when the write succeeded; a write
@@ -28,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,7 +65,7 @@ def _pid_running(pid: int) -> bool:
 
 
 def remove_stale_temps(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
-    """Remove the temporary files in ``folder`` left by dead writers (of ``name`` only, if given).
+    """Remove the temporary files and folders in ``folder`` left by dead writers (of ``name`` only, if given).
 
     Returns the paths removed. Only names this module makes are considered, and only those
     made on this host by a process that is no longer running; a missing folder has none.
@@ -79,10 +80,13 @@ def remove_stale_temps(folder: str | os.PathLike[str], name: str | None = None) 
         m = _TEMP_NAME.match(entry.name)
         if m is None or (name is not None and m["name"] != name) or m["host"] != _HOST:
             continue
-        if _pid_running(int(m["pid"])) or not entry.is_file(follow_symlinks=False):
+        if _pid_running(int(m["pid"])) or entry.is_symlink():
             continue
         try:
-            os.unlink(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
         except OSError:  # already gone (another cleaner), or the folder is read-only: not ours to fix
             continue
         removed.append(folder / entry.name)
@@ -139,6 +143,39 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync(folder, directory=True)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path``; it replaces ``path`` whole only if the block succeeds.
+
+    A reader sees the old folder or the new one, never a mix (for the instant between the two
+    renames, neither). If the block raises, the new folder is removed and ``path`` is left as
+    it was; a folder left by a killed writer is removed by the next write of the same target.
+    """
+    target = Path(path)
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(parent, target.name)
+    tmp = parent / _temp_name(target.name)
+    tmp.mkdir()
+    old: Path | None = None
+    try:
+        yield tmp
+        if target.exists():
+            old = parent / _temp_name(target.name)
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old is not None and not target.exists():
+                os.replace(old, target)
+            raise
+        _fsync(parent, directory=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:

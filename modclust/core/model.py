@@ -37,6 +37,15 @@ def layer_names(widths: Sequence[int]) -> list[str]:
     return [f"fc{i + 1}" for i in range(len(widths) - 1)]
 
 
+def layers_label(clustered: Sequence[str], widths: Sequence[int]) -> str:
+    """A short name for a set of clustered layers: "all", "none", or the names joined by "+"."""
+    if not clustered:
+        return "none"
+    if list(clustered) == layer_names(widths):
+        return "all"
+    return "+".join(clustered)
+
+
 def layer_shapes(widths: Sequence[int]) -> dict[str, tuple[int, int]]:
     """Each layer's weight shape (out, in) by name: ``{"fc1": (widths[1], widths[0]), ...}``."""
     return {name: (b, a) for name, a, b in zip(layer_names(widths), widths[:-1], widths[1:])}

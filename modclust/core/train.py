@@ -33,14 +33,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from modclust.core.checks import check_choice, check_float, check_int
 from modclust.core.clusterability import clusterability
 from modclust.core.data import DATASETS, Dataset
 from modclust.core.model import (MLP, SEED_MAX, SEED_WIDTHS, check_widths, forward, init_weights, layer_names,
-                                 layer_shapes)
+                                 layer_shapes, layers_label)
 from modclust.core.partition import Partition
+from modclust.core.progress import bar as progress_bar
+
+
+DEFAULT_CLUSTERED = ("fc2",)
+"""Where the seed puts the loss; runs elsewhere say so in their name."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class TrainConfig:
     dataset: str = "mnist"  # "mnist" or "fashion-mnist" (a key of modclust.core.data.DATASETS)
     widths: tuple[int, ...] = SEED_WIDTHS  # layer widths, input first, outputs (classes) last
     n_clusters: int = 4  # k equal diagonal blocks per clustered layer
-    clustered_layers: tuple[str, ...] = ("fc2",)  # layers whose C enters the loss
+    clustered_layers: tuple[str, ...] = DEFAULT_CLUSTERED  # layers whose C enters the loss
     lam: float = 15.0  # lambda: loss = CE - lam * mean C over clustered layers
     lr: float = 1e-3  # SGD learning rate
     batch_size: int = 64
@@ -159,8 +163,15 @@ class TrainResult:
 
 
 def run_name(config: TrainConfig) -> str:
-    """A run's name, ``lam<lambda>_seed<seed>``: its checkpoint's file name and its key in results."""
-    return f"lam{config.lam:g}_seed{config.seed}"
+    """A run's name: its checkpoint's file name and its key in results.
+
+    ``lam<lambda>_seed<seed>``, then ``_<layers>`` (:func:`modclust.core.model.layers_label`,
+    e.g. ``_all``) when the loss is not on the seed's layer fc2 alone.
+    """
+    name = f"lam{config.lam:g}_seed{config.seed}"
+    if tuple(config.clustered_layers) != DEFAULT_CLUSTERED:
+        name += f"_{layers_label(config.clustered_layers, config.widths)}"
+    return name
 
 
 BATCHED_FIELDS = ("dataset", "widths", "batch_size", "epochs", "clustered_layers")
@@ -273,8 +284,7 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
     lp_hist = torch.empty(m, total_steps, device=device)  # summed log-prob of the labels: -B * CE
     c_hist = torch.empty(m, total_steps, device=device)
     acc_hist = [eval_accuracies(weights, data)] if test_every_epoch else []  # device tensors: no sync
-    bar = tqdm(total=total_steps, desc=f"train {m} model{'s' if m > 1 else ''}", disable=not progress,
-               mininterval=0.5)
+    bar = progress_bar(total_steps, f"train {m} model{'s' if m > 1 else ''}", disable=not progress)
 
     # Static mode: every full batch is one step that reads its batch position and step number
     # from device tensors and writes its history in place, so on CUDA it can be captured once
@@ -656,7 +666,7 @@ def _train_autograd(config: TrainConfig, data: Dataset, progress: bool = True) -
     n_train = len(data.train_x)
     steps = steps_per_epoch(n_train, config.batch_size)
     history: dict[str, list[float]] = {"ce": [], "clusterability": [], "test_acc": [eval_accuracy(model, data)]}
-    bar = tqdm(total=steps * config.epochs, desc="train (autograd)", disable=not progress, mininterval=0.5)
+    bar = progress_bar(steps * config.epochs, "train (autograd)", disable=not progress)
     for epoch in range(config.epochs):
         order = epoch_order(gen, n_train, device)
         for b in range(steps):

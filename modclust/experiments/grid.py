@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from modclust.analysis import circuits
 from modclust.analysis.selectivity import cluster_top_examples as top_examples_per_group
@@ -40,7 +39,8 @@ from modclust.core import checkpoint, paths
 from modclust.core.clusterability import clusterability
 from modclust.core.data import Dataset, load
 from modclust.core.io import read_json, write_atomic, write_json
-from modclust.core.model import layer_names
+from modclust.core.model import layer_names, layers_label
+from modclust.core.progress import track
 from modclust.core.stats import Interval, compare, direction, mean_ci
 from modclust.core.train import TrainConfig, TrainResult, batch_key, run_name, train_many
 
@@ -107,15 +107,6 @@ def resolve_layers(layers: LayerSet, widths: Sequence[int]) -> tuple[str, ...]:
     return chosen
 
 
-def layers_label(clustered: Sequence[str], widths: Sequence[int]) -> str:
-    """A short name for a set of clustered layers: "all", "none", or names joined by "+"."""
-    if not clustered:
-        return "none"
-    if tuple(clustered) == resolve_layers("all", widths):
-        return "all"
-    return "+".join(clustered)
-
-
 def grid_configs(lambdas: Iterable[float], seeds: Iterable[int], layer_sets: Sequence[LayerSet] | None = None,
                  base: TrainConfig | None = None, **common: Any) -> list[TrainConfig]:
     """One TrainConfig per (layer set, lambda, seed), in that order; lambda = 0 is the unclustered baseline.
@@ -167,15 +158,24 @@ def downsample(values: Sequence[float], n_points: int = 200) -> list[float]:
 
 
 def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], main_lambda: float,
-              curve_points: int = 200) -> dict[str, Any]:
-    """Checkpoints in ``out_dir/checkpoints`` and a summary ``out_dir/train.json``; returns it."""
+              sweep: Sequence[TrainResult] = (), curve_points: int = 200) -> dict[str, Any]:
+    """Checkpoints in ``out_dir/checkpoints`` and a summary ``out_dir/train.json``; returns it.
+
+    ``results`` are the grid's runs (``"runs"``: the paper's lambda x seed comparison, which
+    stages 2-5 read); ``sweep`` are the runs of the lambda x layer-set sweep (``"sweep"``: one
+    :func:`run_record` each, with its name; stage 6 reads them). A run in both is saved once.
+    """
     out = resolve(out_dir)
     runs = []
-    for r in results:
+    saved: set[str] = set()
+    for r in [*results, *sweep]:
         name = run_name(r.config)
-        checkpoint.save(r, out / "checkpoints" / f"{name}.pt")
+        if name not in saved:
+            checkpoint.save(r, out / "checkpoints" / f"{name}.pt")
+            saved.add(name)
+    for r in results:
         runs.append({
-            "name": name,
+            "name": run_name(r.config),
             "lam": r.config.lam,
             "seed": r.config.seed,
             "config": r.config.to_dict(),
@@ -186,12 +186,19 @@ def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], m
             "c_curve": downsample(r.history["clusterability"], curve_points),
             "steps": len(r.history["ce"]),
         })
-    summary = {"main_lambda": float(main_lambda), "runs": runs}
+    summary = {"main_lambda": float(main_lambda), "runs": runs,
+               "sweep": [{"name": run_name(r.config), **run_record(r)} for r in sweep]}
     if float(main_lambda) not in {r["lam"] for r in runs}:
         raise ValueError(f"main_lambda {main_lambda} is not among the trained lambdas "
                          f"{sorted({r['lam'] for r in runs})}: add it to lambdas")
     write_json(out / "train.json", summary)
     return summary
+
+
+def unique_configs(*config_lists: Sequence[TrainConfig]) -> list[TrainConfig]:
+    """The configs of all lists, each once (first-seen order): a run shared by the grid and the
+    sweep is trained once."""
+    return list(dict.fromkeys(c for configs in config_lists for c in configs))
 
 
 def load_summary(train_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -211,6 +218,18 @@ def load_runs(train_dir: str | os.PathLike[str], lambdas: Iterable[float] | None
             for r in summary["runs"] if keep is None or r["lam"] in keep]
 
 
+def load_sweep(train_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
+               ) -> tuple[list[TrainResult], list[dict[str, Any]]]:
+    """The sweep's runs of a train stage and their records (see :func:`save_runs`)."""
+    summary = load_summary(train_dir)
+    if not summary.get("sweep"):
+        raise ValueError(f"{resolve(train_dir) / 'train.json'} holds no sweep: give notebooks/01_train.ipynb "
+                         "sweep_lambdas and layer_sets (every preset has them)")
+    ckpt = resolve(train_dir) / "checkpoints"
+    records = [{k: v for k, v in r.items() if k != "name"} for r in summary["sweep"]]
+    return [checkpoint.load(ckpt / f"{r['name']}.pt", device) for r in summary["sweep"]], records
+
+
 def analysis_lambdas(summary: Mapping[str, Any]) -> list[float]:
     """The lambdas the deeper analyses compare: the unclustered 0 and the main lambda."""
     return sorted({0.0, float(summary["main_lambda"])})
@@ -222,7 +241,7 @@ def per_run(results: Sequence[TrainResult], fn: Callable[[TrainResult], Any],
             desc: str = "runs", progress: bool = True) -> list[dict[str, Any]]:
     """``[{"name", "lam", "seed", **fn(run)}]`` for each run, with a progress bar."""
     rows = []
-    for r in tqdm(results, desc=desc, disable=not progress):
+    for r in track(results, desc=desc, disable=not progress):
         rows.append({"name": run_name(r.config), "lam": r.config.lam, "seed": r.config.seed, **fn(r)})
     return rows
 
@@ -370,7 +389,7 @@ def find_circuits(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tens
                                              threshold=threshold, baseline=baseline, progress=progress,
                                              objective=objective, ablation=ablation)
     out = []
-    for r in tqdm(results, desc=f"{objective} circuits", disable=not progress):
+    for r in track(results, desc=f"{objective} circuits", disable=not progress):
         out.append({c: circuits.greedy_circuit(r.model, circuits.objective_inputs(objective, x, y, c), c,
                                                layers=list(layers), threshold=threshold, baseline=baseline,
                                                objective=objective, ablation=ablation)

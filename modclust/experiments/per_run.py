@@ -12,25 +12,24 @@ map it over runs and summarise over seeds. They only compose the library's measu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from modclust.analysis.circuits import Circuit, circuit_iou, cluster_share, faithfulness, greedy_circuits_fast, mask_iou
-from modclust.core.data import balanced_indices
-from modclust.core.data import Dataset
 from modclust.analysis.ablation import ablate
-from modclust.analysis.semanticity import layer_activations
+from modclust.analysis.circuits import Circuit, circuit_iou, cluster_share, faithfulness, greedy_circuits_fast, mask_iou
 from modclust.analysis.masks import mask_circuits
-from modclust.core.partition import Partition
 from modclust.analysis.selectivity import cluster_selectivity, unit_selectivity
+from modclust.analysis.semanticity import layer_activations
 from modclust.analysis.spectral import ncut, spectral_null, weight_clusterability
+from modclust.core.data import Dataset, balanced_indices
 from modclust.core.model import layer_names
+from modclust.core.partition import Partition
+from modclust.core.progress import track
 from modclust.core.train import TrainResult, run_name
-from modclust.experiments.grid import (grid_configs, layers_label, paired_difference, resolve_layers, run_record,
-                                       summary_table, train_grid)
+from modclust.experiments.grid import paired_difference, summary_table
 
 
 def _ablation_summary(result: TrainResult, part: Partition, data: Dataset, layer: str) -> dict[str, Any]:
@@ -173,32 +172,37 @@ def selectivity_row(res: dict[str, Any]) -> dict[str, float]:
 
 # --- The whole stage: sweep, then the deeper analyses on lambda = 0 and the main lambda -------
 
-def run_beyond(data: Dataset, base: Any, sweep_lambdas: Sequence[float], seeds: Sequence[int],
-               layer_sets: Sequence[Any] = ("fc2", "all"), main_lambda: float = 15.0, null_draws: int = 20,
-               circuit_layers: Sequence[str] = ("fc2", "fc3"), labels: Sequence[int] | None = None,
-               threshold: float = 1e-4, baseline: str = "current", mask_sparsity: float = 1e-4,
-               mask_steps: int = 300, selectivity_bins: int = 10, progress: bool = True,
-               faithful_objective: str = "margin", ablation: str = "zero", search_per_class: int = 50,
-               search_seed: int = 0) -> tuple[dict[str, Any], list[TrainResult], list[dict[str, Any]]]:
-    """Train the sweep and run every analysis; returns the JSON-ready results and the trained runs.
+def run_beyond(data: Dataset, runs: Sequence[TrainResult], records: Sequence[dict[str, Any]], main_lambda: float,
+               analysis_layers: str = "fc2", null_draws: int = 20, circuit_layers: Sequence[str] = ("fc2", "fc3"),
+               labels: Sequence[int] | None = None, threshold: float = 1e-4, baseline: str = "current",
+               mask_sparsity: float = 1e-4, mask_steps: int = 300, selectivity_bins: int = 10,
+               progress: bool = True, faithful_objective: str = "margin", ablation: str = "zero",
+               search_per_class: int = 50, search_seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Every stage-6 analysis of the sweep's trained runs; returns the JSON-ready results and the circuits.
 
-    ``base`` is the TrainConfig every run derives from. The sweep covers ``sweep_lambdas``
-    (plus 0 and ``main_lambda``) x ``seeds`` x ``layer_sets``; spectral, circuit and selectivity
-    analyses use the runs of the first layer set at lambda 0 and ``main_lambda``. Circuits are
-    found for ``faithful_objective`` (the headline: ``circuits``) and for the seed's objective
-    (``seed_circuits``), searched on ``search_per_class`` training images per class and judged on
-    the test set. Also returns one record per circuit (for ``circuits.pt``).
+    ``runs`` and ``records`` are the sweep of the train stage (:func:`modclust.experiments.grid.load_sweep`:
+    every layer set x lambda x seed, one :func:`~modclust.experiments.grid.run_record` each).
+    The spectral, circuit and selectivity analyses use the runs of the layer set
+    ``analysis_layers`` (a :func:`~modclust.core.model.layers_label`) at lambda 0 and
+    ``main_lambda``. Circuits are found for ``faithful_objective`` (the headline: ``circuits``)
+    and for the seed's objective (``seed_circuits``), searched on ``search_per_class`` training
+    images per class and judged on the test set. Also returns one record per circuit (for
+    ``circuits.pt``).
     """
+    if len(runs) != len(records) or not runs:
+        raise ValueError(f"run_beyond needs the sweep's runs and one record each (got {len(runs)} and {len(records)})")
+    base = dataclasses.replace(runs[0].config, lam=0.0, seed=0)
     widths = base.widths
     main = float(main_lambda)
-    lams = sorted({float(v) for v in sweep_lambdas} | {0.0, main})
-    configs = grid_configs(lams, seeds, layer_sets=layer_sets, base=base)
-    results = train_grid(configs, data, progress=progress)
-    records = [run_record(r) for r in results]
-    set_labels = [layers_label(resolve_layers(ls, widths), widths) for ls in layer_sets]
+    lams = sorted({float(r["lam"]) for r in records})
+    seeds = sorted({int(r["seed"]) for r in records})
+    set_labels = list(dict.fromkeys(r["layers"] for r in records))
+    if main not in lams or 0.0 not in lams or analysis_layers not in set_labels:
+        raise ValueError(f"the sweep must hold lambda 0 and main_lambda {main:g} on the layer set {analysis_layers!r}; "
+                         f"it has lambdas {lams} and layer sets {set_labels}")
     names = layer_names(widths)
-    first = set_labels[0]
-    pair = [r for r, rec in zip(results, records) if rec["lam"] in (0.0, main) and rec["layers"] == first]
+    first = analysis_layers
+    pair = [r for r, rec in zip(runs, records) if rec["lam"] in (0.0, main) and rec["layers"] == first]
     spec_layer = "fc2" if "fc2" in names else names[0]
     circ_labels = [int(c) for c in labels] if labels else list(range(data.n_classes))
     sel_layers = names[:-1]
@@ -208,7 +212,7 @@ def run_beyond(data: Dataset, base: Any, sweep_lambdas: Sequence[float], seeds: 
     spectral, sel = [], []
     circ: dict[str, list[dict[str, Any]]] = {faithful_objective: [], "seed": []}
     circuit_records: list[dict[str, Any]] = []
-    for r in tqdm(pair, desc="analyses", disable=not progress):
+    for r in track(pair, desc="stage 6 analyses", disable=not progress):
         tag = {"lam": r.config.lam, "seed": r.config.seed, "layers": first}
         spectral.append({**tag, **spectral_baseline(r, data, spec_layer, null_draws, seed=r.config.seed)})
         for objective in circ:
@@ -220,9 +224,9 @@ def run_beyond(data: Dataset, base: Any, sweep_lambdas: Sequence[float], seeds: 
         sel.append({**tag, **selectivity_analysis(r, data, sel_layers, spec_layer, selectivity_bins)})
     rows = lambda runs, fn: [{"lam": x["lam"], "seed": x["seed"], "layers": first, **fn(x)} for x in runs]  # noqa: E731
     out = {
-        "dataset": data.name, "main_lambda": main, "lambdas": lams, "seeds": [int(s) for s in seeds],
+        "dataset": data.name, "main_lambda": main, "lambdas": lams, "seeds": seeds,
         "layer_sets": set_labels, "config": base.to_dict(),
-        "records": records,
+        "records": list(records),
         "summary": summary_table(records, metrics=["test_acc", "C_clustered"] + [f"C_{n}" for n in names]),
         "paired_accuracy": paired_difference(records, "test_acc", baseline_lam=0.0),
         "spectral": {"layer": spec_layer, "null_draws": null_draws, "rows": rows(spectral, spectral_row),
@@ -236,4 +240,4 @@ def run_beyond(data: Dataset, base: Any, sweep_lambdas: Sequence[float], seeds: 
         "selectivity": {"layers": sel_layers, "cluster_layer": spec_layer, "bins": selectivity_bins,
                         "rows": rows(sel, selectivity_row), "runs": sel},
     }
-    return out, results, circuit_records
+    return out, circuit_records

@@ -5,6 +5,8 @@ line each (``epochs: int = 10  # training epochs``). A preset (``presets/<name>.
 some of them for every notebook at once. Two checks share one rule for a value against its
 declared type:
 
+A preset may start from another (``extends: paper``) and state only what differs.
+
 - :func:`check_preset`, before the pipeline runs anything: every key is some notebook's
   parameter (with the close matches of a typo) and every value has the declared type; the
   error names the preset file, the key and the expected type.
@@ -29,6 +31,10 @@ from typing import Any
 import yaml
 
 from modclust.core import paths
+from modclust.pipeline.deps import DependencyError, preset_chain
+
+EXTENDS = "extends"
+"""The key by which a preset names the preset it builds on."""
 
 PIPELINE_PARAMS = ("build_dir", "out_dir", "preset")
 """Parameters the pipeline sets for every stage itself; a preset must not set them."""
@@ -117,12 +123,8 @@ def _close(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
-def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A preset file's mapping of keys to values (an empty file is an empty preset)."""
-    path = Path(path)
-    if not path.exists():
-        presets = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise PresetError(f"no preset {path}; the presets are: {', '.join(presets) or 'none'}")
+def _preset_file(path: Path) -> dict[str, Any]:
+    """One preset file's own mapping of keys to values (an empty file is an empty preset)."""
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -133,29 +135,59 @@ def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
     return values
 
 
+def preset_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
+    """Each file of a preset's chain with its own keys, the base first (see :func:`load_preset`)."""
+    try:
+        chain = preset_chain(Path(path))
+    except DependencyError as err:
+        raise PresetError(str(err)) from err
+    layers = []
+    for i, file in enumerate(chain):
+        values = _preset_file(file)
+        base = values.pop(EXTENDS, None)
+        expected = chain[i + 1].stem if i + 1 < len(chain) else None
+        if base != expected:
+            raise PresetError(f"{file}: '{EXTENDS}' names one preset on a line of its own, like "
+                              f"'{EXTENDS}: paper'; got {base!r}")
+        layers.append((file, values))
+    return layers[::-1]
+
+
+def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A preset's keys and values: those of the preset it ``extends`` (if any, recursively),
+    updated by its own. A preset states only what differs from its base."""
+    merged: dict[str, Any] = {}
+    for _, values in preset_layers(path):
+        merged.update(values)
+    return merged
+
+
 def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
     """Load the preset at ``path`` and check it against the notebooks' parameters.
 
-    Every problem is collected into one :class:`PresetError` that names the file, each key and
-    its expected type; the preset's values are returned when there is none.
+    Every problem is collected into one :class:`PresetError` that names the file (of the
+    preset's chain) that sets the key, each key and its expected type; the preset's merged
+    values are returned when there is none.
     """
-    values = load_preset(path)
+    layers = preset_layers(path)
     declared = pipeline_parameters(notebooks)
     problems = []
-    for key, value in values.items():
-        if key in PIPELINE_PARAMS:
-            problems.append(f"{key}: set by the pipeline for each stage, not by a preset; remove it")
-        elif key not in declared:
-            problems.append(f"{key}: no notebook has this parameter{_close(key, declared)}")
-        else:
-            for p in declared[key]:
-                why = type_error(value, p.type)
-                if why is not None:
-                    problems.append(f"{key}: must be {p.type} (notebooks/{p.notebook}.ipynb: {p.help}); {why}")
-                    break
+    for file, values in layers:
+        where = "" if file == Path(path) else f" (set in {file})"
+        for key, value in values.items():
+            if key in PIPELINE_PARAMS:
+                problems.append(f"{key}{where}: set by the pipeline for each stage, not by a preset; remove it")
+            elif key not in declared:
+                problems.append(f"{key}{where}: no notebook has this parameter{_close(key, declared)}")
+            else:
+                for p in declared[key]:
+                    why = type_error(value, p.type)
+                    if why is not None:
+                        problems.append(f"{key}{where}: must be {p.type} (notebooks/{p.notebook}.ipynb: {p.help}); {why}")
+                        break
     if problems:
         raise PresetError(f"preset {path} cannot run:\n  " + "\n  ".join(problems))
-    return values
+    return load_preset(path)
 
 
 def _annotation_text(annotation: Any) -> str:

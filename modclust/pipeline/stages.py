@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,8 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modclust.core import paths
-from modclust.core.io import write_atomic
-from modclust.pipeline.presets import PresetError, check_preset, load_preset, parameters_of
+from modclust.core.io import atomic_dir, write_atomic
+from modclust.core.progress import PROGRESS_ENV, read_progress
+from modclust.pipeline.presets import PresetError, check_preset, parameters_of
+from modclust.pipeline.report import ReportError, write_report
 
 KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 """The kernel's own log silenced: on a run that succeeds it prints only machinery noise (a
@@ -47,6 +50,10 @@ dies still fails the stage."""
 
 LOCKED_ENV = "MODCLUST_LOCKED_BUILD"
 """Set for the command ``run`` starts: the build folder whose lock that run holds."""
+
+
+PAPER_STAGES = ("05_figures", "06_beyond")
+"""The stages whose ``figures/`` and ``generated/`` the paper reads."""
 
 
 class PipelineError(RuntimeError):
@@ -152,7 +159,7 @@ def run_locked(preset: str, command: Sequence[str], layout: Layout = Layout()) -
 
 def failed_cell(notebook: str | os.PathLike[str]) -> str:
     """Name the cell where an executed notebook failed (papermill keeps the partial notebook)."""
-    import nbformat
+    import nbformat  # the notebooks extra: not needed by the library
 
     nb = nbformat.read(str(notebook), as_version=4)
     for i, cell in enumerate(nb.cells):
@@ -206,7 +213,7 @@ def commit_stage(work: Path, build_dir: Path, stage: str) -> None:
 
 def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = Layout()) -> None:
     """Execute one stage's notebook on the preset and commit it (see the module docstring)."""
-    import papermill
+    import papermill  # the notebooks extra: not needed by the library
     from papermill.exceptions import PapermillExecutionError
 
     build_rel = layout.build_dir(preset)
@@ -218,12 +225,14 @@ def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = 
         raise PipelineError(f"cannot write the build folder {build_rel} ({err}): make it writable") from err
     executed = work / f"{stage}.ipynb"
     params = stage_parameters(preset, stage, build_rel, work / stage, layout)
-    say(f"==> [{preset}] stage {index}/{total}: {stage} (papermill notebooks/{stage}.ipynb)")
+    title = f"==> [{preset}] stage {index}/{total} {stage}"
     start = time.time()
+    os.environ[PROGRESS_ENV] = str(work / "progress")  # the kernel inherits it; its bars report there
     try:
-        papermill.execute_notebook(str(layout.notebook(stage)), str(executed), parameters=params,
-                                   cwd=os.getcwd(), kernel_name="python3", log_output=False,
-                                   extra_arguments=KERNEL_QUIET)
+        with stage_progress(title, work / "progress"):
+            papermill.execute_notebook(str(layout.notebook(stage)), str(executed), parameters=params,
+                                       cwd=os.getcwd(), kernel_name="python3", log_output=False,
+                                       progress_bar=False, extra_arguments=KERNEL_QUIET)
     except KeyboardInterrupt:
         raise Interrupted(f"==> [{preset}] stage {stage} was interrupted; the stages before it are kept. "
                             "Run the same command again to redo it") from None
@@ -234,7 +243,39 @@ def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = 
         raise PipelineError(f"==> [{preset}] stage {stage} FAILED in notebook notebooks/{stage}.ipynb:\n    {where}\n"
                             f"    the partly executed notebook is {executed} (kept until the next run)") from err
     commit_stage(work, build_rel, stage)
-    say(f"==> [{preset}] stage {stage} done in {time.time() - start:.0f} s")
+    say(f"{title}: done in {time.time() - start:.0f} s")
+
+
+@contextmanager
+def stage_progress(title: str, progress_file: Path, interval: float = 0.5) -> Iterator[None]:
+    """On a terminal, one line that shows the stage's current inner loop (from the progress
+    file its notebook's bars write, :mod:`modclust.core.progress`) and the time so far; it is
+    erased when the stage ends, which then prints its one line. Nothing when stderr is a file."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    stop = threading.Event()
+
+    def show() -> None:
+        start = time.time()
+        while not stop.wait(interval):
+            state = read_progress(progress_file)
+            inner = f" · {state[0]} {state[1]:.0f}/{state[2]:.0f}" if state and state[2] else \
+                f" · {state[0]}" if state else ""
+            line = f"{title}{inner} · {time.time() - start:.0f} s"
+            width = shutil.get_terminal_size().columns - 1
+            sys.stderr.write("\r" + line[:width].ljust(width))
+            sys.stderr.flush()
+        sys.stderr.write("\r" + " " * (shutil.get_terminal_size().columns - 1) + "\r")
+        sys.stderr.flush()
+
+    thread = threading.Thread(target=show, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextmanager
@@ -252,14 +293,8 @@ def stage_lock(preset: str, layout: Layout = Layout()) -> Iterator[None]:
 
 def _replace_dir(source: Path, target: Path) -> None:
     """Make ``target`` a copy of ``source``, swapped in whole (a reader never sees a mix)."""
-    staging = target.with_name(f".{target.name}.{os.getpid()}.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    old = target.with_name(f".{target.name}.{os.getpid()}.old")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(target) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
 
 
 def _gather(build_dir: Path, stages: Sequence[str], kind: str, pattern: str) -> Path:
@@ -278,8 +313,7 @@ def compile_paper(preset: str, layout: Layout = Layout(),
                                             "-quiet", "main.tex")) -> Path:
     """LaTeX in ``build/<preset>/paper/``; returns ``build/<preset>/paper.pdf``."""
     build_dir = layout.build_dir(preset)
-    # Stage 6 runs for presets with a sweep (pipeline.mk); its figures and numbers join stage 5's.
-    stages = ["05_figures"] + (["06_beyond"] if "sweep_lambdas" in load_preset(layout.preset_file(preset)) else [])
+    stages = list(PAPER_STAGES)
     (build_dir / ".tmp").mkdir(parents=True, exist_ok=True)
     figures = _gather(build_dir, stages, "figures", "*.pdf")
     generated = _gather(build_dir, stages, "generated", "*")
@@ -339,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("preset")
     failed = sub.add_parser("failed", help="name the failed cell of an executed notebook")
     failed.add_argument("notebook")
+    report = sub.add_parser("report", help="write build/PRESET/report/, the executed notebooks as HTML pages")
+    report.add_argument("preset")
+    report.add_argument("stages", nargs="*", metavar="STAGE",
+                        help="the stages to include (default: every executed notebook in build/PRESET)")
     args = parser.parse_args(argv)
     layout = Layout(args.root.resolve())
     actions: dict[str, Callable[[], int | None]] = {
@@ -348,10 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": lambda: say(f"{layout.preset_file(args.preset)}: {len(layout.check(args.preset))} keys, "
                              "all known and well-typed"),
         "failed": lambda: print(failed_cell(args.notebook)),
+        "report": lambda: say(f"==> [{args.preset}] report: "
+                              f"{write_report(layout.build_dir(args.preset), args.preset, args.stages or None)}"),
     }
     try:
         return actions[args.command]() or 0
-    except (PipelineError, PresetError) as err:
+    except (PipelineError, PresetError, ReportError) as err:
         say(f"error: {err}" if isinstance(err, PresetError) else str(err))
         return 130 if isinstance(err, Interrupted) else 1
     except KeyboardInterrupt:

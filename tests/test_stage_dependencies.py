@@ -1,0 +1,156 @@
+"""The pipeline's make dependencies against what the stages really import.
+
+The truth is measured, not read the way ``modclust/pipeline/deps.py`` reads it: each stage's
+imports are executed in a fresh interpreter and its ``sys.modules`` listed, and the package is
+checked to hold no import of its own modules inside a function (which ``sys.modules`` after
+importing would miss). make's own database (``make -p``) then must list, for every stage, each
+of those files among the stage's prerequisites at some depth; the smoke preset's chain too.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modclust.pipeline.deps import DependencyError, import_closure, preset_chain
+from modclust.pipeline.presets import PresetError, check_preset, load_preset
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
+
+PROBE = """
+import sys
+for line in sys.stdin.read().split("\\n\\x00\\n"):
+    exec(line)
+for name, mod in sorted(sys.modules.items()):
+    if name.split(".")[0] == "modclust" and getattr(mod, "__file__", None):
+        print(mod.__file__)
+"""
+
+
+def _imports_of_notebook(path: Path) -> list[str]:
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return [ast.unparse(n) for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Import | ast.ImportFrom)]
+
+
+def _loaded_files(path: Path) -> set[Path]:
+    """The package files a fresh interpreter holds after running the notebook's imports."""
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    out = subprocess.run([sys.executable, "-c", PROBE], input="\n\x00\n".join(_imports_of_notebook(path)),
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return {Path(f).resolve() for f in out.stdout.split()}
+
+
+def _make_prerequisites(preset: str) -> dict[str, set[str]]:
+    """Each target's prerequisites in make's database for ``make _results PRESET=preset``."""
+    out = subprocess.run(["make", "-pqR", "--no-print-directory", f"PRESET={preset}", "_results"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    rules: dict[str, set[str]] = {}
+    files = out.stdout.rsplit("\n# Files\n", 1)[-1]  # the last database: after the include was remade
+    for line in files.splitlines():
+        m = re.match(r"^([^#\s][^:=]*?):(?![=:])\s*(.*)$", line)
+        if m:
+            rules[m.group(1)] = set(m.group(2).replace("|", " ").split())
+    return rules
+
+
+def _closure(rules: dict[str, set[str]], target: str) -> set[str]:
+    seen, todo = set(), [target]
+    while todo:
+        t = todo.pop()
+        for p in rules.get(t, ()):
+            if p not in seen:
+                seen.add(p)
+                todo.append(p)
+    return seen
+
+
+def test_the_package_imports_its_modules_only_at_the_top_of_a_module():
+    """So the modules loaded after the imports are all a stage can ever run (nothing is
+    reached later through an import inside a function)."""
+    inner = []
+    for path in sorted((REPO / "modclust").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                mod = node.module if isinstance(node, ast.ImportFrom) else None
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [mod or ""]
+                if isinstance(node, ast.Import | ast.ImportFrom) and any(n.split(".")[0] == "modclust" for n in names):
+                    inner.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not inner, f"imports of modclust inside functions: {inner}"
+
+
+@pytest.fixture(scope="module")
+def smoke_rules() -> dict[str, set[str]]:
+    return _make_prerequisites("smoke")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_editing_any_module_a_stage_loads_makes_the_stage_stale(notebook, smoke_rules):
+    target = f"build/smoke/{notebook.stem}.ipynb"
+    assert target in smoke_rules, f"pipeline.mk has no rule for {target}"
+    deps = {(REPO / p).resolve() for p in _closure(smoke_rules, target)}
+    loaded = _loaded_files(notebook)
+    assert len(loaded) > 5, loaded  # the probe saw the package
+    missing = sorted(str(p.relative_to(REPO)) for p in loaded - deps)
+    assert not missing, f"{target} stays up to date when these change: {missing}"
+    assert notebook.resolve() in deps and (REPO / "presets" / "smoke.yaml").resolve() in deps
+
+
+def test_a_stage_depends_on_the_package_data_it_reads(smoke_rules):
+    """The paper's matplotlib style is read by modclust.paper.figures, not imported."""
+    assert "modclust/paper/modclust.mplstyle" in _closure(smoke_rules, "build/smoke/05_figures.ipynb")
+
+
+def test_a_preset_depends_on_the_presets_it_extends(tmp_path):
+    rules = _make_prerequisites("fashion")
+    chain = [str(p.relative_to(REPO)) for p in preset_chain(REPO / "presets" / "fashion.yaml")]
+    assert len(chain) > 1, "fashion extends paper"
+    assert set(chain) <= _closure(rules, "build/fashion/01_train.ipynb")
+
+
+def test_imports_inside_functions_are_followed(tmp_path):
+    pkg = tmp_path / "modclust"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "a.py").write_text("def f():\n    from modclust.sub import b\n")
+    (pkg / "sub" / "b.py").write_text("import modclust.c\n")
+    (pkg / "c.py").write_text("")
+    (pkg / "sub" / "style.mplstyle").write_text("")
+    found = {str(p.relative_to(tmp_path)) for p in import_closure("from modclust.sub.a import f", tmp_path)}
+    assert found == {"modclust/__init__.py", "modclust/sub/__init__.py", "modclust/sub/a.py", "modclust/sub/b.py",
+                     "modclust/c.py", "modclust/sub/style.mplstyle"}
+
+
+def test_presets_extend_one_another(tmp_path):
+    notebooks = NOTEBOOKS
+    (tmp_path / "base.yaml").write_text("epochs: 3\nlr: 0.01\n")
+    (tmp_path / "child.yaml").write_text("extends: base\nlr: 0.1\n")
+    assert load_preset(tmp_path / "child.yaml") == {"epochs": 3, "lr": 0.1}
+    assert check_preset(tmp_path / "child.yaml", notebooks) == {"epochs": 3, "lr": 0.1}
+    (tmp_path / "base.yaml").write_text("epochz: 3\n")
+    with pytest.raises(PresetError, match=r"epochz \(set in .*base.yaml\): no notebook has this parameter"):
+        check_preset(tmp_path / "child.yaml", notebooks)
+
+
+def test_a_preset_chain_that_cannot_resolve_is_one_clear_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b\n")
+    (tmp_path / "b.yaml").write_text("extends: a\n")
+    with pytest.raises(DependencyError, match="cycle: a -> b -> a"):
+        preset_chain(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nowhere\n")
+    with pytest.raises(PresetError, match=r"no preset .*nowhere.yaml \(extended by .*c.yaml\)"):
+        load_preset(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: [a]\n")
+    with pytest.raises(PresetError, match="'extends' names one preset"):
+        load_preset(tmp_path / "d.yaml")
