@@ -1,5 +1,5 @@
 # modclust: one entry point for set-up, tests, the seed reproduction, benchmarks and the paper.
-#   make paper                 set up, run the paper pipeline (preset "paper"), compile the PDF
+#   make paper                 set up, run the whole paper pipeline on MNIST, compile the PDF and the HTML report
 #   make test                  set up, run the library tests and the notebook checks
 #   make reproduce             the seed experiment over 3 seeds, with the DESIGN table
 #   make bench                 the seed's way against modclust's, side by side

@@ -15,7 +15,7 @@ from modclust.analysis.semanticity import label_semanticity
 from modclust.analysis.spectral import spectral_null
 from modclust.core.checkpoint import load as load_run
 from modclust.core.clusterability import clusterability, clusterability_and_grad, clusterability_grad
-from modclust.core.data import DataCorruptError, Dataset, DataUnavailableError, load
+from modclust.core.data import DataCorruptError, Dataset, DataUnavailableError, balanced_indices, load
 from modclust.core.model import MLP
 from modclust.core.optim import Modularity
 from modclust.core.partition import Partition
@@ -32,6 +32,7 @@ __all__ = [
     "TrainResult",
     "TrainingDivergedError",
     "ablate",
+    "balanced_indices",
     "clusterability",
     "clusterability_and_grad",
     "clusterability_grad",

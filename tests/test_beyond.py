@@ -2,6 +2,7 @@
 figures (modclust.paper.figures) draw and its paper numbers (modclust.paper.numbers) follow the data."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -15,12 +16,15 @@ from modclust.experiments.per_run import (
     spectral_baseline,
     spectral_row,
 )
+from modclust.core import paths
 from modclust.core.data import Dataset
 from modclust.core.train import TrainConfig, train
 from modclust.experiments.grid import grid_configs, paired_difference, run_record, train_grid
 from modclust.paper.figures import iou_figure, pareto_figure, plotly_pareto, profile_figure
 from modclust.paper.latex import macros_tex
+from modclust.paper import numbers as report
 from modclust.paper.numbers import beyond_macros, write_beyond_numbers
+from stage_results import stage5_results, stage6_results
 
 
 def tiny_run() -> tuple:
@@ -88,36 +92,8 @@ def test_pareto_figures_draw_the_front_of_the_means() -> None:
     assert pf.data[1].error_y.array[0] > 0
 
 
-def fake_beyond_results() -> dict:
-    """Stage 6 results of 4 seeds in which the clustered models are less accurate, have smaller
-    greedy circuits and more selective clusters, and nothing else differs."""
-    seeds = [0, 1, 2, 3]
-    recs = [{"layers": layers, "lam": lam, "seed": s, "test_acc": 0.9 - (0.05 if lam else 0) + 0.001 * s,
-             "C_clustered": 0.25 if lam == 0 else 0.99}
-            for layers in ("fc2", "all") for lam in (0.0, 15.0) for s in seeds]
-
-    def rows(key_fn):
-        return [{"lam": lam, "seed": s, **key_fn(lam, s)} for lam in (0.0, 15.0) for s in seeds]
-
-    res = {
-        "main_lambda": 15.0, "seeds": seeds, "lambdas": [0.0, 15.0], "records": recs,
-        "paired_accuracy": paired_difference(recs),
-        "spectral": {"rows": rows(lambda lam, s: {"spectral_c": 0.3, "null_c": 0.3, "z_c": 0.1 * (s - 1.5),
-                                                  "z_ncut": 0.0, "blocks_c": 0.25})},
-        "circuits": {"rows": rows(lambda lam, s: {"greedy_size": 100 - 50 * (lam > 0) + s, "mask_size": 80 + s,
-                                                  "greedy_iou": 0.5, "mask_iou": 0.4, "greedy_vs_mask_iou": 0.7,
-                                                  "greedy_agreement": 0.98, "mask_agreement": 0.97})},
-        "seed_circuits": {"rows": rows(lambda lam, s: {"greedy_iou": 0.6, "greedy_share_c": 1.0, "mask_share_c": 0.9})},
-        "selectivity": {"layers": ["fc1", "fc2"], "rows": rows(lambda lam, s: {"sel_fc1": 0.3, "mi_fc1": 0.4,
-                                                                              "sel_fc2": 0.4 + 0.01 * s, "mi_fc2": 0.5,
-                                                                       "cluster_sel": 0.2 + 0.1 * (lam > 0) + 0.01 * s,
-                                                                       "cluster_mi": 0.3})},
-    }
-    return res
-
-
 def test_macros_follow_the_data(tmp_path) -> None:
-    m = beyond_macros(fake_beyond_results())
+    m = beyond_macros(stage6_results())
     assert m["AccSentenceFcTwo"] == "less accurate than"
     assert m["SpectralSentence"] == "no more clusterable than"
     assert m["GreedySizeSentence"] == "smaller" and m["MaskSizeSentence"].startswith("no different")
@@ -134,7 +110,7 @@ def test_macros_follow_the_data(tmp_path) -> None:
 
 def test_beyond_macro_strings_are_pinned() -> None:
     """The exact text of stage 6's numbers and sentences (the paper prints them as they are)."""
-    m = beyond_macros(fake_beyond_results())
+    m = beyond_macros(stage6_results())
     assert m["AccDiffFcTwo"] == "\\ensuremath{-}5.0\\,\\ensuremath{\\pm}\\,0.0"
     assert m["AccDiffAll"] == m["AccDiffFcTwo"] and m["AccSentenceAll"] == "less accurate than"
     assert m["CFcTwoMain"] == "0.99\\,\\ensuremath{\\pm}\\,0.00" and m["CAllMain"] == m["CFcTwoMain"]
@@ -149,7 +125,7 @@ def test_beyond_macro_strings_are_pinned() -> None:
 
 def test_beyond_sentences_follow_the_side_of_the_interval() -> None:
     """A paired difference whose interval lies above 0 reads "more", one that straddles 0 "as ... as"."""
-    res = fake_beyond_results()
+    res = stage6_results()
     for r in res["records"]:
         if r["lam"]:
             r["test_acc"] = 0.95 + 0.001 * r["seed"] + (0.01 * r["seed"] if r["layers"] == "all" else 0)
@@ -167,7 +143,7 @@ def test_beyond_sentences_follow_the_side_of_the_interval() -> None:
 def test_an_undefined_value_of_one_seed_is_left_out() -> None:
     """An IoU of two empty circuits is nan (undefined): that seed drops out of the interval and
     the comparison instead of stopping the macros or printing nan."""
-    res = fake_beyond_results()
+    res = stage6_results()
     for r in res["circuits"]["rows"]:
         if r["seed"] == 0:
             r["greedy_iou"], r["greedy_size"] = float("nan"), float("nan")
@@ -201,20 +177,12 @@ def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
 
 
 def test_the_paper_uses_only_macros_the_pipeline_writes() -> None:
-    """Stage 6's section, and main.tex's parts shown with it, use only generated macros (the
-    share macros, written only when circuits include fc2, are guarded by \\ifdefined)."""
-    import re
-
-    from modclust.core import paths
-    from modclust.paper import numbers as report
-    from test_report import _fake_results
-
-    known = set(report.paper_numbers(*_fake_results(), preset="smoke")[0].items)
-    known |= set(beyond_macros(fake_beyond_results())) | {"LaTeX", "TeX", "IfFileExists"}
+    """Stage 6's section and main.tex use only generated macros (the share macros, written only
+    when circuits include fc2, are guarded by \\ifdefined)."""
+    known = set(report.paper_numbers(*stage5_results(), preset="smoke")[0].items)
+    known |= set(beyond_macros(stage6_results())) | {"LaTeX", "TeX", "IfFileExists"}
     for name in ("beyond_section.tex", "main.tex"):
         text = (paths.REPO / "paper" / name).read_text()
-        if name == "main.tex":
-            text = "".join(re.findall(r"(?<!newif)\\ifbeyond(.*?)\\fi\b", text, flags=re.S))
         text = re.sub(r"\\ifdefined\\GreedyShareClustered.*?\\fi\b", "", text, flags=re.S)
         missing = set(re.findall(r"\\([A-Z][A-Za-z]+)", text)) - known
         assert not missing, f"paper/{name} uses macros nobody writes: {sorted(missing)}"

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from modclust import MLP, Partition, TrainConfig
 from modclust import train
-from modclust.analysis.circuits import greedy_circuit, search_space_pruned, seed_cell_prune
+from modclust.analysis.circuits import greedy_circuit, search_space_pruned
+from modclust.seed.pruning_cell import seed_cell_prune
 
 
 def test_search_space_pruning_of_the_seed_is_76_40_percent():

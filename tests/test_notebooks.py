@@ -135,9 +135,3 @@ def test_nbval_fails_on_a_changed_number_in_an_executed_smoke_notebook(tmp_path)
     changed.write_text(json.dumps(nb))
     bad = _nbval(changed)
     assert bad.returncode != 0, bad.stdout
-
-
-def test_pipeline_stages_depend_on_the_whole_package():
-    """Every stage depends on every file of the package, so no edit leaves a stage up to date."""
-    mk = (REPO / "pipeline.mk").read_text()
-    assert "LIBRARY := $(shell find modclust -name '*.py' -o -name '*.mplstyle')" in mk

@@ -22,6 +22,7 @@ EXPORTED = {
     "train_many": train.train_many,
     "TrainConfig": train.TrainConfig,
     "load": data.load,
+    "balanced_indices": data.balanced_indices,
     "load_run": checkpoint.load,
 }
 

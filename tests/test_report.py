@@ -5,6 +5,7 @@ synthetic results (no training, no data)."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ from modclust.experiments import grid as ex
 from modclust.paper import figures as fg
 from modclust.paper import latex
 from modclust.paper import numbers as report
+from modclust.core import paths
 from modclust.core.partition import Partition
 from modclust.core.stats import mean_ci
+from stage_results import stage5_results, stage6_results
 
 
 def test_macro_names_are_letters_only_and_unique():
@@ -77,52 +80,8 @@ def test_table_checks_its_shape():
         latex.table(["a", "b"], [["1"]])
 
 
-def _fake_results(seeds=(0, 1, 2), main=15.0, k=4):
-    rng = np.random.default_rng(0)
-    runs, abl, sem, circ = [], [], [], []
-    cfg = {"dataset": "mnist", "widths": [784, 64, 64, 10], "n_clusters": k, "clustered_layers": ["fc2"],
-           "lam": 0.0, "lr": 0.001, "batch_size": 64, "epochs": 1, "seed": 0}
-    for lam in (0.0, main):
-        for s in seeds:
-            base = {"name": f"lam{lam:g}_seed{s}", "lam": lam, "seed": s}
-            runs.append({**base, "config": {**cfg, "lam": lam, "seed": s}, "test_acc": 0.9 - lam * 1e-3 + rng.normal(0, 1e-3),
-                         "clusterability": 0.25 if lam == 0 else 0.99, "ce_curve": list(rng.random(5)),
-                         "c_curve": list(rng.random(5)), "test_acc_per_epoch": [0.1, 0.9], "steps": 10})
-            off = list(rng.uniform(0.5, 0.9, k))
-            abl.append({**base, "full_acc": 0.9, "full_classwise": list(rng.random(10)), "off_acc": off,
-                        "off_classwise": rng.random((k, 10)).tolist(), "on_acc": list(rng.uniform(0.1, 0.4, k)),
-                        "on_classwise": rng.random((k, 10)).tolist()})
-            rc = list(range(64, 0, -6))[:10]
-            sem.append({**base, "semanticity": {ly: {"score": 0.6 + rng.normal(0, 0.01), "reverse_cumulative": rc}
-                                                for ly in ("fc1", "fc2")}})
-            for objective, thr in (("seed", 1e-4), ("margin", 1e-4), ("margin", 1e-3), ("margin", 1e-2), ("kl", 1e-4)):
-                shrink = {1e-4: 1.0, 1e-3: 0.5, 1e-2: 0.1}[thr]
-                agree = {1e-4: 0.99, 1e-3: 0.96, 1e-2: 0.8}[thr]
-                labs = [None] if objective == "kl" else range(10)
-                def faith(c, objective=objective, agree=agree):
-                    if objective == "seed":  # a constant classifier
-                        return {"agreement": 0.1, "balanced_agreement": 0.5, "share_c": 1.0, "full_share_c": 0.1,
-                                "top1_agreement": 0.1}
-                    a = agree + rng.normal(0, 0.002)
-                    return {"agreement": a, "balanced_agreement": a, "share_c": 0.1, "full_share_c": 0.1,
-                            "top1_agreement": 0.9}
-                circ.append({**base, "objective": objective, "threshold": thr, "method": "greedy",
-                             "circuits": [{"label": c, "size": int(shrink * rng.integers(50, 200)) + 1,
-                                           "faithfulness": faith(c)} for c in labs]})
-    train = {"main_lambda": main, "runs": runs}
-    return (train, {"layer": "fc2", "rows": abl}, {"layers": ["fc1", "fc2"], "top_k": 50, "rows": sem},
-            {"layers": ["fc3"], "labels": list(range(10)), "threshold": 1e-4, "baseline": "current",
-             "ablation": "zero", "objectives": ["seed", "margin", "kl"], "faithful_objective": "margin",
-             "sweep_thresholds": [1e-4, 1e-3, 1e-2], "match_on": "balanced_agreement", "match_level": 0.97,
-             "search": {"split": "train", "per_class": 50, "seed": 0, "n": 500}, "judged_on": "test",
-             "search_space": {"layer": "fc2", "per_cluster": [0.764] * k}, "rows": circ,
-             "seed_cell": {"label": 8, "layer": "fc3", "decided_pruned": 84, "decided_kept": 556, "nonzero_after": 0,
-                           "visited": 640, "ours_kept": 212, "classwise_acc": [1.0] + [0.0] * 9,
-                           "lam": main, "seed": 0}})
-
-
 def test_seed_cell_sentence_says_what_the_numbers_show():
-    cell = _fake_results()[3]["seed_cell"]
+    cell = stage5_results()[3]["seed_cell"]
     classes = [str(c) for c in range(10)]
     text = report.seed_cell_sentence(cell, classes)
     assert "keep 556 of the 640 weights of fc3 for label 8" in text and "leaves 0 of them nonzero" in text
@@ -134,18 +93,13 @@ def test_seed_cell_sentence_says_what_the_numbers_show():
 
 
 def test_paper_numbers_cover_what_the_paper_uses(tmp_path):
-    from modclust.core import paths
-
-    macros, tables = report.paper_numbers(*_fake_results(), preset="smoke")
-    used = set()
-    import re
-    for name in ("main.tex",):
-        text = (paths.REPO / "paper" / name).read_text()
-        # the parts shown only with stage 6's results use its macros (tests/test_beyond.py)
-        text = re.sub(r"(?<!newif)\\ifbeyond.*?\\fi\b", "", text, flags=re.S)
-        used |= set(re.findall(r"\\([A-Z][A-Za-z]+)", text))
+    """Every capitalised macro of paper/main.tex is written by stage 5 or stage 6 (its section's
+    own file is checked in tests/test_beyond.py)."""
+    macros, tables = report.paper_numbers(*stage5_results(), preset="smoke")
+    text = (paths.REPO / "paper" / "main.tex").read_text()
+    used = set(re.findall(r"\\([A-Z][A-Za-z]+)", text))
     latex_own = {"LaTeX", "TeX", "IfFileExists"}  # capitalised commands of LaTeX itself
-    missing = {u for u in used if u not in macros.items} - latex_own
+    missing = used - set(macros.items) - set(report.beyond_macros(stage6_results())) - latex_own
     assert not missing, f"paper/main.tex uses macros the pipeline does not write: {sorted(missing)}"
     assert macros.items["SearchSpacePruned"] == "76.40\\,\\%"
     assert macros.items["NSeeds"] == "3"

@@ -50,9 +50,10 @@ def _loaded_files(path: Path) -> set[Path]:
     return {Path(f).resolve() for f in out.stdout.split()}
 
 
-def _make_prerequisites(preset: str) -> dict[str, set[str]]:
-    """Each target's prerequisites in make's database for ``make _results PRESET=preset``."""
-    out = subprocess.run(["make", "-pqR", "--no-print-directory", f"PRESET={preset}", "_results"],
+def _make_prerequisites(preset: str, *overrides: str) -> dict[str, set[str]]:
+    """Each target's prerequisites in make's database for ``make _results PRESET=preset``
+    (``overrides``: variable assignments for make's command line)."""
+    out = subprocess.run(["make", "-pqR", "--no-print-directory", f"PRESET={preset}", *overrides, "_results"],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     rules: dict[str, set[str]] = {}
     files = out.stdout.rsplit("\n# Files\n", 1)[-1]  # the last database: after the include was remade
@@ -94,16 +95,33 @@ def smoke_rules() -> dict[str, set[str]]:
     return _make_prerequisites("smoke")
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_editing_any_module_a_stage_loads_makes_the_stage_stale(notebook, smoke_rules):
+def _stale_misses(notebook: Path, rules: dict[str, set[str]]) -> list[str]:
+    """The package files the stage loads whose change would leave its target up to date."""
     target = f"build/smoke/{notebook.stem}.ipynb"
-    assert target in smoke_rules, f"pipeline.mk has no rule for {target}"
-    deps = {(REPO / p).resolve() for p in _closure(smoke_rules, target)}
+    assert target in rules, f"pipeline.mk has no rule for {target}"
+    deps = {(REPO / p).resolve() for p in _closure(rules, target)}
     loaded = _loaded_files(notebook)
     assert len(loaded) > 5, loaded  # the probe saw the package
-    missing = sorted(str(p.relative_to(REPO)) for p in loaded - deps)
-    assert not missing, f"{target} stays up to date when these change: {missing}"
     assert notebook.resolve() in deps and (REPO / "presets" / "smoke.yaml").resolve() in deps
+    return sorted(str(p.relative_to(REPO)) for p in loaded - deps)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_editing_any_module_a_stage_loads_makes_the_stage_stale(notebook, smoke_rules):
+    missing = _stale_misses(notebook, smoke_rules)
+    assert not missing, f"build/smoke/{notebook.stem}.ipynb stays up to date when these change: {missing}"
+
+
+def test_a_hand_kept_list_that_misses_a_module_is_caught(smoke_rules):  # smoke_rules: make wrote deps.mk
+    """The bug this guards against: stage 3 reached selectivity, which the hand-kept list lacked.
+    Stage 3's library and that of stage 1 (which it reads) without selectivity must be caught."""
+    libraries = (REPO / "build" / "deps.mk").read_text()
+    overrides = []
+    for stage in ("01_train", "03_interpret"):
+        files = re.search(rf"^STAGE_LIBRARY_{stage} := (.*)$", libraries, flags=re.M).group(1).split()
+        overrides.append(f"STAGE_LIBRARY_{stage}=" + " ".join(f for f in files if not f.endswith("/selectivity.py")))
+    rules = _make_prerequisites("smoke", *overrides)
+    assert _stale_misses(REPO / "notebooks" / "03_interpret.ipynb", rules) == ["modclust/analysis/selectivity.py"]
 
 
 def test_a_stage_depends_on_the_package_data_it_reads(smoke_rules):

@@ -18,8 +18,8 @@ from modclust import MLP, TrainConfig, clusterability_and_grad, clusterability_g
 from modclust import clusterability
 from modclust import train
 from modclust.core.checks import check_float, check_int, check_ints
-from modclust.analysis.circuits import (greedy_circuit, greedy_circuit_fast, greedy_circuits_fast, search_space_pruned,
-                               seed_cell_prune)
+from modclust.analysis.circuits import greedy_circuit, greedy_circuit_fast, greedy_circuits_fast, search_space_pruned
+from modclust.seed.pruning_cell import seed_cell_prune
 from modclust.analysis.ablation import classwise_correct
 from modclust.analysis.semanticity import label_semanticity, top_k_indices
 from modclust.analysis.masks import mask_circuit, mask_circuits

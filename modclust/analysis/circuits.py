@@ -197,56 +197,6 @@ def greedy_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[st
                    objective, ablation, pruned_layer_means(means, model, names))
 
 
-@dataclass
-class SeedCellResult:
-    """What the seed notebook's pruning cell did to one layer (see :func:`seed_cell_prune`)."""
-
-    label: int
-    layer: str
-    decided_pruned: int  # candidates the cell decided to zero
-    decided_kept: int  # candidates it decided to restore
-    nonzero_after: int  # weights of the layer still nonzero when it is done
-    pruned: MLP  # the model as the cell leaves it
-
-    def to_dict(self) -> dict[str, object]:
-        return {"label": self.label, "layer": self.layer, "decided_pruned": self.decided_pruned,
-                "decided_kept": self.decided_kept, "nonzero_after": self.nonzero_after}
-
-
-@torch.no_grad()
-def seed_cell_prune(model: MLP, x: Tensor, label: int, layer: str = "fc3", threshold: float = 1e-4) -> SeedCellResult:
-    """The seed notebook's greedy pruning cell as written, to show what its printed result meant.
-
-    The cell saves a weight as ``temp = w.data[i, j]``: a view of the weight, not its value. After
-    ``w.data[i, j] = 0`` the view reads zero, so its "restore" writes zero back, and every
-    visited weight ends up zeroed whatever the cell decided. (Its printed class-wise accuracy,
-    1.0 for class 0 and 0 elsewhere, is what an all-zero last layer gives: equal logits, argmax 0.)
-    :func:`greedy_circuit` saves the value (``.item()``) and restores it.
-    """
-    check_prune_args(model, [layer], "current", threshold)  # a clear error for an unknown layer or threshold
-    threshold = check_threshold(threshold)
-    label = check_label(label, model.widths[-1])
-    x = x.flatten(1)
-    check_has_examples(len(x), label, "x")
-    pruned = MLP(model.widths).to(model.fc1.weight.device)
-    pruned.set_weights(model.weights())
-    w = getattr(pruned, layer).weight
-    curr = label_loss(pruned.weights(), x, label)
-    n_pruned = n_kept = 0
-    for i in range(w.shape[0]):
-        for j in range(w.shape[1]):
-            temp = w.data[i, j]  # the seed's line: a 0-d view of the weight
-            w.data[i, j] = 0
-            loss = label_loss(pruned.weights(), x, label)
-            if loss - curr < threshold:
-                n_pruned += 1
-                curr = loss
-            else:
-                w.data[i, j] = temp  # writes back what the view now reads: zero
-                n_kept += 1
-    return SeedCellResult(label, layer, n_pruned, n_kept, int((w != 0).sum()), pruned)
-
-
 # --- Fast greedy pruning ---------------------------------------------------------------------
 #
 # The same greedy loop as ``greedy_circuit``, but a candidate costs only what zeroing one weight

@@ -63,7 +63,7 @@ def direction_sentence(cmp: Comparison, subject: str, other: str, higher: str, l
 # -- stage 5 (the JSON of stages 1-4): the paper's main numbers ------------------------------
 
 def seed_cell_sentence(cell: dict, classes: Sequence[str]) -> str:
-    """What the seed notebook's pruning cell, rerun as written, did (``circuits.seed_cell_prune``)."""
+    """What the seed notebook's pruning cell, rerun as written, did (``modclust.seed.pruning_cell``)."""
     acc = cell["classwise_acc"]
     if acc[0] == 1.0 and max(acc[1:]) == 0.0:
         outcome = (f"the model it leaves scores class-wise test accuracy 1 on class {tex_escape(classes[0])} and 0 "

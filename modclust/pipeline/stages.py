@@ -1,7 +1,7 @@
 """The paper pipeline's runner: one run per build folder at a time, each stage committed whole.
 
 ``make paper`` and ``make results`` (pipeline.mk) call it; make still decides which stages are
-stale. Three commands:
+stale. Its commands:
 
 - ``run PRESET -- COMMAND...``: take the lock of ``build/<preset>`` (a second run waits, naming
   the first), remove what earlier runs left in its ``.tmp/``, check the preset against every
@@ -9,15 +9,19 @@ stale. Three commands:
 - ``stage PRESET STAGE INDEX TOTAL``: execute ``notebooks/<STAGE>.ipynb`` with papermill into a
   fresh temporary folder; only when it succeeds are its outputs moved into place, and last its
   executed notebook, the stage's "finished" marker. A failure names the cell; an interrupt is
-  reported as one; the previous results stay until a new set is complete.
+  reported as one; the previous results stay until a new set is complete. It prints one line
+  per stage (on a terminal, a live one showing the notebook's current loop).
 - ``latex PRESET``: compile the paper in ``build/<preset>/paper/`` from a copy of ``paper/``
   and the preset's figures and numbers, so presets never share LaTeX's auxiliary files; the
   PDF goes to ``build/<preset>/paper.pdf``, and the figures and numbers are installed in the
   checkout's ``figures/`` and ``paper/generated/`` (the last preset compiled).
+- ``report PRESET [STAGE...]``: the executed notebooks as HTML (:mod:`modclust.pipeline.report`).
+- ``check PRESET``: only the preset's check; ``failed NOTEBOOK``: name an executed notebook's
+  failed cell.
 
 Layout of a build folder: ``<stage>.ipynb`` (executed, the marker) and ``<stage>/`` (its
-outputs) per stage, ``paper/`` and ``figures/`` for LaTeX, ``paper.pdf``, ``.lock`` and
-``.tmp/``.
+outputs) per stage, ``paper/`` and ``figures/`` for LaTeX, ``paper.pdf``, ``report/``,
+``.lock`` and ``.tmp/``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import nbformat
+import papermill
+from papermill.exceptions import PapermillExecutionError
 
 from modclust.core import paths
 from modclust.core.io import atomic_dir, write_atomic
@@ -159,8 +167,6 @@ def run_locked(preset: str, command: Sequence[str], layout: Layout = Layout()) -
 
 def failed_cell(notebook: str | os.PathLike[str]) -> str:
     """Name the cell where an executed notebook failed (papermill keeps the partial notebook)."""
-    import nbformat  # the notebooks extra: not needed by the library
-
     nb = nbformat.read(str(notebook), as_version=4)
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
@@ -213,9 +219,6 @@ def commit_stage(work: Path, build_dir: Path, stage: str) -> None:
 
 def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = Layout()) -> None:
     """Execute one stage's notebook on the preset and commit it (see the module docstring)."""
-    import papermill  # the notebooks extra: not needed by the library
-    from papermill.exceptions import PapermillExecutionError
-
     build_rel = layout.build_dir(preset)
     tmp_root = build_rel / ".tmp"
     try:
