@@ -4,6 +4,7 @@ figures (modclust.paper.figures) draw and its paper numbers (modclust.paper.numb
 import json
 import re
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -55,7 +56,6 @@ def test_beyond_analyses_are_complete_and_serialisable() -> None:
 
 
 def test_beyond_figures_draw() -> None:
-    import matplotlib.pyplot as plt
 
     recs = [{"layers": layers, "lam": 15.0, "seed": s, "C_clustered": c + 0.01 * s, "test_acc": a - 0.01 * s}
             for layers, c, a in (("fc2", 0.3, 0.9), ("all", 0.9, 0.8)) for s in (0, 1)]
@@ -69,7 +69,6 @@ def test_beyond_figures_draw() -> None:
 def test_pareto_figures_draw_the_front_of_the_means() -> None:
     """Both pareto figures put each (layers, lambda)'s mean over seeds on the frontier, not a lucky run;
     a run without C (nothing clustered) is left out."""
-    import matplotlib.pyplot as plt
 
     recs = [{"layers": layers, "lam": lam, "seed": s, "C_clustered": c + 0.02 * s, "test_acc": a - 0.02 * s}
             for layers, lam, c, a in (("fc2", 0.0, 0.3, 0.9), ("fc2", 15.0, 0.6, 0.7), ("all", 15.0, 0.9, 0.8),

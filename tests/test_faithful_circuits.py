@@ -6,6 +6,7 @@ plain loop's; faithfulness numbers must match a direct computation.
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,9 +15,13 @@ from modclust import TrainConfig
 from modclust import train
 from modclust.analysis.circuits import (Circuit, circuit_logits, faithfulness, greedy_circuit, greedy_circuit_fast,
                                greedy_circuits_fast)
+from modclust.analysis.masks import mask_circuits
 from modclust.core.data import balanced_indices
 from modclust.core.model import forward
 from modclust.analysis.objectives import ablation_means, make_objective, objective_loss
+from modclust.core.stats import size_at_faithfulness
+from modclust.experiments import grid as ex
+from modclust.paper import figures as fg
 
 from conftest import make_tiny
 
@@ -217,7 +222,6 @@ def test_balanced_indices_are_seeded_and_balanced():
 
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
 def test_learned_masks_take_every_objective(setup, ablation):
-    from modclust.analysis.masks import mask_circuits
 
     data, models = setup
     model = models[0]
@@ -236,7 +240,6 @@ def test_learned_masks_take_every_objective(setup, ablation):
 
 
 def test_saved_circuits_load_with_weights_only_and_rebuild_the_pruned_network(setup, tmp_path):
-    from modclust.experiments import grid as ex
 
     data, models = setup
     runs = [train(TrainConfig(widths=(20, 12, 8, 10), n_clusters=2, epochs=3, lr=0.2, lam=lam), data, progress=False)
@@ -256,7 +259,6 @@ def test_saved_circuits_load_with_weights_only_and_rebuild_the_pruned_network(se
 
 
 def test_size_at_matched_faithfulness_interpolates_log_size():
-    from modclust.core.stats import size_at_faithfulness
 
     pts = [(0.99, 1000.0), (0.95, 100.0), (0.80, 10.0)]
     assert size_at_faithfulness(pts, 0.97) == pytest.approx(math.sqrt(1000 * 100))
@@ -265,9 +267,7 @@ def test_size_at_matched_faithfulness_interpolates_log_size():
 
 
 def test_the_size_faithfulness_figure_plots_means_of_both_axes():
-    import numpy as np
 
-    from modclust.paper import figures as fg
 
     fig = fg.size_faithfulness({0.0: [[(0.90, 100.0), (0.95, 200.0)], [(0.92, 120.0), (0.97, 220.0)]]}, [0.0],
                                "balanced agreement", 0.96)
