@@ -5,7 +5,9 @@ It is about 1/k at initialisation and 1 when all weight lies inside the blocks. 
 maximises it by adding -lambda * C to the loss. Because C depends on W alone its gradient has
 a closed form, dC/dW = (2 / sum W^2) * W * (M - C), used by the fast trainer and the
 ``Modularity`` optimizer instead of autograd. Every function accepts leading batch
-dimensions (M models stacked as (M, out, in)).
+dimensions (M models stacked as (M, out, in)). The ``kernel_*`` functions do the same for a
+Conv2d weight [out, in, kh, kw] on its (out-channel x in-channel) blocks, each entry weighing
+its kernel's squared norm (see the section below).
 
 An all-zero matrix (sum W^2 = 0, also when the squares underflow) has C = 0 and dC/dW = 0:
 it has no weight, so none of it lies inside the blocks, and the ratio's 0/0 never becomes a
@@ -43,3 +45,37 @@ def clusterability_and_grad(weight: Tensor, mask: Tensor) -> tuple[Tensor, Tenso
 def clusterability_grad(weight: Tensor, mask: Tensor) -> Tensor:
     """dC/dW in closed form (no autograd graph needed)."""
     return clusterability_and_grad(weight, mask)[1]
+
+
+# convolution kernels -------------------------------------------------------------------------------
+#
+# A Conv2d weight W [out, in, kh, kw] connects in-channel j to out-channel i by a kernel W_ij.
+# Its clusters are blocks of the (out x in) channel matrix, and the entry (i, j) weighs what the
+# whole kernel weighs: S_ij = sum_ab W_ijab^2 (the [out, in] matrix of kernel squared norms), so
+#
+#     C(W) = sum_ij M_ij S_ij / sum_ij S_ij,
+#     dC/dW_ijab = (2 / sum S) * W_ijab * (M_ij - C),
+#
+# the 2-D formulas with each entry's square replaced by its kernel's squared norm (for a 1 x 1
+# kernel, exactly C of the [out, in] matrix). The same conventions hold: leading batch dims
+# (..., out, in, kh, kw), C = 0 and dC/dW = 0 for an all-zero weight.
+
+def kernel_clusterability(weight: Tensor, mask: Tensor) -> Tensor:
+    """C of a conv weight [..., out, in, kh, kw] on the blocks of a 0/1 mask [out, in] (broadcastable
+    to [..., out, in]): the share of the kernels' squared mass inside the blocks; shape [...]."""
+    s = weight.square().sum((-2, -1))  # [..., out, in] kernel squared norms
+    return _ratio((s * mask).sum((-2, -1)), s.sum((-2, -1)))[0]
+
+
+def kernel_clusterability_and_grad(weight: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """C of a conv weight [..., out, in, kh, kw] ([...]) and dC/dW (the weight's shape), in closed
+    form: dC/dW = (2 / sum S) * W * (M - C), with M [out, in] spread over each kernel."""
+    s = weight.square().sum((-2, -1))  # [..., out, in]
+    c, safe_total = _ratio((s * mask).sum((-2, -1), keepdim=True), s.sum((-2, -1), keepdim=True))  # [..., 1, 1]
+    scale = ((2.0 / safe_total) * (mask - c)).unsqueeze(-1).unsqueeze(-1)  # [..., out, in, 1, 1]
+    return c.squeeze(-1).squeeze(-1), scale * weight
+
+
+def kernel_clusterability_grad(weight: Tensor, mask: Tensor) -> Tensor:
+    """dC/dW of a conv weight [..., out, in, kh, kw] in closed form (no autograd graph needed)."""
+    return kernel_clusterability_and_grad(weight, mask)[1]
