@@ -7,6 +7,8 @@ and the pipeline (:mod:`modclust.experiments`, ``modclust.paper``, ``modclust.pi
 imported from their own modules; nothing here imports them.
 """
 
+from modclust.analysis.any_model import (ablate_clusters, ablate_units, layer_selectivity, layer_semanticity,
+                                         layer_spectral_null, param_mask_circuits, unit_activations)
 from modclust.analysis.ablation import ablate
 from modclust.analysis.circuits import faithfulness, greedy_circuit, greedy_circuits_fast
 from modclust.analysis.masks import mask_circuits
@@ -19,19 +21,23 @@ from modclust.core.data import DataCorruptError, Dataset, DataUnavailableError, 
 from modclust.core.model import MLP
 from modclust.core.optim import Modularity
 from modclust.core.partition import Partition
+from modclust.core.units import UnitClusters
 from modclust.core.train import TrainConfig, TrainingDivergedError, TrainResult, clusterability_loss, train, train_many
 
 __all__ = [
-    "MLP",
     "DataCorruptError",
     "DataUnavailableError",
     "Dataset",
+    "MLP",
     "Modularity",
     "Partition",
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
+    "UnitClusters",
     "ablate",
+    "ablate_clusters",
+    "ablate_units",
     "balanced_indices",
     "clusterability",
     "clusterability_and_grad",
@@ -41,11 +47,16 @@ __all__ = [
     "greedy_circuit",
     "greedy_circuits_fast",
     "label_semanticity",
+    "layer_selectivity",
+    "layer_semanticity",
+    "layer_spectral_null",
     "load",
     "load_run",
     "mask_circuits",
+    "param_mask_circuits",
     "spectral_null",
     "train",
     "train_many",
+    "unit_activations",
     "unit_selectivity",
 ]

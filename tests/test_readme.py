@@ -26,3 +26,15 @@ def test_quickstart_runs(capsys):
     (_, seed_size, seed_share, _), (_, margin_size, margin_share, margin_agree) = lines
     assert float(seed_share) == 1.0
     assert float(margin_share) < 0.3 and float(margin_agree) > 0.9
+
+
+@pytest.mark.mnist
+def test_the_own_model_example_runs(capsys):
+    """The README's CNN example: Modularity and the hook-based analyses on a model of one's own."""
+    block = re.search(r"\*\*Your own model\.\*\*.*?```python\n(.*?)```", README.read_text(), re.S)
+    assert block, "README lost its own-model example"
+    exec(compile(block.group(1), "README own-model example", "exec"), {})
+    full, off = capsys.readouterr().out.splitlines()[0].split(" one fc1 cluster OFF ")
+    full_acc = float(full.split()[1])
+    off_acc = [float(v) for v in off.strip("[]").split(",")]
+    assert full_acc > 0.8 and len(off_acc) == 2 and max(off_acc) < full_acc  # a cluster OFF costs accuracy
