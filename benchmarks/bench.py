@@ -20,6 +20,9 @@ Parts (each prints its timings and ratio; the last line is one JSON object):
 5. on CUDA: 1, 64 and 256 models x 10 epochs through ``train_many`` (CUDA graph) with a test
    pass after every epoch (the library's default), 256 models tested once at the end, and one
    epoch without the graph for comparison.
+6. any model's seeds at once: M seeds of a small CNN trained as one vectorised model
+   (``modclust.core.ensemble.train_ensemble``, vmap over functional_call) against M sequential
+   lone runs (``train_module``), a fixed number of steps each on MNIST images (1, 28, 28).
 
 Parts 1 and 3 also print a ceiling: the time of the arithmetic no SGD on this model can skip
 (the batch gather and fc1's two products, :func:`fc1_floor_s`), so a ratio can be read against
@@ -27,7 +30,7 @@ the most this machine allows. Their ways (and the ceiling) take turns for ``--re
 and each keeps its best time, as the speed of these machines drifts within the hour.
 
 The seed's code below is written from the notebook's text (../shared/seed/), not imported.
-Run: ``python benchmarks/bench.py [--epochs N] [--threads T] [--only cpu|cuda|...]``.
+Run: ``python benchmarks/bench.py [--epochs N] [--threads T] [--only cpu|cuda|generic|...]``.
 
 Threads: by default torch's own choice (one per core), what a user's run gets on an idle
 machine. On a machine whose cores are busy with other jobs that lets OpenMP spin-waits slow
@@ -58,6 +61,7 @@ import modclust  # noqa: E402
 from modclust.core import paths  # noqa: E402
 from modclust.analysis.circuits import greedy_circuit, greedy_circuits_fast, objective_inputs  # noqa: E402
 from modclust.core.data import balanced_indices  # noqa: E402
+from modclust.core.ensemble import ModuleConfig, train_ensemble, train_module  # noqa: E402
 from modclust.analysis.semanticity import label_semanticity  # noqa: E402
 from modclust.core.train import TrainConfig, train, train_many  # noqa: E402
 
@@ -235,6 +239,58 @@ def bench_ensemble(data: modclust.Dataset, epochs: int, m: int, repeats: int, ou
     return results
 
 
+class BenchCNN(nn.Module):
+    """Part 6's model: (B, 1, 28, 28) -> conv 1->8 (3x3, stride 2) -> ReLU -> conv 8->8 (3x3,
+    stride 2) -> ReLU -> flatten (288) -> Linear(288, 10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, stride=2)
+        self.conv2 = nn.Conv2d(8, 8, 3, stride=2)
+        self.fc = nn.Linear(8 * 6 * 6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.flatten(1))
+
+
+def bench_cnn(seed: int) -> BenchCNN:
+    torch.manual_seed(seed)
+    return BenchCNN()
+
+
+def bench_ensemble_generic(data: modclust.Dataset, m: int, steps: int, repeats: int, out: dict[str, Any]) -> None:
+    """M seeds of :class:`BenchCNN`, ``steps`` SGD steps of batch 64 each (one epoch over the
+    first 64 * steps training images), lambda 15 on conv2: one vectorised ensemble against M
+    lone runs; each member must agree with its lone run."""
+    print(f"\n[6] generic ensemble: {m} seeds of a small CNN (train_ensemble, vmap) vs {m} sequential train_module "
+          f"calls (CPU, {steps} steps of batch 64, lambda 15 on conv2; best of {repeats}, alternated)")
+    n = 64 * steps
+    images = (data.train_x[:n].reshape(-1, 1, 28, 28), data.train_y[:n],
+              data.test_x[:1000].reshape(-1, 1, 28, 28), data.test_y[:1000])
+    cfg = ModuleConfig(epochs=1, lr=0.05, batch_size=64, lam=15.0, clustered=("conv2.weight",), n_clusters=4)
+    seeds = list(range(m))
+    (alone, together), (seq_s, ens_s) = alternated([
+        lambda: [train_module(bench_cnn, s, images, cfg) for s in seeds],
+        lambda: train_ensemble(bench_cnn, seeds, images, cfg)], repeats)
+    out["ensemble_generic_ratio"] = row(f"{m} CNN seeds, vmap vs sequential", seq_s, ens_s)
+    # Batched kernels round differently from the lone ones (about 1 float32 ulp per step), and
+    # SGD can amplify that over hundreds of steps (a ReLU that flips), so a member is checked on
+    # its first 50 steps' losses and its final test accuracy; the weights' gap is reported.
+    same = all(max(abs(a - b) for a, b in zip(r.history["loss"][:50], t.history["loss"][:50])) < 1e-5
+               and abs(r.test_acc - t.test_acc) <= 0.01 for r, t in zip(alone, together))
+    gap = max(float((a - b).abs().max()) for r, t in zip(alone, together)
+              for a, b in zip(r.model.state_dict().values(), t.model.state_dict().values()))
+    acc = float(np.mean([r.test_acc for r in together]))
+    print(f"  members agree with their lone runs (first 50 losses within 1e-5, test acc within 0.01): {same}; "
+          f"largest weight gap after {steps} steps {gap:.1e}; mean test acc {acc:.4f}")
+    out.update(ensemble_generic_m=m, ensemble_generic_steps=steps, ensemble_generic_sequential_s=seq_s,
+               ensemble_generic_s=ens_s, ensemble_generic_agree=same, ensemble_generic_weight_gap=gap)
+    if not same:
+        raise SystemExit("an ensemble member differs from its lone run")
+
+
 def bench_pruning(models: list[Any], data: modclust.Dataset, layers: list[str], out: dict[str, Any],
                   key: str = "pruning", objective: str = "seed") -> None:
     """Plain vs fast greedy circuits on the data's device; results under ``key``_*.
@@ -322,7 +378,11 @@ def main() -> None:
                     help="torch CPU threads; 0 (default) = torch's own choice, one per core. Use 1 on a "
                          "busy machine: more threads than free cores let OpenMP spin-waits slow small ops "
                          "down 10-30x, for both sides")
-    ap.add_argument("--only", default="all", choices=["all", "seed", "ensemble", "pruning", "cuda", "cpu"],
+    ap.add_argument("--generic-seeds", type=int, default=8, help="M seeds of the CNN in the generic ensemble row")
+    ap.add_argument("--generic-steps", type=int, default=300,
+                    help="SGD steps of batch 64 per member in the generic ensemble row (one pass over "
+                         "64 x steps images)")
+    ap.add_argument("--only", default="all", choices=["all", "seed", "ensemble", "pruning", "generic", "cuda", "cpu"],
                     help="run one part (cpu = every CPU part)")
     args = ap.parse_args()
     if args.threads > 0:
@@ -345,6 +405,8 @@ def main() -> None:
         bench_pruning([r.model for r in pair], data, args.prune_layers.split(","), out)
         bench_pruning([r.model for r in pair], data, args.prune_layers.split(","), out, key="faithful_pruning",
                       objective="margin")
+    if run("generic"):
+        bench_ensemble_generic(data, args.generic_seeds, args.generic_steps, args.repeats, out)
     if run("cuda"):
         if torch.cuda.is_available():
             bench_cuda(data, out)

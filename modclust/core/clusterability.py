@@ -79,3 +79,14 @@ def kernel_clusterability_and_grad(weight: Tensor, mask: Tensor) -> tuple[Tensor
 def kernel_clusterability_grad(weight: Tensor, mask: Tensor) -> Tensor:
     """dC/dW of a conv weight [..., out, in, kh, kw] in closed form (no autograd graph needed)."""
     return kernel_clusterability_and_grad(weight, mask)[1]
+
+
+def layer_clusterability(weight: Tensor, mask: Tensor) -> Tensor:
+    """C of a layer's weight, whichever kind: a matrix (out, in) by :func:`clusterability`, a conv
+    kernel (out, in, kh, kw) by :func:`kernel_clusterability`; ``mask`` is (out, in) either way."""
+    if weight.ndim == 2:
+        return clusterability(weight, mask)
+    if weight.ndim == 4:
+        return kernel_clusterability(weight, mask)
+    raise ValueError(f"a clusterability needs a Linear weight (out, in) or a Conv2d weight (out, in, kh, kw), "
+                     f"got shape {tuple(weight.shape)}")
