@@ -131,7 +131,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**{**d, "widths": tuple(d.get("widths", SEED_WIDTHS)),
-                      "clustered_layers": tuple(d.get("clustered_layers", ("fc2",)))})
+                      "clustered_layers": tuple(d.get("clustered_layers", DEFAULT_CLUSTERED))})
 
 
 @dataclass
