@@ -19,12 +19,12 @@ from modclust.analysis.any_model import (LayerClusterSelectivity, LayerSelectivi
                                          ablate_clusters, ablate_partition, ablate_units, connection_matrix,
                                          eval_mode, layer_cluster_selectivity, layer_cluster_top_inputs,
                                          layer_selectivity, layer_semanticity, layer_spectral_null,
-                                         layer_spectral_partition, layer_top_inputs, logits_objective,
+                                         layer_spectral_partition, layer_top_inputs,
                                          masked_faithfulness, masked_logits, mlp_as_sequential,
                                          param_mask_circuit, param_mask_circuits, unit_activations)
 from modclust.analysis.circuits import Circuit, faithfulness
 from modclust.analysis.masks import mask_circuit
-from modclust.analysis.objectives import make_objective
+from modclust.analysis.objectives import make_objective, objective_from_logits
 from modclust.analysis.selectivity import (ClusterSelectivity, UnitSelectivity, cluster_selectivity,
                                            cluster_top_examples, selectivity_index, unit_selectivity)
 from modclust.analysis.semanticity import Semanticity, label_semanticity, layer_activations, top_k_indices
@@ -210,13 +210,13 @@ def test_mlp_spectral_equals_the_weight_call() -> None:
 
 
 @pytest.mark.parametrize("kind", ["margin", "kl", "seed"])
-def test_logits_objective_equals_make_objective(kind: str) -> None:
+def test_objective_from_logits_equals_make_objective(kind: str) -> None:
     mlp, x, y = mlp_setup(torch.float64)
     xs = x[y == 2] if kind == "seed" else x
     label = None if kind == "kl" else 2
     want = make_objective(kind, mlp.weights(), xs, label)
     with torch.no_grad():
-        got = logits_objective(kind, mlp(xs), xs, label)
+        got = objective_from_logits(kind, mlp(xs), xs, label)
     assert got.label == want.label and torch.equal(got.weight, want.weight)
     assert (got.target is None) == (want.target is None)
     if want.target is not None:
@@ -380,7 +380,7 @@ def test_constant_classifier_scores_badly_and_a_learned_mask_does_not(cnn: tuple
     assert bad.balanced_agreement == 0.5
     assert bad.agreement == bad.full_share_c > 0.5  # plain agreement would flatter it; the balanced one does not
     with torch.no_grad():
-        obj = logits_objective("margin", model(x), x, c)
+        obj = objective_from_logits("margin", model(x), x, c)
         const_loss = obj.loss(masked_logits(model, constant.kept, x)).item()
     assert const_loss >= 0.5 * math.log(2)
     circ = param_mask_circuit(model, x, c, ["conv", "head.weight"], sparsity=1e-4, steps=60)

@@ -48,7 +48,6 @@ dropout and batch norm do not make an analysis random.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -59,10 +58,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from modclust.analysis.ablation import AblationResult, classwise_correct
-from modclust.analysis.circuits import Circuit, Faithfulness, circuit_labels, objective_inputs
-from modclust.analysis.masks import MaskCircuit
-from modclust.analysis.objectives import (LABEL_FREE, Objective, check_has_examples, check_label,
-                                          check_objective)
+from modclust.analysis.circuits import Circuit, Faithfulness, circuit_labels, decision_faithfulness, objective_inputs
+from modclust.analysis.masks import MaskCircuit, learn_mask
+from modclust.analysis.objectives import check_objective, objective_from_logits
 from modclust.analysis.selectivity import (ClusterSelectivity, UnitSelectivity, cluster_selectivity,
                                            cluster_top_examples, label_entropy, mutual_information,
                                            selectivity_index)
@@ -71,7 +69,6 @@ from modclust.analysis.spectral import SpectralNull, spectral_null, spectral_par
 from modclust.core.checks import check_choice, check_float, check_int, check_open_unit
 from modclust.core.model import MLP
 from modclust.core.partition import Partition
-from modclust.core.progress import track
 
 Clusters = Sequence[Sequence[int]]
 """k clusters of one module's unit indices: ``clusters[c]`` lists cluster c's units."""
@@ -597,42 +594,6 @@ def layer_spectral_null(model: nn.Module, layer: str, k: int, n_draws: int = 20,
 
 # --- learned-mask circuits on any parameters -------------------------------------------------------------
 
-def logits_objective(kind: str, full_logits: Tensor, x: Tensor, label: int | None) -> Objective:
-    """The objective ``kind`` of :mod:`modclust.analysis.objectives` from the full model's logits
-    (N, C) on inputs ``x`` (N, ...): :func:`~modclust.analysis.objectives.make_objective` for any model.
-
-    "margin" (the faithful one) weighs the inputs the full model calls ``label`` and the rest
-    half each, so a constant "always c" pays at least log 2 / 2; "kl" has no label; "seed" reads
-    ``x`` as the label's images. ``Objective.x`` is ``x`` as given (not flattened).
-    """
-    check_objective(kind)
-    if full_logits.ndim != 2 or len(full_logits) != len(x):
-        raise ValueError(f"full_logits must be (N, C) for the N inputs, got {tuple(full_logits.shape)} for {len(x)}")
-    n = len(x)
-    if kind in LABEL_FREE:
-        label = None
-    elif label is None:
-        raise ValueError(f"the {kind!r} objective is per label: give the label")
-    else:
-        label = check_label(label, int(full_logits.shape[-1]))
-    check_has_examples(n, label, f"the inputs of the {kind!r} objective")
-    full = full_logits.detach()
-    dtype = full.dtype
-    weight = torch.full((n,), 1.0 / n, dtype=dtype, device=full.device)
-    target: Tensor | None = None
-    offset = 0.0
-    if kind == "margin":
-        target = (full.argmax(-1) == label).to(dtype)
-        n_pos = int(target.sum())
-        if 0 < n_pos < n:
-            weight = torch.where(target > 0, 0.5 / n_pos, 0.5 / (n - n_pos)).to(dtype)
-    elif kind == "kl":
-        target = torch.softmax(full, -1)
-        logp = torch.log_softmax(full, -1)
-        offset = float((weight * (target * logp).sum(-1)).sum())
-    return Objective(kind, label, x, weight, target, offset)
-
-
 def param_names(model: nn.Module, names: Sequence[str]) -> list[str]:
     """Parameter names of ``model``, checked; a module's name stands for its ``weight``
     (``"fc2"`` -> ``"fc2.weight"``), so an MLP circuit's layer names work too."""
@@ -699,9 +660,7 @@ def param_mask_circuit(model: nn.Module, x: Tensor, label: int | None, params: S
     with eval_mode(model):
         with torch.no_grad():
             full_logits = model(x)
-        obj = logits_objective(objective, full_logits, x, label)
-        logits = [torch.full_like(fixed[n], init_logit, requires_grad=True) for n in names]
-        opt = torch.optim.Adam(logits, lr=lr)
+        obj = objective_from_logits(objective, full_logits, x, label)
 
         def masked_loss(gates: Sequence[Tensor]) -> Tensor:
             subs = dict(fixed)
@@ -709,21 +668,10 @@ def param_mask_circuit(model: nn.Module, x: Tensor, label: int | None, params: S
                 subs[n] = fixed[n] * g.to(fixed[n].dtype)
             return obj.loss(functional_call(model, subs, (obj.x,)))
 
-        history: list[float] = []
-        for step in track(range(steps), desc=f"mask label {obj.label}", disable=not progress):
-            gates = [torch.sigmoid(lg) for lg in logits]
-            value = masked_loss(gates) + sparsity * sum(g.sum() for g in gates)
-            opt.zero_grad(set_to_none=True)
-            value.backward()  # type: ignore[union-attr]
-            opt.step()
-            if step % log_every == 0:
-                history.append(value.item())  # type: ignore[union-attr]
-        with torch.no_grad():
-            gates = [torch.sigmoid(lg) for lg in logits]
-            soft = masked_loss(gates).item()
-            kept = {n: g > threshold for n, g in zip(names, gates)}
-            final = masked_loss(list(kept.values())).item()
-            full = obj.loss(full_logits).item()
+        gates, soft, final, history = learn_mask(masked_loss, [fixed[n] for n in names], sparsity, steps, lr,
+                                                 init_logit, threshold, log_every, progress, f"mask label {obj.label}")
+        kept = dict(zip(names, gates))
+        full = obj.loss(full_logits).item()
     return MaskCircuit(label=obj.label, baseline="mask", threshold=threshold, layers=names,
                        kept={n: k.cpu() for n, k in kept.items()}, full_loss=full, final_loss=final,
                        objective=objective, ablation="zero", means=None, sparsity=sparsity, steps=steps, lr=lr,
@@ -738,11 +686,6 @@ def param_mask_circuits(model: nn.Module, x: Tensor, y: Tensor, params: Sequence
     return [param_mask_circuit(model, objective_inputs(objective, x, y, c), c, params, objective=objective,
                                **kwargs)  # type: ignore[arg-type]
             for c in circuit_labels(objective, y, labels)]
-
-
-def _share(mask: Tensor, of: Tensor) -> float:
-    n = int(of.sum())
-    return float("nan") if n == 0 else int((mask & of).sum()) / n
 
 
 @torch.no_grad()
@@ -764,18 +707,4 @@ def masked_faithfulness(model: nn.Module, circuit: Circuit, x: Tensor, y: Tensor
     full_pred = full.argmax(-1).to(y.device)
     pred = logits.argmax(-1).to(y.device)
     n_classes = int(full.shape[-1]) if n_classes is None else n_classes
-    classwise = classwise_correct(pred, y, n_classes).tolist()
-    acc = float((pred == y).double().mean())
-    top1 = float((pred == full_pred).double().mean())
-    nan = float("nan")
-    if circuit.label is None:
-        return Faithfulness(None, circuit.objective, classwise, acc, top1, nan, nan, nan, nan, nan, nan)
-    c = int(circuit.label)
-    says_c, full_c = pred == c, full_pred == c
-    same = says_c == full_c
-    everything = torch.ones_like(same)
-    agree_c, agree_rest = _share(same, full_c), _share(same, ~full_c)
-    both = [v for v in (agree_c, agree_rest) if not math.isnan(v)]
-    balanced = sum(both) / len(both) if both else nan
-    return Faithfulness(c, circuit.objective, classwise, acc, top1, _share(says_c, everything),
-                        _share(full_c, everything), _share(same, everything), agree_c, agree_rest, balanced)
+    return decision_faithfulness(pred, full_pred, y, circuit.label, circuit.objective, n_classes)

@@ -552,19 +552,26 @@ def faithfulness(model: MLP, circuit: Circuit, x: Tensor, y: Tensor, n_classes: 
     full_pred = model(x.flatten(1)).argmax(-1)
     pred = circuit_logits(model, circuit, x).argmax(-1)
     n_classes = int(model.widths[-1]) if n_classes is None else n_classes  # checked by classwise_correct
+    return decision_faithfulness(pred, full_pred, y, circuit.label, circuit.objective, n_classes)
+
+
+def decision_faithfulness(pred: Tensor, full_pred: Tensor, y: Tensor, label: int | None, objective: str,
+                          n_classes: int) -> Faithfulness:
+    """:class:`Faithfulness` from the cut-down model's predictions ``pred`` (N,), the full model's
+    ``full_pred`` (N,) and the labels ``y`` (N,), for a circuit of ``label`` (None: label-free)."""
     classwise = classwise_correct(pred, y, n_classes).tolist()
     acc = float((pred == y).double().mean())
     top1 = float((pred == full_pred).double().mean())
     nan = float("nan")
-    if circuit.label is None:
-        return Faithfulness(None, circuit.objective, classwise, acc, top1, nan, nan, nan, nan, nan, nan)
-    c = int(circuit.label)
+    if label is None:
+        return Faithfulness(None, objective, classwise, acc, top1, nan, nan, nan, nan, nan, nan)
+    c = int(label)
     says_c, full_c = pred == c, full_pred == c
     same = says_c == full_c
     everything = torch.ones_like(same)
     agree_c, agree_rest = _share(same, full_c), _share(same, ~full_c)
     balanced = _nanmean_pair(agree_c, agree_rest)
-    return Faithfulness(c, circuit.objective, classwise, acc, top1, _share(says_c, everything),
+    return Faithfulness(c, objective, classwise, acc, top1, _share(says_c, everything),
                         _share(full_c, everything), _share(same, everything), agree_c, agree_rest, balanced)
 
 

@@ -17,7 +17,7 @@ logits start equal, the batch is the whole set).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +46,35 @@ class MaskCircuit(Circuit):
         return d
 
 
+def learn_mask(masked_loss: Callable[[Sequence[Tensor]], Tensor], like: Sequence[Tensor], sparsity: float,
+               steps: int, lr: float, init_logit: float, threshold: float, log_every: int, progress: bool,
+               desc: str) -> tuple[list[Tensor], float, float, list[float]]:
+    """The mask search every learned-mask circuit shares: one logit per entry of each tensor of
+    ``like`` (starting at ``init_logit``), trained with full-batch Adam on
+    ``masked_loss(sigmoid(logits)) + sparsity * sum sigmoid(logits)``, then cut at ``threshold``.
+
+    Returns the kept masks (bool, shaped as ``like``), the loss of the soft mask and of the cut
+    one at the end, and the objective every ``log_every`` steps.
+    """
+    logits = [torch.full_like(t, init_logit, requires_grad=True) for t in like]
+    opt = torch.optim.Adam(logits, lr=lr)
+    history: list[float] = []
+    for step in track(range(steps), desc=desc, disable=not progress):
+        gates = [torch.sigmoid(lg) for lg in logits]
+        objective_value = masked_loss(gates) + sparsity * sum(g.sum() for g in gates)
+        opt.zero_grad(set_to_none=True)
+        objective_value.backward()  # type: ignore[union-attr]
+        opt.step()
+        if step % log_every == 0:
+            history.append(objective_value.item())  # type: ignore[union-attr]
+    with torch.no_grad():
+        gates = [torch.sigmoid(lg) for lg in logits]
+        soft = masked_loss(gates).item()
+        kept = [g > threshold for g in gates]
+        final = masked_loss(kept).item()
+    return kept, soft, final, history
+
+
 def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str] | None = None,
                  sparsity: float = 1e-4, steps: int = 300, lr: float = 0.1, init_logit: float = 3.0,
                  threshold: float = 0.5, log_every: int = 10, progress: bool = False, objective: str = "seed",
@@ -67,8 +96,6 @@ def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str]
     weights = [w.detach().clone() for w in model.weights()]
     obj = make_objective(objective, weights, x.to(weights[0]), label)
     means = ablation_means(weights, obj.x, ablation)
-    logits = [torch.full_like(weights[i], init_logit, requires_grad=True) for i in idx]
-    opt = torch.optim.Adam(logits, lr=lr)
     # The layers before the first masked one never change: run them once.
     first = min(idx)
     h = torch.relu(forward(weights[:first], obj.x)) if first > 0 else obj.x
@@ -80,20 +107,10 @@ def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str]
         ws, bs = circuit_weights(weights, kept, means)
         return obj.loss(forward(ws[first:], h, None if bs is None else bs[first:]))
 
-    history: list[float] = []
-    for step in track(range(steps), desc=f"mask label {obj.label}", disable=not progress):
-        gates = [torch.sigmoid(lg) for lg in logits]
-        objective_value = masked_loss(gates) + sparsity * sum(g.sum() for g in gates)
-        opt.zero_grad(set_to_none=True)
-        objective_value.backward()  # type: ignore[union-attr]
-        opt.step()
-        if step % log_every == 0:
-            history.append(objective_value.item())  # type: ignore[union-attr]
+    gates, soft, final, history = learn_mask(masked_loss, [weights[i] for i in idx], sparsity, steps, lr, init_logit,
+                                             threshold, log_every, progress, f"mask label {obj.label}")
+    kept = dict(zip(names, gates))
     with torch.no_grad():
-        gates = [torch.sigmoid(lg) for lg in logits]
-        soft = masked_loss(gates).item()
-        kept = {n: g > threshold for n, g in zip(names, gates)}
-        final = masked_loss(list(kept.values())).item()
         full = obj.loss(forward(weights, obj.x)).item()
     return MaskCircuit(label=obj.label, baseline="mask", threshold=threshold, layers=names,
                        kept={n: k.cpu() for n, k in kept.items()}, full_loss=full, final_loss=final,

@@ -161,26 +161,28 @@ class Objective:
         return objective_loss(self.kind, logits, self.label, self.target, self.weight, self.offset)
 
 
-def make_objective(kind: str, weights: Sequence[Tensor], x: Tensor, label: int | None) -> Objective:
-    """The objective ``kind`` for ``label`` on inputs ``x``, against the full model ``weights``.
+def objective_from_logits(kind: str, full_logits: Tensor, x: Tensor, label: int | None) -> Objective:
+    """The objective ``kind`` for ``label`` on inputs ``x`` (N, ...), from the full model's logits
+    (N, C) on them: any model's (``modclust.analysis.any_model``) or the MLP's (:func:`make_objective`).
 
-    ``x`` are the inputs the objective reads: for "seed", the images of class ``label``; for
-    "margin" and "kl", inputs of every class (a class-balanced set is best).
+    "margin" (the faithful one) weighs the inputs the full model calls ``label`` and the rest
+    half each, so a constant "always c" pays at least log 2 / 2; "kl" has no label; "seed" reads
+    ``x`` as the label's images. ``Objective.x`` is ``x`` as given.
     """
     check_objective(kind)
-    x = x.flatten(1)
-    n = x.shape[0]
+    if full_logits.ndim != 2 or len(full_logits) != len(x):
+        raise ValueError(f"full_logits must be (N, C) for the N inputs, got {tuple(full_logits.shape)} for {len(x)}")
+    n = len(x)
     if kind in LABEL_FREE:
         label = None
     elif label is None:
         raise ValueError(f"the {kind!r} objective is per label: give the label")
     else:
-        label = check_label(label, int(weights[-1].shape[-2]))
+        label = check_label(label, int(full_logits.shape[-1]))
     check_has_examples(n, label, f"the inputs of the {kind!r} objective")
-    dtype = weights[0].dtype
-    with torch.no_grad():
-        full = forward([w.detach() for w in weights], x)  # (N, C)
-    weight = torch.full((n,), 1.0 / n, dtype=dtype, device=x.device)
+    full = full_logits.detach()
+    dtype = full.dtype
+    weight = torch.full((n,), 1.0 / n, dtype=dtype, device=full.device)
     target: Tensor | None = None
     offset = 0.0
     if kind == "margin":
@@ -193,6 +195,19 @@ def make_objective(kind: str, weights: Sequence[Tensor], x: Tensor, label: int |
         logp = torch.log_softmax(full, -1)
         offset = float((weight * (target * logp).sum(-1)).sum())
     return Objective(kind, label, x, weight, target, offset)
+
+
+def make_objective(kind: str, weights: Sequence[Tensor], x: Tensor, label: int | None) -> Objective:
+    """The objective ``kind`` for ``label`` on inputs ``x``, against the full model ``weights``.
+
+    ``x`` are the inputs the objective reads: for "seed", the images of class ``label``; for
+    "margin" and "kl", inputs of every class (a class-balanced set is best).
+    """
+    check_objective(kind)
+    x = x.flatten(1)
+    with torch.no_grad():
+        full = forward([w.detach() for w in weights], x)  # (N, C)
+    return objective_from_logits(kind, full, x, label)
 
 
 def ablation_means(weights: Sequence[Tensor], x: Tensor, ablation: str) -> list[Tensor] | None:
