@@ -15,6 +15,7 @@ from modclust.experiments.grid import (
     paired_difference,
     resolve_layers,
     run_record,
+    save_runs,
     summarise,
     summary_table,
     train_grid,
@@ -117,3 +118,15 @@ def test_paired_difference_uses_same_seed() -> None:
     assert row["direction"] == "higher" and row["welch"] == "indistinguishable"
     (one,) = paired_difference([r for r in recs if r["seed"] == 0])
     assert one["n"] == 1 and one["direction"] == "indistinguishable"  # one seed: no interval
+
+
+def test_saving_runs_without_the_main_lambda_writes_nothing(data: Dataset, tmp_path) -> None:
+    """A main_lambda that was not trained is one clear error, before any file is written."""
+    run = train(TrainConfig(widths=WIDTHS, n_clusters=2, lam=5.0, epochs=0, batch_size=16, lr=0.05), data,
+                progress=False)
+    with pytest.raises(ValueError, match="main_lambda 15.0 is not among the trained lambdas"):
+        save_runs([run], tmp_path / "01_train", main_lambda=15.0)
+    assert not (tmp_path / "01_train").exists()
+    summary = save_runs([run], tmp_path / "01_train", main_lambda=5.0, sweep=[run])
+    assert [r["name"] for r in summary["runs"]] == [r["name"] for r in summary["sweep"]] == ["lam5_seed0"]
+    assert [p.name for p in (tmp_path / "01_train" / "checkpoints").iterdir()] == ["lam5_seed0.pt"]  # saved once

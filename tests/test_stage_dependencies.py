@@ -129,7 +129,7 @@ def test_a_stage_depends_on_the_package_data_it_reads(smoke_rules):
     assert "modclust/paper/modclust.mplstyle" in _closure(smoke_rules, "build/smoke/05_figures.ipynb")
 
 
-def test_a_preset_depends_on_the_presets_it_extends(tmp_path):
+def test_a_preset_depends_on_the_presets_it_extends():
     rules = _make_prerequisites("fashion")
     chain = [str(p.relative_to(REPO)) for p in preset_chain(REPO / "presets" / "fashion.yaml")]
     assert len(chain) > 1, "fashion extends paper"

@@ -165,6 +165,9 @@ def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], m
     stages 2-5 read); ``sweep`` are the runs of the lambda x layer-set sweep (``"sweep"``: one
     :func:`run_record` each, with its name; stage 6 reads them). A run in both is saved once.
     """
+    if float(main_lambda) not in {float(r.config.lam) for r in results}:
+        raise ValueError(f"main_lambda {main_lambda} is not among the trained lambdas "
+                         f"{sorted({r.config.lam for r in results})}: add it to lambdas")
     out = resolve(out_dir)
     runs = []
     saved: set[str] = set()
@@ -188,9 +191,6 @@ def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], m
         })
     summary = {"main_lambda": float(main_lambda), "runs": runs,
                "sweep": [{"name": run_name(r.config), **run_record(r)} for r in sweep]}
-    if float(main_lambda) not in {r["lam"] for r in runs}:
-        raise ValueError(f"main_lambda {main_lambda} is not among the trained lambdas "
-                         f"{sorted({r['lam'] for r in runs})}: add it to lambdas")
     write_json(out / "train.json", summary)
     return summary
 
