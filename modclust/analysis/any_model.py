@@ -59,14 +59,14 @@ from torch.func import functional_call
 
 from modclust.analysis.ablation import AblationResult, classwise_correct
 from modclust.analysis.circuits import Circuit, Faithfulness, circuit_labels, decision_faithfulness, objective_inputs
-from modclust.analysis.masks import MaskCircuit, learn_mask
+from modclust.analysis.masks import MaskCircuit, check_mask_options, learn_mask
 from modclust.analysis.objectives import check_objective, objective_from_logits
 from modclust.analysis.selectivity import (ClusterSelectivity, UnitSelectivity, cluster_selectivity,
                                            cluster_top_examples, label_entropy, mutual_information,
                                            selectivity_index)
 from modclust.analysis.semanticity import Semanticity, semanticity_from_top_k, top_k_indices
 from modclust.analysis.spectral import SpectralNull, spectral_null, spectral_partition
-from modclust.core.checks import check_choice, check_float, check_int, check_open_unit
+from modclust.core.checks import check_choice, check_int
 from modclust.core.model import MLP
 from modclust.core.partition import Partition
 
@@ -644,12 +644,8 @@ def param_mask_circuit(model: nn.Module, x: Tensor, label: int | None, params: S
     ``kept`` is keyed by parameter name. On the seed's MLP, ``params=["fc2"]`` gives the kept
     mask, losses and history of ``mask_circuit(mlp, x, label, ["fc2"], objective=...)``.
     """
-    sparsity = check_float("sparsity", sparsity, 0.0, hint="the price of keeping one entry, in units of loss")
-    lr = check_float("lr", lr, 0.0, strict_min=True, hint="Adam's learning rate on the mask logits")
-    init_logit = check_float("init_logit", init_logit, hint="every mask logit's start; sigmoid(3) keeps 95 %")
-    steps = check_int("steps", steps, 0, hint="full-batch Adam steps")
-    log_every = check_int("log_every", log_every, 1, hint="steps between logged objective values")
-    threshold = check_open_unit("threshold", threshold, hint="a cut on sigmoid(logit)")
+    sparsity, lr, init_logit, steps, log_every, threshold = check_mask_options(sparsity, lr, init_logit, steps,
+                                                                               log_every, threshold)
     check_objective(objective)
     if isinstance(params, str) or not list(params):
         raise ValueError(f"give a sequence of at least one parameter name to mask, got {params!r}")

@@ -46,6 +46,17 @@ class MaskCircuit(Circuit):
         return d
 
 
+def check_mask_options(sparsity: float, lr: float, init_logit: float, steps: int, log_every: int,
+                       threshold: float) -> tuple[float, float, float, int, int, float]:
+    """The options of a learned-mask search, checked (each error names the option and what it means)."""
+    return (check_float("sparsity", sparsity, 0.0, hint="the price of keeping one entry, in units of loss"),
+            check_float("lr", lr, 0.0, strict_min=True, hint="Adam's learning rate on the mask logits"),
+            check_float("init_logit", init_logit, hint="every mask logit's start; sigmoid(3) keeps 95 %"),
+            check_int("steps", steps, 0, hint="full-batch Adam steps"),
+            check_int("log_every", log_every, 1, hint="steps between logged objective values"),
+            check_open_unit("threshold", threshold, hint="a cut on sigmoid(logit)"))
+
+
 def learn_mask(masked_loss: Callable[[Sequence[Tensor]], Tensor], like: Sequence[Tensor], sparsity: float,
                steps: int, lr: float, init_logit: float, threshold: float, log_every: int, progress: bool,
                desc: str) -> tuple[list[Tensor], float, float, list[float]]:
@@ -83,12 +94,8 @@ def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str]
 
     ``x`` are the inputs the objective reads, as for :func:`modclust.analysis.circuits.greedy_circuit`.
     """
-    sparsity = check_float("sparsity", sparsity, 0.0, hint="the price of keeping one weight, in units of loss")
-    lr = check_float("lr", lr, 0.0, strict_min=True, hint="Adam's learning rate on the mask logits")
-    init_logit = check_float("init_logit", init_logit, hint="every mask logit's start; sigmoid(3) keeps 95 %")
-    steps = check_int("steps", steps, 0, hint="full-batch Adam steps")
-    log_every = check_int("log_every", log_every, 1, hint="steps between logged objective values")
-    threshold = check_open_unit("threshold", threshold, hint="a cut on sigmoid(logit)")
+    sparsity, lr, init_logit, steps, log_every, threshold = check_mask_options(sparsity, lr, init_logit, steps,
+                                                                               log_every, threshold)
     if layers is not None and not list(layers):
         raise ValueError("mask_circuit needs at least one layer to mask")
     names = check_prune_args(model, layers, "full", 0.0, objective, ablation)
