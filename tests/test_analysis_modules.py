@@ -21,8 +21,9 @@ from modclust.analysis.any_model import (LayerClusterSelectivity, LayerSelectivi
                                          layer_selectivity, layer_semanticity, layer_spectral_null,
                                          layer_spectral_partition, layer_top_inputs,
                                          masked_faithfulness, masked_logits, mlp_as_sequential,
-                                         param_mask_circuit, param_mask_circuits, unit_activations)
-from modclust.analysis.circuits import Circuit, faithfulness
+                                         param_greedy_circuit, param_greedy_circuits, param_mask_circuit,
+                                         param_mask_circuits, unit_activations)
+from modclust.analysis.circuits import Circuit, faithfulness, greedy_circuit
 from modclust.analysis.masks import mask_circuit
 from modclust.analysis.objectives import make_objective, objective_from_logits
 from modclust.analysis.selectivity import (ClusterSelectivity, UnitSelectivity, cluster_selectivity,
@@ -239,6 +240,44 @@ def test_mlp_mask_circuit_equals_mask_circuit() -> None:
     assert same_dicts(masked_faithfulness(mlp, want, x[150:], y[150:]).to_dict(),
                       faithfulness(mlp, want, x[150:], y[150:]).to_dict())
     assert len(param_mask_circuits(mlp, xt, yt, ["fc2"], labels=[0, 1], steps=2)) == 2
+
+
+@pytest.mark.parametrize("objective,baseline", [("margin", "current"), ("seed", "current"), ("margin", "full")])
+def test_mlp_greedy_circuit_equals_greedy_circuit(objective: str, baseline: str) -> None:
+    """The generic plain loop on the MLP: the same forward arithmetic (functional_call runs the
+    MLP's own forward), the same decisions, so the same kept masks and losses."""
+    mlp, x, y = mlp_setup()
+    with torch.no_grad():
+        mlp.fc3.weight[0, :3] = 0.0  # entries already zero: skipped by the generic loop, not kept by either
+    label = 1
+    xs = x[:120] if objective != "seed" else x[:120][y[:120] == label]
+    want = greedy_circuit(mlp, xs, label, ["fc2", "fc3"], threshold=1e-3, baseline=baseline, objective=objective)
+    got = param_greedy_circuit(mlp, xs, label, ["fc2", "fc3"], threshold=1e-3, baseline=baseline, objective=objective)
+    assert got.layers == ["fc2.weight", "fc3.weight"]
+    for name in ("fc2", "fc3"):
+        assert torch.equal(got.kept[f"{name}.weight"], want.kept[name])
+    assert 0 < got.size < sum(w.numel() for w in (mlp.fc2.weight, mlp.fc3.weight))
+    assert (got.full_loss, got.final_loss, got.objective, got.baseline) == \
+        (want.full_loss, want.final_loss, objective, baseline)
+    many = param_greedy_circuits(mlp, x[:120], y[:120], ["fc3"], labels=[0, 1], objective=objective,
+                                 threshold=1e-3)
+    assert [c.label for c in many] == [0, 1]
+
+
+def test_greedy_circuit_of_a_cnn_head_is_faithful(cnn: tuple[TinyCNN, Tensor, Tensor]) -> None:
+    model, x, y = cnn
+    with torch.no_grad():
+        model.head.weight.mul_(20)  # a confident model, whose decisions a circuit must keep
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    circ = param_greedy_circuit(model, x[:80], 0, ["head"], threshold=1e-2, baseline="full")
+    assert 0 < circ.size < model.head.weight.numel()
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # the model is untouched
+    held_out = masked_faithfulness(model, circ, x[80:], y[80:])
+    assert held_out.balanced_agreement > 0.6  # a constant classifier scores 0.5
+    with pytest.raises(ValueError, match="baseline"):
+        param_greedy_circuit(model, x, 0, ["head"], baseline="start")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        param_greedy_circuit(model, x, 0, ["body"])
 
 
 # --- a tiny CNN ---------------------------------------------------------------------------------------------

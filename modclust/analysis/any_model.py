@@ -13,8 +13,9 @@ on its named modules (no per-model rewrite):
   :mod:`modclust.analysis.semanticity` and :mod:`modclust.analysis.selectivity`;
 - :func:`connection_matrix`, :func:`layer_spectral_partition`, :func:`layer_spectral_null`:
   the spectral co-clustering baseline and its shuffled null for Linear, conv and any 2-D weight;
-- :func:`param_mask_circuit`, :func:`masked_faithfulness`: learned-mask circuits over any
-  chosen parameters, with the objectives of :mod:`modclust.analysis.objectives`.
+- :func:`param_greedy_circuit`, :func:`param_mask_circuit`, :func:`masked_faithfulness`: greedy
+  and learned-mask circuits over any chosen parameters, with the objectives of
+  :mod:`modclust.analysis.objectives`.
 
 Unit clusters are a plain mapping ``{module name: k clusters of unit indices}`` (names as in
 ``model.named_modules()``), e.g. ``{"conv1": [[0, 1, 2], [3, 4, 5]]}``.
@@ -58,7 +59,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from modclust.analysis.ablation import AblationResult, classwise_correct
-from modclust.analysis.circuits import Circuit, Faithfulness, circuit_labels, decision_faithfulness, objective_inputs
+from modclust.analysis.circuits import (Circuit, Faithfulness, check_threshold, circuit_labels, decision_faithfulness,
+                                        objective_inputs)
 from modclust.analysis.masks import MaskCircuit, check_mask_options, learn_mask
 from modclust.analysis.objectives import check_objective, objective_from_logits
 from modclust.analysis.selectivity import (ClusterSelectivity, UnitSelectivity, cluster_selectivity,
@@ -69,6 +71,7 @@ from modclust.analysis.spectral import SpectralNull, spectral_null, spectral_par
 from modclust.core.checks import check_choice, check_int
 from modclust.core.model import MLP
 from modclust.core.partition import Partition
+from modclust.core.progress import bar as progress_bar
 
 Clusters = Sequence[Sequence[int]]
 """k clusters of one module's unit indices: ``clusters[c]`` lists cluster c's units."""
@@ -681,6 +684,78 @@ def param_mask_circuits(model: nn.Module, x: Tensor, y: Tensor, params: Sequence
     objective reads (all of ``x`` but for "seed"); "kl" gives one circuit, of label None."""
     return [param_mask_circuit(model, objective_inputs(objective, x, y, c), c, params, objective=objective,
                                **kwargs)  # type: ignore[arg-type]
+            for c in circuit_labels(objective, y, labels)]
+
+
+@torch.no_grad()
+def param_greedy_circuit(model: nn.Module, x: Tensor, label: int | None, params: Sequence[str],
+                         objective: str = "margin", threshold: float = 1e-4, baseline: str = "current",
+                         progress: bool = False) -> Circuit:
+    """Greedy pruning over the chosen parameters of any model: the plain loop of
+    :func:`modclust.analysis.circuits.greedy_circuit`, by ``torch.func.functional_call``.
+
+    The entries of ``params`` (names, or module names for their weights) are visited in the
+    order given, each row-major; each is zeroed and stays zeroed if ``objective`` (on the masked
+    model's logits for ``x`` (N, ...)) rises by less than ``threshold`` over the reference
+    (``baseline``: "current", the seed's rule, or "full"), else it is restored. Zero ablation
+    only. An entry that is already zero is not kept and costs nothing (zeroing it changes
+    nothing). Every other entry costs one forward pass of the whole model on ``x``, so keep ``x``
+    and the searched parameters small (a head of a few thousand weights, a few hundred
+    inputs); the seed's MLP has a far faster exact pruner,
+    :func:`modclust.analysis.circuits.greedy_circuits_fast`.
+
+    On the seed's MLP, ``params=["fc3"]`` gives exactly the kept mask and losses of
+    ``greedy_circuit(mlp, x, label, ["fc3"], objective=...)``. Judge the circuit on held-out
+    inputs of every class with :func:`masked_faithfulness`.
+    """
+    if baseline not in ("current", "full"):
+        raise ValueError(f"baseline must be 'current' (the seed's) or 'full' (the follow-up's), got {baseline!r}")
+    threshold = check_threshold(threshold)
+    check_objective(objective)
+    if isinstance(params, str) or not list(params):
+        raise ValueError(f"give a sequence of at least one parameter name to prune, got {params!r}")
+    names = param_names(model, params)
+    subs = {n: p.detach() for n, p in model.named_parameters()}
+    for n in names:
+        subs[n] = subs[n].clone()
+    x = x.to(_device(model, x))
+    with eval_mode(model):
+        full_logits = model(x)
+        obj = objective_from_logits(objective, full_logits, x, label)
+
+        def loss() -> float:
+            return obj.loss(functional_call(model, subs, (obj.x,))).item()
+
+        full = obj.loss(full_logits).item()
+        ref = full
+        bar = progress_bar(sum(subs[n].numel() for n in names), f"prune label {obj.label}", disable=not progress)
+        for n in names:
+            flat = subs[n].view(-1)
+            for j in range(flat.numel()):
+                old = flat[j].item()
+                if old == 0.0:
+                    continue
+                flat[j] = 0.0
+                new = loss()
+                if new - ref < threshold:
+                    if baseline == "current":
+                        ref = new
+                else:
+                    flat[j] = old
+            bar.update(flat.numel())
+        bar.close()
+        final = loss()
+    return Circuit(obj.label, baseline, threshold, names, {n: (subs[n] != 0).cpu() for n in names}, full, final,
+                   objective, "zero")
+
+
+def param_greedy_circuits(model: nn.Module, x: Tensor, y: Tensor, params: Sequence[str],
+                          labels: Sequence[int] | None = None, objective: str = "margin",
+                          **kwargs: object) -> list[Circuit]:
+    """:func:`param_greedy_circuit` for each label (default: every label in ``y``), on the inputs its
+    objective reads (all of ``x`` but for "seed"); "kl" gives one circuit, of label None."""
+    return [param_greedy_circuit(model, objective_inputs(objective, x, y, c), c, params, objective=objective,
+                                 **kwargs)  # type: ignore[arg-type]
             for c in circuit_labels(objective, y, labels)]
 
 
