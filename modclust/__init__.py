@@ -8,7 +8,8 @@ imported from their own modules; nothing here imports them.
 """
 
 from modclust.analysis.any_model import (ablate_clusters, ablate_units, layer_selectivity, layer_semanticity,
-                                         layer_spectral_null, param_mask_circuits, unit_activations)
+                                         layer_spectral_null, masked_faithfulness, param_greedy_circuits,
+                                         param_mask_circuits, unit_activations)
 from modclust.analysis.ablation import ablate
 from modclust.analysis.circuits import faithfulness, greedy_circuit, greedy_circuits_fast
 from modclust.analysis.masks import mask_circuits
@@ -53,6 +54,8 @@ __all__ = [
     "load",
     "load_run",
     "mask_circuits",
+    "masked_faithfulness",
+    "param_greedy_circuits",
     "param_mask_circuits",
     "spectral_null",
     "train",
