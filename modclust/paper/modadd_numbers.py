@@ -1,0 +1,439 @@
+"""The paper's numbers, sentences and figures for the modular-addition stage (notebooks/08_modadd.ipynb).
+
+:func:`modadd_macros` turns the stage's result (:func:`modclust.experiments.modular_addition.run_study`)
+into LaTeX macros, every name prefixed ``ModAdd`` (letters only): numbers as means with 95 %
+half-widths over seeds, and every sentence whose direction depends on the data chosen by
+:func:`modclust.core.stats.compare` (clustered against unclustered, Welch) or by
+:func:`modclust.core.stats.direction` of the interval of a per-run difference (a measure against
+its shuffled null, random control or untrained model). :func:`write_modadd_numbers` writes them
+to ``generated/modadd.tex``. The figures (:func:`training_figure`, :func:`summary_figure`,
+:func:`ablation_figure`) and their plotly twins take the same result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from modclust.core.stats import Interval, mean_ci
+from modclust.paper.figures import MODEL_COLORS, lambda_label, mean_and_half
+from modclust.paper.latex import Macros, num, pm, pm_values, table, write_macros
+from modclust.paper.numbers import Comparison, direction_sentence
+
+MODADD_SOURCE = "notebooks/08_modadd.ipynb"  # writes modadd.tex (modadd_macros)
+TAGS = ("Unclustered", "Clustered")
+SPECTRAL_TEXT = {"mlp_in": "$|W_{\\mathrm{in}}|$",
+                 "neuron_weights": "$|[W_{\\mathrm{in}},\\,W_{\\mathrm{out}}^{\\top}]|$"}
+
+
+# -- reading the study -------------------------------------------------------------------------
+
+def clustered_lambda(study: Mapping[str, Any]) -> float:
+    """The study's one clustered lambda (the stage compares it with lambda = 0)."""
+    positive = [float(v) for v in study["lambdas"] if float(v) > 0]
+    if len(positive) != 1:
+        raise ValueError(f"the modular-addition macros compare one clustered lambda with 0, got lambdas "
+                         f"{study['lambdas']}: run the stage with one modadd_lambda")
+    return positive[0]
+
+
+def values(study: Mapping[str, Any], lam: float, key: str) -> list[float]:
+    """The seeds' values of ``key`` at ``lam`` (seed order), undefined ones (None, nan) left out."""
+    rows = sorted((r for r in study["records"] if float(r["lam"]) == lam), key=lambda r: r["seed"])
+    return [float(r[key]) for r in rows if r.get(key) is not None and r[key] == r[key]]
+
+
+def _pct(vals: Sequence[float], digits: int = 1) -> str:
+    return pm_values([100 * v for v in vals], digits) + "\\,\\%" if vals else "n/a"
+
+
+def _sentence(a: Sequence[float], b: Sequence[float], subject: str, other: str, higher: str, lower: str,
+              same: str, quantity: str, digits: int = 2, scale: float = 1.0, unit: str = "") -> str:
+    """:func:`modclust.paper.numbers.direction_sentence` of ``a`` against ``b``, or a plain
+    statement that they cannot be compared when either has no defined value."""
+    if not a or not b:
+        return f"{subject} and {other} cannot be compared by {quantity}: it is undefined for every run of one of them."
+    with warnings.catch_warnings():  # scipy warns of precision loss on (nearly) equal samples; compare copes
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cmp = Comparison.of(a, b)
+    return direction_sentence(cmp, subject, other, higher, lower, same, quantity, digits, scale, unit)
+
+
+def _null_sentence(study: Mapping[str, Any], lam: float, key: str, words: Mapping[str, str], what: str,
+                   digits: int = 2, unit: str = "", scale: float = 1.0) -> str:
+    """``words[direction]`` for the per-run difference of ``key`` to its null, then that difference's interval.
+
+    The direction is :func:`modclust.core.stats.direction` of the difference's 95 % interval over
+    seeds (the study's ``"against_null"``); ``words`` maps each direction to a phrase such as
+    "above its shuffled null".
+    """
+    entry = study["against_null"][str(lam)][key]
+    if entry["difference"] is None:
+        return f"{words['indistinguishable']} (undefined for every run)"
+    iv = Interval(**entry["difference"])
+    seeds = f"{iv.n} seed{'s' if iv.n != 1 else ''}"
+    return f"{words[entry['direction']]} ({what} {pm(iv, digits, scale)}{unit}, {seeds})"
+
+
+def _freq_list(study: Mapping[str, Any], lam: float) -> str:
+    rows = sorted((r for r in study["records"] if float(r["lam"]) == lam), key=lambda r: r["seed"])
+    return "; ".join("\\{" + ", ".join(str(k) for k in r["key_frequencies"]) + "\\}" if r["key_frequencies"]
+                     else "none" for r in rows)
+
+
+# -- macros -----------------------------------------------------------------------------------
+
+def _setup_macros(m: Macros, study: Mapping[str, Any], lam: float) -> None:
+    cfg = study["config"]
+    p = int(cfg["p"])
+    m.add("ModAddP", p)
+    m.add("ModAddNFreq", (p - 1) // 2)
+    m.add("ModAddTrainPct", f"{100 * cfg['train_frac']:g}\\,\\%")
+    m.add("ModAddNTrain", round(cfg["train_frac"] * p * p))
+    m.add("ModAddNPairs", p * p)
+    m.add("ModAddDModel", cfg["d_model"])
+    m.add("ModAddHeads", cfg["n_heads"])
+    m.add("ModAddDMlp", cfg["d_mlp"])
+    m.add("ModAddK", cfg["n_clusters"])
+    m.add("ModAddBlockSize", cfg["d_mlp"] // cfg["n_clusters"])
+    m.add("ModAddLambda", f"{lam:g}")
+    m.add("ModAddSeeds", len(study["seeds"]))
+    m.add("ModAddStopAt", f"{cfg['stop_at']:g}")
+    m.add("ModAddMaxSteps", cfg["max_steps"])
+    m.add("ModAddEvalEvery", cfg["eval_every"])
+    m.add("ModAddLr", f"{cfg['lr']:g}")
+    m.add("ModAddWeightDecay", f"{cfg['weight_decay']:g}")
+    m.add("ModAddMinShare", f"{cfg['min_share']:g}")
+    m.add("ModAddMinNeurons", cfg["min_neurons"])
+    m.add("ModAddNullDraws", cfg["null_draws"])
+    m.add("ModAddControlDraws", cfg["control_draws"])
+    m.add("ModAddSpectralOn", SPECTRAL_TEXT[cfg["spectral_weights"]])
+    m.add("ModAddChance", f"{100 / p:.1f}\\,\\%")
+    m.add("ModAddMaxMi", num(math.log2(cfg["n_clusters"]), 2))
+
+
+def generalised_sentence(study: Mapping[str, Any], lam: float) -> str:
+    """How many runs reached the stop accuracy, and which did not (never hidden)."""
+    cfg = study["config"]
+    gen = study["generalised"]
+    n_runs = sum(g["n_runs"] for g in gen.values())
+    n_ok = sum(g["n_generalised"] for g in gen.values())
+    goal = f"test accuracy {cfg['stop_at']:g} within {cfg['max_steps']} steps"
+    if n_ok == n_runs:
+        return f"All {n_runs} runs reached {goal}."
+    failed = []
+    for lam_key, tag in (("0.0", "unclustered"), (str(lam), "clustered")):
+        seeds = gen[lam_key]["failed_seeds"]
+        if seeds:
+            failed.append(f"{len(seeds)} of {gen[lam_key]['n_runs']} {tag} (seed{'s' if len(seeds) > 1 else ''} "
+                          f"{', '.join(str(s) for s in seeds)})")
+    return (f"\\textbf{{{n_runs - n_ok} of the {n_runs} runs did not reach {goal}}}: {' and '.join(failed)}. "
+            "They are kept in every mean below except those of the steps and seconds to generalise, which "
+            "count only the runs that got there.")
+
+
+def modadd_macros(study: Mapping[str, Any]) -> Macros:
+    """Every number and data-dependent sentence of the section "Modular addition" (names ``ModAdd...``)."""
+    lam = clustered_lambda(study)
+    m = Macros(source=MODADD_SOURCE)
+    _setup_macros(m, study, lam)
+    lams = {"Unclustered": 0.0, "Clustered": lam}
+    everything = list(study["records"])
+    m.add("ModAddGeneralisedSentence", generalised_sentence(study, lam))
+    m.add("ModAddNGeneralised", sum(bool(r["generalised"]) for r in everything))
+    m.add("ModAddNRuns", len(everything))
+    m.add("ModAddInitAcc", _pct([float(r["init_test_acc"]) for r in everything]))
+    m.add("ModAddInitC", pm_values([float(r[k]) for r in everything for k in ("init_c_in", "init_c_out")]))
+    m.add("ModAddUntrainedExplained", _pct([float(r["untrained_explained_share"]) for r in everything]))
+    m.add("ModAddUntrainedNKey", pm_values([float(r["untrained_n_key"]) for r in everything], 1))
+    for tag, v in lams.items():
+        col = lambda key: values(study, v, key)  # noqa: E731
+        m.add(f"ModAddSteps{tag}", pm_values(col("steps"), 0))
+        m.add(f"ModAddSeconds{tag}", pm_values(col("seconds"), 1))
+        m.add(f"ModAddNGeneralised{tag}", len(col("steps")))
+        m.add(f"ModAddTestAcc{tag}", _pct(col("test_acc")))
+        m.add(f"ModAddTrainAcc{tag}", _pct(col("train_acc")))
+        m.add(f"ModAddCIn{tag}", pm_values(col("c_in"), 3))
+        m.add(f"ModAddCOut{tag}", pm_values(col("c_out"), 3))
+        m.add(f"ModAddNKey{tag}", pm_values(col("n_key"), 1))
+        m.add(f"ModAddKeyFreqs{tag}", _freq_list(study, v))
+        m.add(f"ModAddInvKey{tag}", pm_values([1 / n for n in col("n_key") if n >= 2]))
+        m.add(f"ModAddExplained{tag}", _pct(col("explained_share")))
+        m.add(f"ModAddLogitKeyShare{tag}", _pct(col("logit_key_share")))
+        m.add(f"ModAddUntrainedLogitKeyShare{tag}", _pct(col("untrained_logit_key_share")))
+        for key, name, digits in (("mi", "Mi", 2), ("mi_null", "MiNull", 2), ("mi_z", "MiZ", 1),
+                                  ("mi_norm", "MiNorm", 2), ("spectral_mi", "SpectralMi", 2),
+                                  ("spectral_mi_null", "SpectralMiNull", 2), ("spectral_mi_z", "SpectralMiZ", 1),
+                                  ("spectral_mi_norm", "SpectralMiNorm", 2), ("spectral_c", "SpectralC", 2),
+                                  ("spectral_k", "SpectralK", 1), ("abl_specificity", "Specificity", 2),
+                                  ("control_specificity", "ControlSpecificity", 2),
+                                  ("abl_power_specificity", "PowerSpecificity", 2),
+                                  ("control_power_specificity", "ControlPowerSpecificity", 2),
+                                  ("abl_purity", "Purity", 2),
+                                  ("control_purity", "ControlPurity", 2)):
+            m.add(f"ModAdd{name}{tag}", pm_values(col(key), digits))
+        for key, name in (("abl_test_acc_before", "AblAccBefore"), ("abl_test_acc_after", "AblAcc"),
+                          ("control_test_acc_after", "ControlAcc"), ("abl_acc_after", "AblAllAcc")):
+            m.add(f"ModAdd{name}{tag}", _pct(col(key)))
+        m.add(f"ModAddExplainedNullSentence{tag}", _null_sentence(
+            study, v, "explained_share", {"higher": "more than in untrained models",
+                                          "lower": "fewer than in untrained models",
+                                          "indistinguishable": "no more than in untrained models"},
+            "difference", 1, " percentage points", 100))
+        m.add(f"ModAddMiNullSentence{tag}", _null_sentence(
+            study, v, "mi", {"higher": "above its shuffled null", "lower": "below its shuffled null",
+                             "indistinguishable": "indistinguishable from its shuffled null"},
+            "MI minus the null's mean", 2, " bits"))
+        m.add(f"ModAddSpectralNullSentence{tag}", _null_sentence(
+            study, v, "spectral_mi", {"higher": "above their shuffled null", "lower": "below their shuffled null",
+                                      "indistinguishable": "indistinguishable from their shuffled null"},
+            "MI minus the null's mean", 2, " bits"))
+        m.add(f"ModAddSpecificityControlSentence{tag}", _null_sentence(
+            study, v, "abl_specificity", {"higher": "more specific than the random sets",
+                                          "lower": "less specific than the random sets",
+                                          "indistinguishable": "no more specific than the random sets"},
+            "difference", 2))
+        m.add(f"ModAddPowerSpecificityControlSentence{tag}", _null_sentence(
+            study, v, "abl_power_specificity", {"higher": "higher than for random sets",
+                                                "lower": "lower than for random sets",
+                                                "indistinguishable": "indistinguishable from random sets"},
+            "difference", 2))
+    a = lambda key: values(study, lam, key)  # noqa: E731
+    b = lambda key: values(study, 0.0, key)  # noqa: E731
+    subj, other = "The clustered models", "the unclustered ones"
+    m.add("ModAddStepsSentence", _sentence(a("steps"), b("steps"), subj, other, "need more steps than",
+                                           "need fewer steps than", "need as many steps as",
+                                           "steps to generalise", 0))
+    m.add("ModAddSecondsSentence", _sentence(a("seconds"), b("seconds"), subj, other, "take longer than",
+                                             "take less time than", "take as long as", "seconds to generalise", 1))
+    m.add("ModAddExplainedSentence", _sentence(a("explained_share"), b("explained_share"), subj, other,
+                                               "have more single-frequency neurons than",
+                                               "have fewer single-frequency neurons than",
+                                               "have as many single-frequency neurons as",
+                                               "share of neurons explained", 1, 100, "\\,\\%"))
+    m.add("ModAddNKeySentence", _sentence(a("n_key"), b("n_key"), subj, other, "use more key frequencies than",
+                                          "use fewer key frequencies than", "use as many key frequencies as",
+                                          "key frequencies", 1))
+    m.add("ModAddMiSentence", _sentence(a("mi"), b("mi"), "The trained clusters of the clustered models",
+                                        "the equal blocks of the unclustered ones",
+                                        "say more about their neurons' frequencies than",
+                                        "say less about their neurons' frequencies than",
+                                        "say as much about their neurons' frequencies as", "MI", 2, 1, " bits"))
+    m.add("ModAddSpectralVsTrainedSentence", _sentence(
+        b("spectral_mi"), a("mi"), "Clusters found after training in the unclustered models",
+        "the trained clusters of the clustered ones", "say more about their neurons' frequencies than",
+        "say less about their neurons' frequencies than", "say as much about their neurons' frequencies as",
+        "MI", 2, 1, " bits"))
+    m.add("ModAddSpecificitySentence", _sentence(a("abl_specificity"), b("abl_specificity"),
+                                                 "Ablating a trained cluster of a clustered model",
+                                                 "ablating an equal block of an unclustered one",
+                                                 "is more frequency-specific than", "is less frequency-specific than",
+                                                 "is as frequency-specific as", "specificity", 2))
+    m.add("ModAddAblAccSentence", _sentence(a("abl_test_acc_after"), b("abl_test_acc_after"),
+                                            "With one cluster ablated, the clustered models",
+                                            "the unclustered ones with one block ablated",
+                                            "are more accurate than", "are less accurate than",
+                                            "are as accurate as", "test accuracy", 1, 100, "\\,\\%"))
+    m.add("ModAddTable", summary_table_tex(study, lam))
+    return m
+
+
+def summary_table_tex(study: Mapping[str, Any], lam: float) -> str:
+    """A booktabs table of the headline numbers, unclustered against clustered (means ± 95 % half-widths)."""
+    rows = [("steps to test accuracy " + f"{study['config']['stop_at']:g}", "steps", 0, False),
+            ("seconds to it", "seconds", 1, False), ("test accuracy (\\%)", "test_acc", 1, True),
+            ("$C(W_{\\mathrm{in}})$", "c_in", 3, False), ("$C(W_{\\mathrm{out}})$", "c_out", 3, False),
+            ("key frequencies", "n_key", 1, False), ("neurons explained (\\%)", "explained_share", 1, True),
+            ("logit power at key frequencies (\\%)", "logit_key_share", 1, True),
+            ("MI(cluster, frequency), bits", "mi", 2, False), ("\\quad shuffled null", "mi_null", 2, False),
+            ("MI of spectral clusters, bits", "spectral_mi", 2, False),
+            ("\\quad shuffled null", "spectral_mi_null", 2, False),
+            ("ablation specificity", "abl_specificity", 2, False),
+            ("\\quad random sets", "control_specificity", 2, False),
+            ("test accuracy, one cluster off (\\%)", "abl_test_acc_after", 1, True),
+            ("\\quad random sets (\\%)", "control_test_acc_after", 1, True)]
+    body = []
+    for label, key, digits, percent in rows:
+        cells = []
+        for v in (0.0, lam):
+            vals = [100 * x for x in values(study, v, key)] if percent else values(study, v, key)
+            cells.append(f"${pm_values(vals, digits)}$" if vals else "n/a")
+        body.append([label, *cells])
+    return table(["", "unclustered ($\\lambda=0$)", f"clustered ($\\lambda={lam:g}$)"], body, "lrr")
+
+
+def write_modadd_numbers(macros: Macros, out_dir: str | os.PathLike[str]) -> Path:
+    """``modadd.tex`` (the stage's macros, :func:`modadd_macros`) in ``out_dir``."""
+    return write_macros(Path(out_dir) / "modadd.tex", macros.items, MODADD_SOURCE)
+
+
+# -- figures ----------------------------------------------------------------------------------
+
+def _color(lam: float) -> str:
+    return MODEL_COLORS["unclustered" if lam == 0 else "clustered"]
+
+
+def _runs(study: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return sorted(study["records"], key=lambda r: (r["lam"], r["seed"]))
+
+
+def training_figure(study: Mapping[str, Any]) -> plt.Figure:
+    """Test accuracy and C(W_in) against training step, one line per run, coloured by lambda."""
+    stop = study["config"]["stop_at"]
+    fig, axes = plt.subplots(1, 2, figsize=(6.5, 2.3))
+    seen: set[float] = set()
+    for r in _runs(study):
+        h, lam = r["history"], float(r["lam"])
+        label = None if lam in seen else lambda_label(lam)
+        seen.add(lam)
+        axes[0].plot(h["step"], h["test_acc"], color=_color(lam), lw=0.8, alpha=0.8, label=label)
+        axes[1].plot(h["step"], h["c_in"], color=_color(lam), lw=0.8, alpha=0.8)
+    axes[0].axhline(stop, color="black", lw=0.6, ls="--")
+    axes[0].set_ylabel("test accuracy")
+    axes[1].set_ylabel("$C(W_{\\mathrm{in}})$")
+    for ax in axes:
+        ax.set_xlabel("training step")
+        ax.set_ylim(0, 1.03)
+    axes[0].legend(loc="lower right")
+    return fig
+
+
+def _dots(ax: plt.Axes, x: float, vals: Sequence[float], color: str, marker: str = "o") -> None:
+    if not vals:
+        return
+    jitter = np.linspace(-0.08, 0.08, len(vals)) if len(vals) > 1 else np.zeros(1)
+    ax.scatter(x + jitter, vals, s=6, color=color, alpha=0.45, marker=marker, linewidths=0)
+    mean, half = mean_and_half(np.asarray(vals, dtype=float))
+    ax.errorbar([x], [float(mean)], yerr=[float(half)] if len(vals) > 1 else None, fmt=marker, color=color,
+                markersize=4)
+
+
+def summary_figure(study: Mapping[str, Any]) -> plt.Figure:
+    """MI(cluster, frequency) against its shuffled null (left) and ablation specificity against
+    random neuron sets (right), per model; dots are runs, markers means with 95 % intervals."""
+    lam = clustered_lambda(study)
+    fig, (ax_mi, ax_sp) = plt.subplots(1, 2, figsize=(6.5, 2.4))
+    groups = [("blocks", 0.0, "mi", "mi_null"), ("spectral", 0.0, "spectral_mi", "spectral_mi_null"),
+              ("trained", lam, "mi", "mi_null"), ("spectral", lam, "spectral_mi", "spectral_mi_null")]
+    for i, (name, v, key, null) in enumerate(groups):
+        _dots(ax_mi, i - 0.15, values(study, v, key), _color(v))
+        _dots(ax_mi, i + 0.15, values(study, v, null), "#888888", "s")
+    ax_mi.set_xticks(range(4), [f"{n}\n{'λ=0' if v == 0 else f'λ={v:g}'}" for n, v, _, _ in groups])
+    ax_mi.set_ylabel("MI(cluster, frequency), bits")
+    ax_mi.scatter([], [], color="#888888", marker="s", s=8, label="shuffled null")
+    ax_mi.legend(loc="upper left")
+    for i, v in enumerate((0.0, lam)):
+        _dots(ax_sp, i - 0.15, values(study, v, "abl_specificity"), _color(v))
+        _dots(ax_sp, i + 0.15, values(study, v, "control_specificity"), "#888888", "s")
+    ax_sp.set_xticks(range(2), ["equal blocks\nλ=0", f"trained clusters\nλ={lam:g}"])
+    ax_sp.set_ylabel("ablation specificity")
+    ax_sp.set_ylim(0, 1.03)
+    ax_sp.scatter([], [], color="#888888", marker="s", s=8, label="random neuron sets")
+    ax_sp.legend(loc="upper left")
+    ax_mi.set_xlim(-0.6, 3.6)
+    ax_sp.set_xlim(-0.6, 1.6)
+    return fig
+
+
+def ablation_tables(record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """One run's (k, n_key) explained-neuron counts per (cluster, key frequency), the logits'
+    remaining rms at each key frequency with each cluster ablated (after / before), and the key frequencies."""
+    counts = np.asarray(record["counts"], dtype=float).reshape(len(record["ablation"]["clusters"]), -1)
+    left = np.array([[a / b if b > 0 else np.nan for a, b in zip(c["logit_rms_after"], c["logit_rms_before"])]
+                     for c in record["ablation"]["clusters"]], dtype=float).reshape(counts.shape)
+    return counts, left, list(record["key_frequencies"])
+
+
+def ablation_figure(study: Mapping[str, Any], seed: int | None = None) -> plt.Figure:
+    """For one seed (default the first), unclustered and clustered: neurons per (cluster, key
+    frequency), and the share of the logits' rms left at each key frequency with each cluster ablated."""
+    lam = clustered_lambda(study)
+    seed = study["seeds"][0] if seed is None else seed
+    fig, axes = plt.subplots(2, 2, figsize=(6.5, 3.6), squeeze=False)
+    for row, v in enumerate((0.0, lam)):
+        rec = next(r for r in study["records"] if float(r["lam"]) == v and r["seed"] == seed)
+        counts, left, keys = ablation_tables(rec)
+        k = counts.shape[0]
+        for col, (mat, title, cmap, vmax) in enumerate(((counts, "explained neurons", "Blues", None),
+                                                       (left, "logit rms left (after / before)", "magma", 1.0))):
+            ax = axes[row, col]
+            ax.grid(False)
+            if mat.size == 0:
+                ax.text(0.5, 0.5, "no key frequency", ha="center", va="center", transform=ax.transAxes)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=0, vmax=vmax)
+                ax.set_xticks(range(len(keys)), [str(f) for f in keys])
+                ax.set_yticks(range(k), [f"cluster {c + 1}" for c in range(k)])
+                fig.colorbar(im, ax=ax, shrink=0.85)
+            ax.set_title(f"{lambda_label(v)}, seed {seed}: {title}", fontsize="small", loc="left")
+            if row == 1:
+                ax.set_xlabel("key frequency")
+    return fig
+
+
+def plotly_training(study: Mapping[str, Any]) -> go.Figure:
+    """Interactive :func:`training_figure` (hover: lambda and seed)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["test accuracy", "C(W_in)"])
+    seen: set[float] = set()
+    for r in _runs(study):
+        h, lam = r["history"], float(r["lam"])
+        for col, key in ((1, "test_acc"), (2, "c_in")):
+            fig.add_trace(go.Scatter(x=h["step"], y=h[key], mode="lines", line={"color": _color(lam)},
+                                     name=lambda_label(lam), legendgroup=str(lam),
+                                     showlegend=col == 1 and lam not in seen, text=f"seed {r['seed']}"),
+                          row=1, col=col)
+        seen.add(lam)
+    fig.update_layout(title_text="Training until test accuracy reaches the stop value", plot_bgcolor="white",
+                      width=900, height=380, xaxis_title="step", xaxis2_title="step")
+    return fig
+
+
+def plotly_summary(study: Mapping[str, Any]) -> go.Figure:
+    """Interactive :func:`summary_figure`: means with 95 % intervals, beside their nulls."""
+    lam = clustered_lambda(study)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["MI(cluster, dominant frequency), bits",
+                                                        "ablation specificity"])
+    mi_groups = [("blocks λ=0", 0.0, "mi", "mi_null"), ("spectral λ=0", 0.0, "spectral_mi", "spectral_mi_null"),
+                 (f"trained λ={lam:g}", lam, "mi", "mi_null"),
+                 (f"spectral λ={lam:g}", lam, "spectral_mi", "spectral_mi_null")]
+    sp_groups = [("blocks λ=0", 0.0, "abl_specificity", "control_specificity"),
+                 (f"trained λ={lam:g}", lam, "abl_specificity", "control_specificity")]
+    for col, groups, null_name in ((1, mi_groups, "shuffled null"), (2, sp_groups, "random neuron sets")):
+        for which, name in ((2, "model"), (3, null_name)):
+            iv = [mean_ci(values(study, g[1], g[which])) if values(study, g[1], g[which]) else None for g in groups]
+            fig.add_trace(go.Bar(x=[g[0] for g in groups], y=[i.mean if i else None for i in iv], name=name,
+                                 legendgroup=name, showlegend=col == 1 or which == 3,
+                                 error_y={"type": "data", "array": [(i.hi - i.lo) / 2 if i and i.n > 1 else 0
+                                                                    for i in iv]}), row=1, col=col)
+    fig.update_layout(barmode="group", plot_bgcolor="white", width=900, height=380,
+                      title_text="Do clusters line up with the key frequencies? (means over seeds, 95 % intervals)")
+    return fig
+
+
+def plotly_ablation(study: Mapping[str, Any], seed: int | None = None) -> go.Figure:
+    """Interactive :func:`ablation_figure`."""
+    lam = clustered_lambda(study)
+    seed = study["seeds"][0] if seed is None else seed
+    titles = [f"{lambda_label(v)}: {t}" for v in (0.0, lam) for t in ("explained neurons", "logit rms left")]
+    fig = make_subplots(rows=2, cols=2, subplot_titles=titles)
+    for row, v in enumerate((0.0, lam), start=1):
+        rec = next(r for r in study["records"] if float(r["lam"]) == v and r["seed"] == seed)
+        counts, left, keys = ablation_tables(rec)
+        ys = [f"cluster {c + 1}" for c in range(counts.shape[0])]
+        xs = [str(f) for f in keys]
+        fig.add_trace(go.Heatmap(z=counts, x=xs, y=ys, colorscale="Blues", showscale=False), row=row, col=1)
+        fig.add_trace(go.Heatmap(z=left, x=xs, y=ys, zmin=0, zmax=1, colorscale="Magma", showscale=row == 1),
+                      row=row, col=2)
+    fig.update_layout(width=900, height=520, title_text=f"Clusters and key frequencies, seed {seed}")
+    return fig
