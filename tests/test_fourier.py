@@ -12,7 +12,7 @@ import torch
 
 from modclust.analysis.fourier import (ablate_cluster, ablate_clusters, cluster_frequency_mi, fourier_2d,
                                        fourier_basis, frequency_shares, key_frequencies, logit_frequency_shares,
-                                       logit_table, mutual_information_bits, n_frequencies, neuron_activations,
+                                       logit_profile, logit_table, mutual_information_bits, n_frequencies, neuron_activations,
                                        neuron_frequencies)
 from modclust.core.transformer import all_pairs, make_transformer, modular_addition_data, train_transformer
 
@@ -131,6 +131,13 @@ def test_ablating_a_cluster() -> None:
     assert nothing.logit_rms_after == nothing.logit_rms_before
     every = ablate_clusters(model, data, clusters, frequencies=[2])
     assert [r.cluster for r in every] == [0, 1, 2] and isinstance(every[0].to_dict()["frequencies"], list)
+    assert every[1] == ablate_cluster(model, data, clusters, 1, frequencies=[2])  # the full model profiled once
+    before = logit_profile(model, data, [1, 3])
+    assert ablate_cluster(model, data, clusters, 1, [1, 3], before) == res
+    assert before.test_acc == pytest.approx(float((full.reshape(121, 11).argmax(1)[data.test_idx]
+                                                   == data.test_y).float().mean()))
+    with pytest.raises(ValueError, match="profiled at frequencies"):
+        ablate_cluster(model, data, clusters, 1, [2], before)
 
 
 def test_a_trained_model_computes_with_a_few_key_frequencies() -> None:

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from modclust.core.checks import check_fraction, check_int
-from modclust.core.transformer import ModAddData, ModAddTransformer, all_pairs, evaluate
+from modclust.core.transformer import ModAddData, ModAddTransformer, all_pairs
 
 
 # the basis ---------------------------------------------------------------------------------
@@ -304,41 +304,69 @@ class ClusterAblation:
         return {f: (list(v) if isinstance(v, tuple) else v) for f, v in self.__dict__.items()}
 
 
-def _logit_profile(model: ModAddTransformer, freqs: Sequence[int], mask: Tensor | None) -> tuple[tuple, tuple]:
-    table = logit_table(model, mask)
+@dataclass(frozen=True)
+class LogitProfile:
+    """What a model (or a model with some neurons zeroed) does on every pair, from one pass.
+
+    ``acc`` on all p^2 pairs, ``test_acc`` on the test pairs; ``shares`` and ``rms`` at each of
+    ``frequencies``: :func:`logit_frequency_shares` and the rms size of the logits' component
+    there, sqrt(share * ||L||^2 / p^3).
+    """
+
+    frequencies: tuple[int, ...]
+    acc: float
+    test_acc: float
+    shares: tuple[float, ...]
+    rms: tuple[float, ...]
+
+
+def logit_profile(model: ModAddTransformer, data: ModAddData, frequencies: Sequence[int],
+                  neuron_mask: Tensor | None = None) -> LogitProfile:
+    """The :class:`LogitProfile` of ``model`` (``neuron_mask`` (d_mlp,) as in the model) on ``data``'s pairs.
+
+    One forward pass on all p^2 pairs (:func:`logit_table`) gives both accuracies and the
+    frequencies' shares: ``data.all_x`` holds the pairs in the table's order (row a * p + b).
+    """
+    if data.p != model.p or data.n_ctx != model.n_ctx:
+        raise ValueError(f"model (p={model.p}, n_ctx={model.n_ctx}) does not fit the data (p={data.p}, "
+                         f"n_ctx={data.n_ctx})")
+    freqs = tuple(check_int("frequency", k, 1, n_frequencies(model.p)) for k in frequencies)
+    table = logit_table(model, neuron_mask)                       # (p, p, p)
+    pred = table.reshape(model.p * model.p, model.p).argmax(-1)   # (p^2,) row a * p + b
+    right = pred == data.all_y.to(pred.device)
+    test_idx = data.test_idx.to(pred.device)
     shares = logit_frequency_shares(table)
     centred = table.double() - table.double().mean(-1, keepdim=True)
     norm2 = float(centred.square().sum()) / model.p ** 3
-    chosen = [float(shares[k - 1]) for k in freqs]
-    return tuple(chosen), tuple(math.sqrt(max(s, 0.0) * norm2) for s in chosen)
+    chosen = tuple(float(shares[k - 1]) for k in freqs)
+    return LogitProfile(freqs, float(right.double().mean()), float(right[test_idx].double().mean()), chosen,
+                        tuple(math.sqrt(max(v, 0.0) * norm2) for v in chosen))
 
 
 def ablate_cluster(model: ModAddTransformer, data: ModAddData, clusters: Tensor | Sequence[int], cluster: int,
-                   frequencies: Sequence[int] | None = None) -> ClusterAblation:
+                   frequencies: Sequence[int] | None = None, before: LogitProfile | None = None) -> ClusterAblation:
     """Zero the hidden neurons labelled ``cluster`` in ``clusters`` (d_mlp,) and compare with the full model.
 
     ``frequencies``: those whose logit share is reported (default: the model's key frequencies,
-    from :func:`neuron_frequencies` of its activations).
+    from :func:`neuron_frequencies` of its activations). ``before``: the full model's
+    :func:`logit_profile` at those frequencies, when the caller has it (many ablations of one
+    model need it once); each ablation then costs one forward pass on the p^2 pairs.
     """
     clusters = torch.as_tensor(clusters).flatten()
     if len(clusters) != model.d_mlp:
         raise ValueError(f"clusters needs one label per hidden neuron ({model.d_mlp}), got {len(clusters)}")
     if frequencies is None:
-        frequencies = neuron_frequencies(neuron_activations(model)).key_frequencies
-    freqs = tuple(check_int("frequency", k, 1, n_frequencies(model.p)) for k in frequencies)
+        frequencies = before.frequencies if before is not None else \
+            neuron_frequencies(neuron_activations(model)).key_frequencies
+    if before is None:
+        before = logit_profile(model, data, frequencies)
+    elif tuple(frequencies) != before.frequencies:
+        raise ValueError(f"before was profiled at frequencies {before.frequencies}, not {tuple(frequencies)}")
     device = next(model.parameters()).device
-    mask = (clusters != cluster).to(device=device, dtype=torch.float32)
-    was = model.training
-    model.eval()
-    _, acc0 = evaluate(model, data.all_x, data.all_y)
-    _, acc1 = evaluate(model, data.all_x, data.all_y, mask)
-    _, tacc0 = evaluate(model, data.test_x, data.test_y)
-    _, tacc1 = evaluate(model, data.test_x, data.test_y, mask)
-    model.train(was)
-    share0, rms0 = _logit_profile(model, freqs, None)
-    share1, rms1 = _logit_profile(model, freqs, mask)
-    return ClusterAblation(int(cluster), int((clusters == cluster).sum()), freqs, acc0, acc1, tacc0, tacc1,
-                           share0, share1, rms0, rms1)
+    mask = (clusters.to(device) != cluster).to(torch.float32)
+    after = logit_profile(model, data, frequencies, mask)
+    return ClusterAblation(int(cluster), int((clusters == cluster).sum()), before.frequencies, before.acc, after.acc,
+                           before.test_acc, after.test_acc, before.shares, after.shares, before.rms, after.rms)
 
 
 def ablate_clusters(model: ModAddTransformer, data: ModAddData, clusters: Tensor | Sequence[int],
@@ -347,5 +375,6 @@ def ablate_clusters(model: ModAddTransformer, data: ModAddData, clusters: Tensor
     clusters = torch.as_tensor(clusters).flatten()
     if frequencies is None:
         frequencies = neuron_frequencies(neuron_activations(model)).key_frequencies
-    return [ablate_cluster(model, data, clusters, int(c), frequencies)
+    before = logit_profile(model, data, frequencies)
+    return [ablate_cluster(model, data, clusters, int(c), frequencies, before)
             for c in torch.unique(clusters).tolist() if c >= 0]
