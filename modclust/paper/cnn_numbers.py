@@ -1,0 +1,448 @@
+"""The paper's section "A convolutional network": its macros, tables and figures, from ``cnn.json``.
+
+``cnn.json`` is what stage 7 (``notebooks/07_cnn.ipynb``) writes:
+:func:`modclust.experiments.cnn_study.run_study`, one result per dataset. :func:`cnn_macros`
+turns it into LaTeX macros, every name prefixed ``Cnn`` (letters only), and
+:func:`write_cnn_numbers` writes them to ``generated/cnn.tex``:
+
+- per dataset ``D`` (``Mnist``, ``Fashion``; :func:`dataset_word`), numbers as ``mean ± 95 %
+  half-width`` over seeds, e.g. ``\\CnnMnistAccMain``;
+- sentences over every dataset run (``\\CnnAccSentences``, ...), each direction chosen by
+  :func:`modclust.core.stats.compare` (Welch, clustered against unclustered) or by
+  :func:`modclust.core.stats.direction` of a paired or one-sample interval, never typed by hand;
+- two tables (``\\CnnTradeoffTable``, ``\\CnnMeasureTable``) holding a ``tabular`` each.
+
+The figures (:func:`tradeoff_figure`, :func:`ablation_figure`, :func:`circuit_figure`) take the
+same JSON and draw means with 95 % intervals over seeds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from modclust.core import stats
+from modclust.core.stats import Interval, mean_ci
+from modclust.paper.figures import MODEL_COLORS, lambda_color, lambda_label, mean_and_half
+from modclust.paper.latex import Macros, letters, num, p_text, pm, pm_values, tex_escape, write_macros
+from modclust.paper.numbers import Comparison
+
+CNN_SOURCE = "notebooks/07_cnn.ipynb"  # writes cnn.tex (cnn_macros)
+
+DATASET_NAMES = {"mnist": ("Mnist", "MNIST"), "fashion-mnist": ("Fashion", "Fashion-MNIST")}
+"""Dataset key -> (its word in macro names, its name in text)."""
+
+LAYER_WORDS = {"conv2": "Conv", "fc1": "Fc"}
+"""The clustered layers' words in macro names."""
+
+PCT = {"digits": 1, "scale": 100.0, "unit": "\\,\\%"}
+
+
+def dataset_word(name: str) -> tuple[str, str]:
+    """A dataset's (macro word, display name): 'fashion-mnist' -> ('Fashion', 'Fashion-MNIST');
+    another name is spelt in letters ('kmnist' -> 'Kmnist')."""
+    if name in DATASET_NAMES:
+        return DATASET_NAMES[name]
+    word = "".join(letters(int(p)) if p.isdigit() else p.capitalize() for p in re.findall(r"[A-Za-z]+|[0-9]+", name))
+    return word, name
+
+
+def _col(rows: Sequence[Mapping[str, Any]], key: str, lam: float | None = None) -> list[float]:
+    """The seeds' values of ``key`` (at ``lam``), in seed order; undefined ones (None, nan) left out."""
+    picked = sorted((r for r in rows if lam is None or float(r["lam"]) == lam), key=lambda r: r["seed"])
+    return [float(r[key]) for r in picked if r.get(key) is not None and r[key] == r[key]]
+
+
+def _side(values: Sequence[float]) -> str:
+    """``stats.direction`` of the values' 95 % interval: which side of 0 they lie on."""
+    vals = [v for v in values if v == v]
+    return stats.direction(mean_ci(vals)) if vals else "indistinguishable"
+
+
+def _pct(values: Sequence[float], digits: int = 1) -> str:
+    return pm_values([100 * v for v in values], digits) + "\\,\\%"
+
+
+def clause(cmp: Comparison, other: str, words: tuple[str, str, str], digits: int = 2, scale: float = 1.0,
+           unit: str = "", quantity: str = "") -> str:
+    """``"<verb> <other> (<a> against <b>, p=...)"``, the verb chosen by the comparison's direction
+    (``words`` = its higher, lower and indistinguishable forms), e.g. "less accurate than the
+    unclustered ones (78.9 ± 4.3 % against 86.6 ± 0.8 %, $p=0.007$)"."""
+    verb = dict(zip(("higher", "lower", "indistinguishable"), words))[cmp.direction]
+    what = f"{quantity} " if quantity else ""
+    return (f"{verb} {other} ({what}{pm(cmp.a, digits, scale)}{unit} against {pm(cmp.b, digits, scale)}{unit}, "
+            f"{p_text(cmp.p)})")
+
+
+# --- macros ---------------------------------------------------------------------------------------
+
+def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
+    """Add one dataset's macros (``Cnn<D>...``) to ``m``; returns its sentences by topic."""
+    word, title = dataset_word(res["dataset"])
+    p = f"Cnn{word}"
+    main = float(res["study"]["main_lambda"])
+    rec, rows, un = res["records"], res["rows"], res["untrained"]
+    lo = lambda key: _col(rows, key, 0.0)  # noqa: E731
+    hi = lambda key: _col(rows, key, main)  # noqa: E731
+    sentences: dict[str, str] = {}
+
+    # 1. trade-off
+    m.add(f"{p}Name", title)
+    m.add(f"{p}Majority", num(100 * res["majority_acc"], 1) + "\\,\\%")
+    m.add(f"{p}AccUntrained", _pct(_col(un, "test_acc")))
+    m.add(f"{p}AccUnclustered", _pct(_col(rec, "test_acc", 0.0)))
+    m.add(f"{p}AccMain", _pct(_col(rec, "test_acc", main)))
+    paired = next(d for d in res["summary"]["paired_accuracy"] if float(d["lam"]) == main)
+    diff = Interval(**paired["difference"])
+    m.add(f"{p}AccDiff", pm(diff, 1, 100))
+    for layer, lw in LAYER_WORDS.items():
+        m.add(f"{p}C{lw}Main", pm_values(_col(rec, f"C_{layer}", main), 3))
+        m.add(f"{p}C{lw}Unclustered", pm_values(_col(rec, f"C_{layer}", 0.0), 3))
+        m.add(f"{p}C{lw}Untrained", pm_values(_col(un, f"C_{layer}"), 3))
+    verb = {"higher": "more accurate than", "lower": "less accurate than",
+            "indistinguishable": "as accurate as (within noise)"}[paired["direction"]]
+    m.add(f"{p}AccSentence", verb)
+    sentences["acc"] = (
+        f"On {title}, the clustered CNNs ($\\lambda={main:g}$) are {verb} the unclustered ones of the same seed "
+        f"(paired difference in test accuracy {pm(diff, 1, 100)} percentage points over {diff.n} seeds; "
+        f"{_pct(_col(rec, 'test_acc', main))} against {_pct(_col(rec, 'test_acc', 0.0))}, where always answering "
+        f"the most frequent class scores {num(100 * res['majority_acc'], 1)}\\,\\%), "
+        f"at $C={pm_values(hi('C_conv2'), 3)}$ on conv2 and {pm_values(hi('C_fc1'), 3)} on fc1, "
+        f"against {pm_values(lo('C_conv2'), 3)} and {pm_values(lo('C_fc1'), 3)} without the loss and "
+        f"{pm_values(_col(un, 'C_conv2'), 3)} and {pm_values(_col(un, 'C_fc1'), 3)} at initialisation.")
+
+    # 2. ablations
+    acc_words = ("more accurate than", "less accurate than", "not distinguishable in accuracy from")
+    for layer, lw in LAYER_WORDS.items():
+        for key, tag in (("off_mean", "Off"), ("on_mean", "On"), ("off_min", "OffMin"), ("spread", "Spread")):
+            m.add(f"{p}{tag}{lw}Main", pm_values(hi(f"{key}_{layer}"), 3))
+            m.add(f"{p}{tag}{lw}Unclustered", pm_values(lo(f"{key}_{layer}"), 3))
+    cmp = {key: Comparison.of(hi(key), lo(key)) for key in
+           ("off_mean_conv2", "on_mean_conv2", "off_mean_fc1", "on_mean_fc1", "spread_fc1")}
+    sentences["ablation"] = (
+        f"On {title}, with one conv2 channel cluster OFF the clustered models are "
+        f"{clause(cmp['off_mean_conv2'], 'the unclustered ones ablated alike', acc_words, **PCT)}, "
+        f"and with only one ON {clause(cmp['on_mean_conv2'], 'them', acc_words, **PCT)}. "
+        f"With one fc1 cluster OFF they are "
+        f"{clause(cmp['off_mean_fc1'], 'the unclustered ones', acc_words, **PCT)}, "
+        f"with only one ON {clause(cmp['on_mean_fc1'], 'them', acc_words, **PCT)}, "
+        "and the accuracy lost with one fc1 cluster OFF is " + clause(cmp["spread_fc1"], "in unclustered models",
+                       ("spread less evenly over the classes than", "spread more evenly over the classes than",
+                        "spread over the classes as evenly, within noise, as"), digits=3,
+                       quantity="standard deviation over classes") + ".")
+
+    # 3. semanticity, selectivity, MI, beside the untrained network
+    sem = []
+    apos = "'"
+    more = ("higher than", "lower than", "not distinguishable from")
+    for layer, lw in LAYER_WORDS.items():
+        for key, tag, digits in (("sem", "Sem", 2), ("sel", "Sel", 2), ("mi", "Mi", 2), ("csel", "ClusterSel", 2),
+                                 ("cmi", "ClusterMi", 2)):
+            m.add(f"{p}{tag}{lw}Main", pm_values(hi(f"{key}_{layer}"), digits))
+            m.add(f"{p}{tag}{lw}Unclustered", pm_values(lo(f"{key}_{layer}"), digits))
+            if key in ("sem", "sel", "mi"):
+                m.add(f"{p}{tag}{lw}Untrained", pm_values(_col(un, f"{key}_{layer}"), digits))
+        unit = "channels" if layer == "conv2" else "units"
+        c_sem = Comparison.of(hi(f"sem_{layer}"), lo(f"sem_{layer}"))
+        u_sem = Comparison.of(lo(f"sem_{layer}"), _col(un, f"sem_{layer}"))
+        c_sel = Comparison.of(hi(f"sel_{layer}"), lo(f"sel_{layer}"))
+        u_sel = Comparison.of(lo(f"sel_{layer}"), _col(un, f"sel_{layer}"))
+        start = f"On {title}, the" if layer == "conv2" else "The"
+        untrained = "the untrained network's"
+        sem.append(
+            f"{start} label semanticity of the clustered models' {layer} {unit} is "
+            f"{clause(c_sem, 'that of unclustered ones', more)}, which is {clause(u_sem, untrained, more)}; "
+            f"their class selectivity is {clause(c_sel, 'the unclustered ones' + apos, more)}, which is "
+            f"{clause(u_sel, untrained, more)}.")
+    sentences["semanticity"] = " ".join(sem)
+
+    # 4. circuits
+    for lam, tag in ((main, "Main"), (0.0, "Unclustered")):
+        for key, name, digits in (("circuit_size", "CircSize", 0), ("circuit_balanced_agreement", "CircBal", 3),
+                                  ("circuit_balanced_min", "CircBalMin", 3), ("circuit_agreement_rest", "CircRest", 3),
+                                  ("circuit_agreement_c", "CircAgreeC", 3), ("circuit_share_c", "CircShareC", 3),
+                                  ("random_balanced_agreement", "RandBal", 3),
+                                  ("circuit_constant_labels", "ConstLabels", 1)):
+            m.add(f"{p}{name}{tag}", pm_values(_col(rows, key, lam), digits))
+        m.add(f"{p}CircFrac{tag}", _pct(_col(rows, "circuit_fraction", lam), 2))
+    size = Comparison.of(hi("circuit_size"), lo("circuit_size"))
+    bal = Comparison.of(hi("circuit_balanced_agreement"), lo("circuit_balanced_agreement"))
+    size_words = ("larger than", "smaller than", "not distinguishable in size from")
+    faith_words = ("more faithful than", "less faithful than", "not distinguishable in faithfulness from")
+    sentences["circuits"] = (
+        f"On {title}, the circuits of clustered models are "
+        f"{clause(size, 'those of unclustered ones', size_words, digits=0, quantity='weights kept per label')} and "
+        f"{clause(bal, 'them', faith_words, digits=3, quantity='balanced agreement')}, "
+        f"while random masks of the same sizes reach {pm_values(hi('random_balanced_agreement'), 3)} and "
+        f"{pm_values(lo('random_balanced_agreement'), 3)}. " + _constant_sentence(res, main))
+
+    # 5. spectral baseline against shuffled weights
+    spec = []
+    for layer, lw in LAYER_WORDS.items():
+        for lam, tag in ((main, "Main"), (0.0, "Unclustered")):
+            m.add(f"{p}SpecC{lw}{tag}", pm_values(_col(rows, f"spectral_c_{layer}", lam), 2))
+            m.add(f"{p}NullC{lw}{tag}", pm_values(_col(rows, f"null_c_{layer}", lam), 2))
+            m.add(f"{p}SpecZ{lw}{tag}", pm_values(_col(rows, f"z_c_{layer}", lam), 1))
+        side = {"higher": "more clusterable than", "lower": "less clusterable than",
+                "indistinguishable": "no more clusterable than"}[_side(lo(f"z_c_{layer}"))]
+        m.add(f"{p}Spec{lw}Sentence", side)
+        spec.append(f"{layer} is {side} its shuffled weights (found $C={pm_values(lo(f'spectral_c_{layer}'), 2)}$ "
+                    f"against {pm_values(lo(f'null_c_{layer}'), 2)}, $z={pm_values(lo(f'z_c_{layer}'), 1)}$)")
+    sentences["spectral"] = (
+        f"On {title}, without the loss, {spec[0]} and {spec[1]}; with the loss the found clusters reach "
+        f"$C={pm_values(hi('spectral_c_conv2'), 2)}$ on conv2 ($z={pm_values(hi('z_c_conv2'), 1)}$) and "
+        f"{pm_values(hi('spectral_c_fc1'), 2)} on fc1 ($z={pm_values(hi('z_c_fc1'), 1)}$), against shuffled copies "
+        f"at {pm_values(hi('null_c_conv2'), 2)} and {pm_values(hi('null_c_fc1'), 2)}.")
+    return sentences
+
+
+def _constant_sentence(res: Mapping[str, Any], main: float) -> str:
+    """Whether every label's circuit, in every seed and both groups, beats a constant classifier
+    (balanced agreement 0.5) on the test set, and how many look like "always c"."""
+    labels = res["summary"]["circuits"]
+    worst, n_circuits, below, constant = 1.0, 0, 0, 0
+    for lam in (0.0, main):
+        per = labels[f"{lam:g}"]
+        for seed_bal, seed_share in zip(per["balanced_agreement"], per["share_c"]):
+            for b, s in zip(seed_bal, seed_share):
+                n_circuits += 1
+                worst = min(worst, b)
+                below += b <= 0.5
+                constant += s >= 0.5
+    title = dataset_word(res["dataset"])[1]
+    clear = ("every one clears it" if below == 0 else f"{below} of them do not clear it")
+    const = ("none assigns half or more of the test images to its label, as an ``always $c$'' circuit would"
+             if constant == 0 else f"{constant} assign half or more of the test images to their label, as an "
+             "``always $c$'' circuit would")
+    return (f"A constant classifier scores balanced agreement 0.5; of the {n_circuits} circuits found on {title} "
+            f"(every label, seed and both groups) {clear} (lowest {num(worst, 3)}), and {const}.")
+
+
+def cnn_macros(results: Mapping[str, Any]) -> dict[str, str]:
+    """Every macro of the CNN section (name -> LaTeX), from ``cnn.json`` (``run_study``'s result)."""
+    names = list(results["datasets"])
+    if not names:
+        raise ValueError("cnn.json holds no dataset: run notebooks/07_cnn.ipynb with cnn_datasets")
+    first = results["results"][names[0]]
+    study = first["study"]
+    m = Macros(source=CNN_SOURCE)
+    titles = [dataset_word(n)[1] for n in names]
+    m.add("CnnDatasets", " and ".join([", ".join(titles[:-1]), titles[-1]]) if len(titles) > 1 else titles[0])
+    m.add("CnnSeeds", len(study["seeds"]))
+    m.add("CnnLambdas", ", ".join(f"{v:g}" for v in study["lambdas"]))
+    m.add("CnnMainLambda", f"{float(study['main_lambda']):g}")
+    m.add("CnnChannelsOne", study["channels"][0])
+    m.add("CnnChannelsTwo", study["channels"][1])
+    m.add("CnnHidden", study["hidden"])
+    m.add("CnnK", study["n_clusters"])
+    m.add("CnnEpochs", study["epochs"])
+    m.add("CnnLr", f"{study['lr']:g}")
+    m.add("CnnBatch", study["batch_size"])
+    m.add("CnnOptimizer", {"adam": "Adam", "sgd": "SGD"}.get(study["optimizer"], study["optimizer"]))
+    m.add("CnnNTrain", first["n_train"])
+    m.add("CnnNTest", first["n_test"])
+    m.add("CnnTopK", study["top_k"])
+    m.add("CnnBins", study["selectivity_bins"])
+    m.add("CnnNullDraws", study["null_draws"])
+    m.add("CnnSearchPerClass", study["search_per_class"])
+    m.add("CnnMaskSteps", study["mask_steps"])
+    m.add("CnnMaskLr", f"{study['mask_lr']:g}")
+    m.add("CnnMaskSparsity", f"{study['mask_sparsity']:g}")
+    m.add("CnnCircuitParams", " and ".join(f"\\texttt{{{tex_escape(p)}}}" for p in study["circuit_params"]))
+    m.add("CnnCircuitEntries", first["runs"][0]["circuits"]["n_entries"])
+    k, c1, c2, h = study["n_clusters"], study["channels"][0], study["channels"][1], study["hidden"]
+    m.add("CnnFcOneIn", c2 * 49)
+    m.add("CnnConvBlock", f"{c2 // k}\\,$\\times$\\,{c1 // k}" if c2 % k == 0 and c1 % k == 0 else "unequal")
+    m.add("CnnFcBlock", f"{h // k}\\,$\\times$\\,{c2 * 49 // k}" if h % k == 0 and c2 % k == 0 else "unequal")
+    topics: dict[str, list[str]] = {}
+    for n in names:
+        for topic, text in dataset_macros(m, results["results"][n]).items():
+            topics.setdefault(topic, []).append(text)
+    for topic, texts in topics.items():
+        m.add(f"Cnn{topic.capitalize()}Sentences", " ".join(texts))
+    m.add("CnnTradeoffTable", tradeoff_table(results))
+    m.add("CnnMeasureTable", measure_table(results))
+    return m.items
+
+
+def write_cnn_numbers(macros: Mapping[str, str], out_dir: str | os.PathLike[str]) -> Path:
+    """``cnn.tex`` (stage 7's macros, :func:`cnn_macros`) in ``out_dir`` (a ``generated/`` folder)."""
+    return write_macros(Path(out_dir) / "cnn.tex", macros, CNN_SOURCE)
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+def _tabular(align: str, header: Sequence[str], blocks: Sequence[tuple[str, Sequence[Sequence[str]]]]) -> str:
+    """A booktabs tabular with one titled block of rows per dataset."""
+    width = len(align)
+    lines = [f"\\begin{{tabular}}{{{align}}}", "\\toprule", " & ".join(header) + " \\\\"]
+    for title, rows in blocks:
+        lines += ["\\midrule", f"\\multicolumn{{{width}}}{{l}}{{\\textit{{{title}}}}} \\\\"]
+        lines += [" & ".join(r) + " \\\\" for r in rows]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines)
+
+
+def tradeoff_table(results: Mapping[str, Any]) -> str:
+    """Per dataset and lambda: test accuracy (%), C of conv2 and fc1, and the accuracy difference to
+    lambda = 0 paired by seed (percentage points); the untrained network as the first row."""
+    blocks = []
+    for name in results["datasets"]:
+        res = results["results"][name]
+        rec, un = res["records"], res["untrained"]
+        paired = {float(d["lam"]): Interval(**d["difference"]) for d in res["summary"]["paired_accuracy"]}
+        rows = [["untrained", pm_values([100 * v for v in _col(un, "test_acc")], 1),
+                 pm_values(_col(un, "C_conv2"), 3), pm_values(_col(un, "C_fc1"), 3), "--"]]
+        for lam in sorted({float(r["lam"]) for r in rec}):
+            rows.append([f"$\\lambda={lam:g}$", pm_values([100 * v for v in _col(rec, "test_acc", lam)], 1),
+                         pm_values(_col(rec, "C_conv2", lam), 3), pm_values(_col(rec, "C_fc1", lam), 3),
+                         "--" if lam == 0 else pm(paired[lam], 1, 100)])
+        blocks.append((dataset_word(name)[1], rows))
+    return _tabular("lrrrr", ["", "test acc.\\ (\\%)", "$C$ conv2", "$C$ fc1", "$\\Delta$ acc.\\ (points)"], blocks)
+
+
+MEASURES = (
+    ("test_acc", "test accuracy", 3, True),
+    ("off_mean_conv2", "acc., one conv2 cluster OFF", 3, False),
+    ("on_mean_conv2", "acc., one conv2 cluster ON", 3, False),
+    ("off_mean_fc1", "acc., one fc1 cluster OFF", 3, False),
+    ("on_mean_fc1", "acc., one fc1 cluster ON", 3, False),
+    ("spread_fc1", "class spread of fc1 OFF loss", 3, False),
+    ("sem_conv2", "semanticity, conv2 channels", 2, True),
+    ("sem_fc1", "semanticity, fc1 units", 2, True),
+    ("sel_conv2", "selectivity, conv2 channels", 2, True),
+    ("sel_fc1", "selectivity, fc1 units", 2, True),
+    ("mi_conv2", "MI (bits), conv2 channels", 2, True),
+    ("mi_fc1", "MI (bits), fc1 units", 2, True),
+    ("circuit_size", "circuit size (weights)", 0, False),
+    ("circuit_balanced_agreement", "circuit balanced agreement", 3, False),
+    ("random_balanced_agreement", "random same-size mask", 3, False),
+    ("z_c_conv2", "spectral $z$ of $C$, conv2", 1, False),
+    ("z_c_fc1", "spectral $z$ of $C$, fc1", 1, False),
+)
+"""The rows of the measure table: (row key, label, digits, whether the untrained network has it)."""
+
+
+def measure_table(results: Mapping[str, Any]) -> str:
+    """Per dataset, each measure for the untrained network, the unclustered and the clustered
+    models (mean ± 95 % half-width over seeds) and the clustered-vs-unclustered verdict (Welch)."""
+    blocks = []
+    for name in results["datasets"]:
+        res = results["results"][name]
+        main = float(res["study"]["main_lambda"])
+        rows = []
+        for key, label, digits, has_untrained in MEASURES:
+            a, b = _col(res["rows"], key, main), _col(res["rows"], key, 0.0)
+            cmp = Comparison.of(a, b)
+            base = pm_values(_col(res["untrained"], key), digits) if has_untrained else "--"
+            rows.append([label, base, pm_values(b, digits), pm_values(a, digits),
+                         f"{cmp.direction.replace('indistinguishable', 'same')} ({p_text(cmp.p)})"])
+        blocks.append((dataset_word(name)[1], rows))
+    main = float(results["results"][results["datasets"][0]]["study"]["main_lambda"])
+    return _tabular("lrrrl", ["", "untrained", "$\\lambda=0$", f"$\\lambda={main:g}$", "clustered vs.\\ not"], blocks)
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+def _errorbar(ax: plt.Axes, x: np.ndarray, values: Sequence[Sequence[float]], **kw: Any) -> None:
+    v = np.asarray(values, dtype=float)  # (seeds, points)
+    m, h = mean_and_half(v)
+    ax.errorbar(x, m, yerr=h if v.shape[0] > 1 else None, marker="o", markersize=3, **kw)
+
+
+def tradeoff_figure(results: Mapping[str, Any]) -> plt.Figure:
+    """Per dataset (columns): test accuracy (top) and C of conv2 and fc1 (bottom) against lambda,
+    mean ± 95 % interval over seeds; dotted: the untrained networks' mean C (the majority-class
+    accuracy, far below, is left to the tables so that the accuracy axis resolves the seeds)."""
+    names = list(results["datasets"])
+    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 3.6), squeeze=False, sharex="col")
+    for j, name in enumerate(names):
+        res = results["results"][name]
+        rec, un = res["records"], res["untrained"]
+        lams = sorted({float(r["lam"]) for r in rec})
+        x = np.arange(len(lams))
+        acc = np.array([_col(rec, "test_acc", lam) for lam in lams]).T  # (seeds, lambdas)
+        _errorbar(axes[0, j], x, acc, color=MODEL_COLORS["clustered"])
+        axes[0, j].set_title(dataset_word(name)[1])
+        axes[0, j].set_ylabel("test accuracy")
+        for layer, color in (("conv2", "#228833"), ("fc1", "#AA3377")):
+            c = np.array([_col(rec, f"C_{layer}", lam) for lam in lams]).T
+            _errorbar(axes[1, j], x, c, color=color, label=f"C of {layer}")
+        axes[1, j].axhline(float(np.mean(_col(un, "C_conv2") + _col(un, "C_fc1"))), color="grey", ls=":", lw=0.8,
+                           label="untrained")
+        axes[1, j].set_ylim(0, 1.02)
+        axes[1, j].set_ylabel("clusterability C")
+        axes[1, j].set_xticks(x, [f"{lam:g}" for lam in lams])
+        axes[1, j].set_xlabel("λ")
+    axes[1, -1].legend(loc="center right")
+    return fig
+
+
+def ablation_figure(results: Mapping[str, Any]) -> plt.Figure:
+    """Per dataset (rows) and layer x mode (columns: conv2 OFF, conv2 ON, fc1 OFF, fc1 ON): test
+    accuracy with each cluster ablated, clusters ranked by importance per seed, unclustered and
+    clustered side by side (mean ± 95 % interval); the line is the full models' accuracy."""
+    names = list(results["datasets"])
+    fig, axes = plt.subplots(len(names), 4, figsize=(6.5, 1.7 * len(names) + 0.4), squeeze=False, sharey=True)
+    for i, name in enumerate(names):
+        res = results["results"][name]
+        main = float(res["study"]["main_lambda"])
+        abl = res["summary"]["ablation"]
+        for j, (layer, mode) in enumerate((("conv2", "off"), ("conv2", "on"), ("fc1", "off"), ("fc1", "on"))):
+            ax = axes[i, j]
+            for s, lam in enumerate((0.0, main)):
+                d = abl[f"{lam:g}"][layer]
+                v = np.asarray(d[f"{mode}_acc"], dtype=float)  # (seeds, k), ranked
+                m, h = mean_and_half(v)
+                x = np.arange(v.shape[1]) + (s - 0.5) * 0.38
+                ax.bar(x, m, 0.38, yerr=h if v.shape[0] > 1 else None, color=lambda_color(lam, [0.0, main]),
+                       label=lambda_label(lam), error_kw={"elinewidth": 0.7})
+                ax.axhline(float(np.mean(d["full_acc"])), color=lambda_color(lam, [0.0, main]), lw=0.6, ls="--")
+            ax.set_xticks(np.arange(v.shape[1]), [str(c + 1) for c in range(v.shape[1])])
+            ax.set_ylim(0, 1.02)
+            ax.set_title(f"{layer} cluster {mode.upper()}", fontsize="small")
+            if i == len(names) - 1:
+                ax.set_xlabel("cluster, by importance")
+        axes[i, 0].set_ylabel(f"{dataset_word(name)[1]}\ntest accuracy")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncols=2)
+    return fig
+
+
+def circuit_figure(results: Mapping[str, Any]) -> plt.Figure:
+    """Per dataset (rows): each label's circuit's balanced c-vs-rest agreement on test images,
+    unclustered and clustered, beside a random mask of the same size (hatched), mean ± 95 %
+    interval over seeds; the dotted line is a constant classifier's 0.5."""
+    names = list(results["datasets"])
+    fig, axes = plt.subplots(len(names), 1, figsize=(6.5, 1.8 * len(names) + 0.3), squeeze=False)
+    for i, name in enumerate(names):
+        res = results["results"][name]
+        main = float(res["study"]["main_lambda"])
+        ax = axes[i, 0]
+        classes = res["classes"]
+        for s, lam in enumerate((0.0, main)):
+            per = res["summary"]["circuits"][f"{lam:g}"]
+            labels = per["labels"]
+            x = np.arange(len(labels))
+            color = lambda_color(lam, [0.0, main])
+            for t, (key, hatch) in enumerate((("balanced_agreement", None), ("random_balanced_agreement", "///"))):
+                v = np.asarray(per[key], dtype=float)
+                m, h = mean_and_half(v)
+                off = (2 * s + t - 1.5) * 0.2
+                ax.bar(x + off, m, 0.2, yerr=h if v.shape[0] > 1 else None, color=color if hatch is None else "white",
+                       edgecolor=color, hatch=hatch, error_kw={"elinewidth": 0.6},
+                       label=lambda_label(lam) + (" (random, same size)" if hatch else ""))
+        ax.axhline(0.5, color="black", ls=":", lw=0.8, label="constant classifier")
+        ax.set_xticks(x, [classes[c] for c in labels], fontsize="x-small")
+        ax.set_ylim(0.3, 1.02)
+        ax.set_ylabel("balanced agreement")
+        ax.set_title(dataset_word(name)[1], loc="left", fontsize="small")
+    axes[-1, 0].set_xlabel("label of the circuit")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncols=3, fontsize="x-small")
+    return fig
+
