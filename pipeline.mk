@@ -21,7 +21,7 @@ PRESET ?= paper
 PRESET_FILE := presets/$(PRESET).yaml
 PIPELINE := $(PY) -m modclust.pipeline
 B := build/$(PRESET)
-STAGES := 01_train 02_ablate 03_interpret 04_circuits 05_figures 06_beyond
+STAGES := 01_train 02_ablate 03_interpret 04_circuits 05_figures 06_beyond 07_cnn 08_modadd
 
 # Each stage's prerequisites are read from the code (modclust/pipeline/deps.py, standard library
 # only, so it runs before the environment exists): STAGE_LIBRARY_<stage> is every file of the
@@ -60,13 +60,16 @@ endef
 # Every stage gets the preset's values for the parameters its notebook declares, plus build_dir,
 # out_dir and preset; the preset was checked first (modclust.pipeline.presets: every key some
 # notebook's parameter, every value of the declared type). Stages 2-4 and 6 read the models of
-# stage 1; stage 6 also reads stage 4's circuits; stage 5 reads stages 1-4.
+# stage 1; stage 6 also reads stage 4's circuits; stage 5 reads stages 1-4. Stages 7 (the CNN)
+# and 8 (the modular-addition transformer) train their own models and read no other stage.
 STAGE_INPUTS_01_train :=
 STAGE_INPUTS_02_ablate := 01_train
 STAGE_INPUTS_03_interpret := 01_train
 STAGE_INPUTS_04_circuits := 01_train
 STAGE_INPUTS_05_figures := 01_train 02_ablate 03_interpret 04_circuits
 STAGE_INPUTS_06_beyond := 01_train 04_circuits
+STAGE_INPUTS_07_cnn :=
+STAGE_INPUTS_08_modadd :=
 define stage_rule
 $(B)/$(1).ipynb: notebooks/$(1).ipynb $(foreach s,$(STAGE_INPUTS_$(1)),$(B)/$(s).ipynb) $(PRESET_DEPS) \
                  $(STAGE_LIBRARY_$(1)) | $(VENV)/.installed

@@ -60,7 +60,7 @@ LOCKED_ENV = "MODCLUST_LOCKED_BUILD"
 """Set for the command ``run`` starts: the build folder whose lock that run holds."""
 
 
-PAPER_STAGES = ("05_figures", "06_beyond")
+PAPER_STAGES = ("05_figures", "06_beyond", "07_cnn", "08_modadd")
 """The stages whose ``figures/`` and ``generated/`` the paper reads."""
 
 
