@@ -14,7 +14,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
+from modclust.core import paths
 from modclust.pipeline import stages as pipeline
 from modclust.pipeline.stages import Layout, PipelineError
 from modclust.pipeline.presets import PresetError, check_parameters, check_preset, load_preset, parameters_of, type_error
@@ -346,3 +348,18 @@ def test_every_notebook_checks_its_parameters_right_after_them(path):
     i = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
     assert "check_kernel_parameters(globals())" in "".join(cells[i + 1]["source"])
     assert parameters_of(path)
+
+
+def test_params_gives_a_notebooks_preset_values_for_papermill_by_hand(capsys) -> None:
+    """papermill -f with a preset file would pass `extends` and every other notebook's keys; the
+    params command passes the resolved chain's values for one notebook's parameters only."""
+    assert pipeline.main(["params", "smoke", "06_beyond"]) == 0
+    values = yaml.safe_load(capsys.readouterr().out)
+    declared = parameters_of(paths.REPO / "notebooks" / "06_beyond.ipynb")
+    assert "extends" not in values and set(values) <= set(declared)
+    assert not {"build_dir", "out_dir", "preset"} & set(values)
+    assert values["null_draws"] == 2 and values["mask_steps"] == 20  # smoke's own
+    assert values["selectivity_bins"] == 10 and values["faithful_objective"] == "margin"  # paper's, inherited
+    assert all(type_error(v, declared[k].type) is None for k, v in values.items())  # each of its declared type
+    assert pipeline.main(["params", "smoke", "09_nothing"]) == 1
+    assert "the stages are 01_train" in capsys.readouterr().err

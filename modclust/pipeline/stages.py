@@ -16,8 +16,9 @@ stale. Its commands:
   PDF goes to ``build/<preset>/paper.pdf``, and the figures and numbers are installed in the
   checkout's ``figures/`` and ``paper/generated/`` (the last preset compiled).
 - ``report PRESET [STAGE...]``: the executed notebooks as HTML (:mod:`modclust.pipeline.report`).
-- ``check PRESET``: only the preset's check; ``failed NOTEBOOK``: name an executed notebook's
-  failed cell.
+- ``check PRESET``: only the preset's check; ``params PRESET STAGE``: the preset's values for
+  one notebook's parameters, as YAML for ``papermill -f`` by hand; ``failed NOTEBOOK``: name an
+  executed notebook's failed cell.
 
 Layout of a build folder: ``<stage>.ipynb`` (executed, the marker) and ``<stage>/`` (its
 outputs) per stage, ``paper/`` and ``figures/`` for LaTeX, ``paper.pdf``, ``report/``,
@@ -42,12 +43,13 @@ from pathlib import Path
 
 import nbformat
 import papermill
+import yaml
 from papermill.exceptions import PapermillExecutionError
 
 from modclust.core import paths
 from modclust.core.io import atomic_dir, write_atomic
 from modclust.core.progress import PROGRESS_ENV, read_progress
-from modclust.pipeline.presets import PresetError, check_preset, parameters_of
+from modclust.pipeline.presets import PIPELINE_PARAMS, PresetError, check_preset, parameters_of
 from modclust.pipeline.report import ReportError, write_report
 
 KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
@@ -186,6 +188,23 @@ def stage_parameters(preset: str, stage: str, build_dir: Path, out_dir: Path, la
     declared = parameters_of(layout.notebook(stage))
     values = {**values, "build_dir": str(build_dir), "out_dir": str(out_dir), "preset": preset}
     return {k: v for k, v in values.items() if k in declared}
+
+
+def notebook_parameters_yaml(preset: str, stage: str, layout: Layout = Layout()) -> str:
+    """The preset's values for one notebook's parameters as YAML, for ``papermill -f`` by hand.
+
+    The preset is checked and its ``extends`` chain resolved first; only the parameters the
+    notebook declares are kept (papermill would pass every key, ``extends`` included), and not
+    the pipeline's own ``build_dir``, ``out_dir`` and ``preset``, which the caller chooses.
+    """
+    values = layout.check(preset)
+    notebook = layout.notebook(stage)
+    if not notebook.exists():
+        stages = ", ".join(p.stem for p in layout.notebooks())
+        raise PipelineError(f"no notebook {_shown(notebook)}: the stages are {stages}")
+    declared = parameters_of(notebook)
+    kept = {k: v for k, v in values.items() if k in declared and k not in PIPELINE_PARAMS}
+    return f"# preset {preset}, the parameters of notebooks/{stage}.ipynb\n" + yaml.safe_dump(kept, sort_keys=False)
 
 
 def commit_stage(work: Path, build_dir: Path, stage: str) -> None:
@@ -374,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     latex.add_argument("preset")
     check = sub.add_parser("check", help="check a preset against the notebooks' parameters")
     check.add_argument("preset")
+    params = sub.add_parser("params", help="print a preset's values for one notebook's parameters as YAML "
+                                           "(for papermill -f, by hand)")
+    params.add_argument("preset")
+    params.add_argument("stage", help="a notebook's name, e.g. 01_train")
     failed = sub.add_parser("failed", help="name the failed cell of an executed notebook")
     failed.add_argument("notebook")
     report = sub.add_parser("report", help="write build/PRESET/report/, the executed notebooks as HTML pages")
@@ -388,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latex": lambda: _no_result(compile_paper(args.preset, layout)),
         "check": lambda: say(f"{layout.preset_file(args.preset)}: {len(layout.check(args.preset))} keys, "
                              "all known and well-typed"),
+        "params": lambda: print(notebook_parameters_yaml(args.preset, args.stage, layout), end=""),
         "failed": lambda: print(failed_cell(args.notebook)),
         "report": lambda: say(f"==> [{args.preset}] report: "
                               f"{write_report(layout.build_dir(args.preset), args.preset, args.stages or None)}"),
