@@ -26,6 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 STAGE_CODE = """\
 import time
 from pathlib import Path
+if delay:  # a marker beside out_dir, in the stage's temporary folder: the kernel is in this cell
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    (Path(out_dir).parent / "sleeping").write_text("")
 time.sleep(delay)
 if fail:
     raise RuntimeError("the stage broke on purpose")
@@ -140,9 +143,9 @@ def test_an_interrupt_is_reported_as_one_and_keeps_the_previous_results(project)
     (project.root / "presets" / "t.yaml").write_text("tag: new\ndelay: 30.0\n")
     run = _cli(project, *_stage_via_run(project), start_new_session=True)
     deadline = time.time() + 60
-    while not list((project.build / "t" / ".tmp").glob("01_work.*/01_work.ipynb")) and time.time() < deadline:
+    while not list((project.build / "t" / ".tmp").glob("01_work.*/sleeping")) and time.time() < deadline:
         time.sleep(0.2)
-    time.sleep(2.0)  # the kernel is in the sleeping cell
+    time.sleep(0.5)  # the kernel is in the sleeping cell (on a loaded machine it can take seconds to get there)
     os.killpg(run.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
     out, _ = run.communicate(timeout=120)
     assert run.returncode != 0
