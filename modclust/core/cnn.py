@@ -34,6 +34,7 @@ thread of a shared 2-core machine): one epoch of MNIST takes 8-12 s, test accura
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -118,6 +119,32 @@ class CNN(nn.Module):
         h = F.max_pool2d(torch.relu(self.conv2(h)), 2)                # (N, c2, S/4, S/4)
         h = torch.relu(self.fc1(h.flatten(1)))                        # (N, hidden)
         return self.fc2(h)                                            # (N, n_classes)
+
+
+VIEW_LAYERS = ("images", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu3", "fc2")
+"""The modules of :func:`cnn_as_sequential`, in forward order."""
+
+
+def cnn_as_sequential(model: CNN) -> nn.Sequential:
+    """A hookable, cuttable view of the CNN: the modules :data:`VIEW_LAYERS` in forward order.
+
+    The view holds the CNN's own conv and Linear modules (not copies), so its parameters have
+    the CNN's names (``fc1.weight``) and values, and it computes ``model(x)`` for flat inputs x
+    (N, in_channels * S * S), the layout :mod:`modclust.core.data` gives. The CNN's ReLUs and
+    pools become modules (``relu1``, ``pool1``, ...), so any module can be read or cut at
+    (:mod:`modclust.analysis.any_model` reads modules by hooks). It mirrors :meth:`CNN.forward`:
+    a change there must be made here too (``tests/test_cnn_study.py`` compares them exactly).
+    """
+    if not isinstance(model, CNN):
+        raise TypeError(f"cnn_as_sequential takes a modclust.core.cnn.CNN, got {type(model).__name__}")
+    s = model.image_size
+    return nn.Sequential(OrderedDict([
+        ("images", nn.Unflatten(1, (model.in_channels, s, s))),  # (N, C*S*S) -> (N, C, S, S)
+        ("conv1", model.conv1), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", model.conv2), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten(1)),
+        ("fc1", model.fc1), ("relu3", nn.ReLU()), ("fc2", model.fc2),
+    ]))
 
 
 @torch.no_grad()

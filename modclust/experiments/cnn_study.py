@@ -28,7 +28,7 @@ Per run (lambda 0 and the main lambda, every seed), with the hook-based analyses
 5. *spectral baseline*: spectral co-clustering of conv2's channel-norm matrix and of fc1's
    weights into k clusters, scored against shuffled copies (z of C).
 
-Speed. The analyses run a :func:`cnn_as_sequential` view of the CNN (its own modules, so its own
+Speed. The analyses run a :func:`modclust.core.cnn.cnn_as_sequential` view of the CNN (its own modules, so its own
 parameters under the same names), cut at the first layer a measurement touches
 (:func:`split_at`): the part before it is computed once per model and test set, and each of
 the many ablated or masked passes runs only the rest. The results are those of the whole
@@ -42,7 +42,6 @@ and the clustered (main lambda) against unclustered (lambda 0) verdicts of
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -56,7 +55,7 @@ from modclust.analysis.ablation import AblationResult, order_by_importance
 from modclust.analysis.circuits import Circuit
 from modclust.core.checks import check_choice, check_float, check_int, check_ints
 from modclust.core.clusterability import layer_clusterability
-from modclust.core.cnn import CNN, make_cnn
+from modclust.core.cnn import CNN, VIEW_LAYERS, cnn_as_sequential, make_cnn
 from modclust.core.data import Dataset, balanced_indices
 from modclust.core.ensemble import OPTIMIZERS, ModuleConfig, ModuleRun, train_ensemble
 from modclust.core.progress import track
@@ -69,10 +68,6 @@ CLUSTERED_LAYERS = ("conv2", "fc1")
 
 LAYERS_LABEL = "conv2+fc1"
 """The ``layers`` field of every record (what :func:`modclust.experiments.grid.paired_difference` groups by)."""
-
-VIEW_LAYERS = ("images", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu3", "fc2")
-"""The modules of :func:`cnn_as_sequential`, in forward order."""
-
 
 # --- the study's settings --------------------------------------------------------------------------
 
@@ -171,26 +166,6 @@ def _seq(name: str, value: Any) -> list[Any]:
 def model_maker(study: CnnStudy, n_classes: int = 10) -> Callable[[int], CNN]:
     """``seed -> make_cnn(seed, study.channels, study.hidden, n_classes)`` (28 x 28 single-channel images)."""
     return lambda seed: make_cnn(seed, study.channels, study.hidden, n_classes)
-
-
-def cnn_as_sequential(model: CNN) -> nn.Sequential:
-    """A hookable, cuttable view of the CNN: the modules :data:`VIEW_LAYERS` in forward order.
-
-    The view holds the CNN's own conv and Linear modules (not copies), so its parameters have
-    the CNN's names (``fc1.weight``) and values, and it computes ``model(x)`` for flat inputs x
-    (N, in_channels * S * S), the layout :mod:`modclust.core.data` gives. The CNN's ReLUs and
-    pools become modules (``relu1``, ``pool1``, ...), so any module can be read or cut at.
-    """
-    if not isinstance(model, CNN):
-        raise TypeError(f"cnn_as_sequential takes a modclust.core.cnn.CNN, got {type(model).__name__}")
-    s = model.image_size
-    return nn.Sequential(OrderedDict([
-        ("images", nn.Unflatten(1, (model.in_channels, s, s))),  # (N, C*S*S) -> (N, C, S, S)
-        ("conv1", model.conv1), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
-        ("conv2", model.conv2), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
-        ("flatten", nn.Flatten(1)),
-        ("fc1", model.fc1), ("relu3", nn.ReLU()), ("fc2", model.fc2),
-    ]))
 
 
 def split_at(view: nn.Sequential, layer: str) -> tuple[nn.Sequential, nn.Sequential]:
