@@ -141,7 +141,10 @@ def test_a_failing_stage_names_its_cell_and_keeps_the_previous_results(project):
 def test_an_interrupt_is_reported_as_one_and_keeps_the_previous_results(project):
     _run_ok(project, "old")
     (project.root / "presets" / "t.yaml").write_text("tag: new\ndelay: 30.0\n")
-    run = _cli(project, *_stage_via_run(project), start_new_session=True)
+    # A job started in the background by a non-interactive shell (nohup, `&`) inherits SIGINT as
+    # ignored, and Python then never turns it into KeyboardInterrupt: give the child the terminal's default.
+    run = _cli(project, *_stage_via_run(project), start_new_session=True,
+               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not list((project.build / "t" / ".tmp").glob("01_work.*/sleeping")) and time.time() < deadline:
         time.sleep(0.2)
