@@ -37,8 +37,10 @@ each measure against its null or control by the 95 % interval of the per-run dif
 Measured on this project's 2-core CPU (2 threads, no other job running), p = 59, d_mlp = 256,
 half the pairs for training, stop at 0.99, seeds 0-4: lambda 0 got there in 600-1200 steps
 (6-14 s, 9-12 ms a step), lambda 1 (k = 4) in 550-1100 (5-13 s, 9-12 ms a step); the
-analyses of a run take about 1 s, mostly the ablations (about 55 ms each: 4 + 4 x
-``control_draws`` per run); the whole study 93-105 s, its notebook 104-117 s. Two threads on a
+analyses of a run took about 1 s, mostly the ablations (4 + 4 x ``control_draws`` per run,
+about 55 ms each while each ran six forward passes; one since ablate_cluster takes the full
+model's profile); the whole study 93-105 s, its notebook 104-117 s (114 s in ``make paper``
+with 4 control draws). Two threads on a
 CPU that another process keeps busy ran up to 12 times slower (124 ms a step): use
 ``threads = 1`` there.
 """
