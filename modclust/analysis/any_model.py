@@ -677,14 +677,20 @@ def param_mask_circuit(model: nn.Module, x: Tensor, label: int | None, params: S
                        soft_loss=soft, history=history)
 
 
+def _per_label(find: Callable[..., Circuit], model: nn.Module, x: Tensor, y: Tensor, params: Sequence[str],
+               labels: Sequence[int] | None, objective: str, kwargs: Mapping[str, object]) -> list[Circuit]:
+    """``find(model, inputs, label, params, objective=..., **kwargs)`` for each label of
+    :func:`~modclust.analysis.circuits.circuit_labels`, on the inputs its objective reads."""
+    return [find(model, objective_inputs(objective, x, y, c), c, params, objective=objective, **kwargs)
+            for c in circuit_labels(objective, y, labels)]
+
+
 def param_mask_circuits(model: nn.Module, x: Tensor, y: Tensor, params: Sequence[str],
                         labels: Sequence[int] | None = None, objective: str = "margin",
                         **kwargs: object) -> list[MaskCircuit]:
     """:func:`param_mask_circuit` for each label (default: every label in ``y``), on the inputs its
     objective reads (all of ``x`` but for "seed"); "kl" gives one circuit, of label None."""
-    return [param_mask_circuit(model, objective_inputs(objective, x, y, c), c, params, objective=objective,
-                               **kwargs)  # type: ignore[arg-type]
-            for c in circuit_labels(objective, y, labels)]
+    return _per_label(param_mask_circuit, model, x, y, params, labels, objective, kwargs)  # type: ignore[return-value]
 
 
 @torch.no_grad()
@@ -754,9 +760,7 @@ def param_greedy_circuits(model: nn.Module, x: Tensor, y: Tensor, params: Sequen
                           **kwargs: object) -> list[Circuit]:
     """:func:`param_greedy_circuit` for each label (default: every label in ``y``), on the inputs its
     objective reads (all of ``x`` but for "seed"); "kl" gives one circuit, of label None."""
-    return [param_greedy_circuit(model, objective_inputs(objective, x, y, c), c, params, objective=objective,
-                                 **kwargs)  # type: ignore[arg-type]
-            for c in circuit_labels(objective, y, labels)]
+    return _per_label(param_greedy_circuit, model, x, y, params, labels, objective, kwargs)
 
 
 @torch.no_grad()
