@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from modclust.core.train import SETTINGS
+from modclust.experiments.controls import summarise_controls
 from modclust.experiments.grid import paired_difference
+from modclust.paper import controls_numbers
+from modclust.paper import numbers as report
 
 
 def stage5_results(seeds=(0, 1, 2), main=15.0, k=4):
@@ -42,15 +46,53 @@ def stage5_results(seeds=(0, 1, 2), main=15.0, k=4):
                              "circuits": [{"label": c, "size": int(shrink * rng.integers(50, 200)) + 1,
                                            "faithfulness": faith(c)} for c in labs]})
     train = {"main_lambda": main, "runs": runs}
+    train_controls, circ_controls = stage4_controls(seeds, rng)
+    train.update(train_controls)
     return (train, {"layer": "fc2", "rows": abl}, {"layers": ["fc1", "fc2"], "top_k": 50, "rows": sem},
             {"layers": ["fc3"], "labels": list(range(10)), "threshold": 1e-4, "baseline": "current",
              "ablation": "zero", "objectives": ["seed", "margin", "kl"], "faithful_objective": "margin",
              "sweep_thresholds": [1e-4, 1e-3, 1e-2], "match_on": "balanced_agreement", "match_level": 0.97,
              "search": {"split": "train", "per_class": 50, "seed": 0, "n": 500}, "judged_on": "test",
              "search_space": {"layer": "fc2", "per_cluster": [0.764] * k}, "rows": circ,
+             "controls": circ_controls,
              "seed_cell": {"label": 8, "layer": "fc3", "decided_pruned": 84, "decided_kept": 556, "nonzero_after": 0,
                            "visited": 640, "ours_kept": 212, "classwise_acc": [1.0] + [0.0] * 9,
                            "lam": main, "seed": 0}})
+
+
+def stage4_controls(seeds, rng, recipes=("seed", "converged")):
+    """Stage 1's control records and stage 4's controls part (rows and summary), made up: every
+    setting at every seed and recipe, three thresholds whose agreement brackets 0.97 except on
+    the networks with nothing to find, which never get there."""
+    records, rows = [], []
+    for recipe in recipes:
+        for setting in SETTINGS:
+            if setting == "random_init" and recipe != recipes[0]:
+                continue
+            for s in seeds:
+                name = f"{setting}_{recipe}_{s}"
+                records.append({"name": name, "setting": setting, "recipe": recipe, "seed": s, "lam": 0.0,
+                                "lr": 0.001, "l1": 0.0, "mask": "blocks", "epochs": 1,
+                                "test_acc": 0.1 if setting in ("random_init", "shuffled_labels") else 0.9,
+                                "live_density": 0.25 if setting in ("blocks", "random_mask", "l1") else 0.95,
+                                "C_blocks": 0.99 if setting == "blocks" else 0.25, "C_loss_mask": 0.99})
+                nothing = setting in ("random_init", "shuffled_labels")
+                size = float(rng.integers(100, 300))
+                for ablation in ("zero", "mean"):
+                    for thr, agree, shrink in ((1e-4, 0.99, 1.0), (1e-3, 0.96, 0.5), (1e-2, 0.8, 0.1)):
+                        rows.append({"name": name, "setting": setting, "recipe": recipe, "seed": s, "lam": 0.0,
+                                     "objective": "margin", "method": "greedy", "ablation": ablation, "threshold": thr,
+                                     "live_weights": 1000.0, "live_share": 0.2, "iou": 0.3, "iou_random": 0.2,
+                                     "dominant_share": 0.3, "floor": 0.25,
+                                     "circuits": [{"label": c, "size": int(size * shrink),
+                                                   "faithfulness": {"balanced_agreement": agree - (0.3 if nothing else 0)
+                                                                    + rng.normal(0, 0.002)}}
+                                                  for c in range(10)]})
+    summary = summarise_controls(records, rows, "balanced_agreement", 0.97, 1e-4)
+    train = {"controls": records, "recipes": {r: 0.001 if r == "seed" else 0.05 for r in recipes}, "live_cutoff": 0.01,
+             "l1_search": {r: {"strength": 0.5, "density": 0.26, "target": 0.25, "tolerance": 0.02, "within": True,
+                               "probes": [[0.5, 0.26]]} for r in recipes}}
+    return train, {"rows": rows, "summary": summary}
 
 
 def stage6_results() -> dict:
@@ -79,3 +121,12 @@ def stage6_results() -> dict:
                                                                        "cluster_mi": 0.3})},
     }
     return res
+
+
+def written_macros() -> set[str]:
+    """Every macro stages 5 (with the controls' section) and 6 write from the made-up results, and
+    LaTeX's own capitalised commands: what paper/main.tex and the sections below stage 7 may use."""
+    stage5 = stage5_results()
+    known = set(report.paper_numbers(*stage5, preset="smoke")[0].items)
+    known |= set(controls_numbers.controls_numbers(stage5[0], stage5[3])[0].items)
+    return known | set(report.beyond_macros(stage6_results())) | {"LaTeX", "TeX", "IfFileExists"}

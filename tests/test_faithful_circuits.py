@@ -248,7 +248,7 @@ def test_saved_circuits_load_with_weights_only_and_rebuild_the_pruned_network(se
     rows, records = ex.circuit_rows(runs, found, data.test_x, data.test_y)
     path = ex.save_circuit_records(records, tmp_path / "circuits.pt")
     back = torch.load(path, weights_only=True)
-    assert len(back) == 4 and {r["run"] for r in back} == {"lam0_seed0", "lam5_seed0"}
+    assert len(back) == 4 and {r["run"] for r in back} == {"lam0_seed0_lr0.2", "lam5_seed0_lr0.2"}
     assert {"run", "lam", "seed", "label", "objective", "method", "kept", "means"} <= set(back[0])
     r0 = back[0]
     c = Circuit(r0["label"], r0["baseline"], r0["threshold"], ["fc3"], r0["kept"], 0.0, 0.0, r0["objective"],

@@ -128,5 +128,5 @@ def test_saving_runs_without_the_main_lambda_writes_nothing(data: Dataset, tmp_p
         save_runs([run], tmp_path / "01_train", main_lambda=15.0)
     assert not (tmp_path / "01_train").exists()
     summary = save_runs([run], tmp_path / "01_train", main_lambda=5.0, sweep=[run])
-    assert [r["name"] for r in summary["runs"]] == [r["name"] for r in summary["sweep"]] == ["lam5_seed0"]
-    assert [p.name for p in (tmp_path / "01_train" / "checkpoints").iterdir()] == ["lam5_seed0.pt"]  # saved once
+    assert [r["name"] for r in summary["runs"]] == [r["name"] for r in summary["sweep"]] == ["lam5_seed0_init_lr0.05"]
+    assert [p.name for p in (tmp_path / "01_train" / "checkpoints").iterdir()] == ["lam5_seed0_init_lr0.05.pt"]  # saved once

@@ -18,7 +18,7 @@ from modclust.paper import numbers as report
 from modclust.core import paths
 from modclust.core.partition import Partition
 from modclust.core.stats import mean_ci
-from stage_results import stage5_results, stage6_results
+from stage_results import stage5_results, written_macros
 
 
 def test_macro_names_are_letters_only_and_unique():
@@ -93,15 +93,14 @@ def test_seed_cell_sentence_says_what_the_numbers_show():
 
 
 def test_paper_numbers_cover_what_the_paper_uses(tmp_path):
-    """Every capitalised macro of paper/main.tex is written by stage 5 or stage 6 (its section's
+    """Every capitalised macro of paper/main.tex is written by stage 5 (with the controls' section) or stage 6 (its section's
     own file is checked in tests/test_beyond.py); the Cnn and ModAdd macros, by stages 7 and 8,
     are checked in tests/test_cnn_study.py and tests/test_modadd_study.py, in main.tex too."""
     macros, tables = report.paper_numbers(*stage5_results(), preset="smoke")
     text = (paths.REPO / "paper" / "main.tex").read_text()
     used = set(re.findall(r"\\([A-Z][A-Za-z]+)", text))
-    latex_own = {"LaTeX", "TeX", "IfFileExists"}  # capitalised commands of LaTeX itself
     later_stages = {m for m in used if m.startswith(("Cnn", "ModAdd"))}
-    missing = used - set(macros.items) - set(report.beyond_macros(stage6_results())) - latex_own - later_stages
+    missing = used - written_macros() - later_stages
     assert not missing, f"paper/main.tex uses macros the pipeline does not write: {sorted(missing)}"
     assert macros.items["SearchSpacePruned"] == "76.40\\,\\%"
     assert macros.items["NSeeds"] == "3"
@@ -133,6 +132,8 @@ def test_every_figure_draws_and_saves_a_pdf(tmp_path):
     classes = [str(i) for i in range(10)]
     figs = {
         "ablation": fg.classwise_ablation(rng.random((3, 4, 10)), rng.random((3, 4, 10)), rng.random((3, 10)), classes),
+        "matrix": fg.ablation_matrices({"clustered": rng.random((3, 4, 10)), "unclustered": rng.random((3, 4, 10))},
+                                       classes, [0, 1, 2]),
         "graph": fg.weight_graphs([("a", rng.normal(size=(64, 64)), rng.normal(size=(10, 64)),
                                     Partition.equal_blocks((64, 64), 4))], classes),
         "revcum": fg.reverse_cumulative({"fc2": {0.0: rng.random((3, 10)), 15.0: rng.random((3, 10))}}, 10, [0.0, 15.0]),

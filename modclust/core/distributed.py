@@ -70,6 +70,10 @@ def train_ddp(config: TrainConfig, data: Dataset) -> TrainResult:
     (:func:`~modclust.core.train.seeded_model`, :func:`~modclust.core.train.epoch_order`).
     """
     check_data_fits(config, data)
+    if config.mask != "blocks" or config.l1 > 0 or config.shuffle_labels:
+        raise ValueError(f"train_ddp trains the blocks loss on the true labels only, got mask={config.mask!r}, "
+                         f"l1={config.l1}, shuffle_labels={config.shuffle_labels}: train controls with "
+                         "modclust.train_many")
     rank, world = rank_and_world() if dist.is_available() and dist.is_initialized() else (0, 1)
     device = data.device
     model, gen = seeded_model(config, device)

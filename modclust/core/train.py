@@ -46,6 +46,54 @@ from modclust.core.progress import bar as progress_bar
 DEFAULT_CLUSTERED = ("fc2",)
 """Where the seed puts the loss; runs elsewhere say so in their name."""
 
+SEED_LR = 1e-3
+"""The seed's learning rate; runs with another say so in their name."""
+
+MASKS = ("blocks", "random")
+"""What the clusterability loss is measured on: k diagonal blocks, or a random mask of their density."""
+
+SETTINGS = ("blocks", "random_mask", "l1", "none", "random_init", "shuffled_labels")
+"""What a run is, for the controls of a modularity claim (:func:`setting_of`)."""
+
+_MASK_STREAM = 0x5EED_0A5C  # offsets a run's seed for its random mask, apart from its init and data order
+_LABEL_STREAM = 0x5EED_1ABE  # ... and for its label permutation
+
+
+def _side_generator(seed: int, stream: int, index: int = 0) -> torch.Generator:
+    """A generator for a run's extra random choices, on a stream apart from its init and data
+    order (which one generator seeded with ``seed`` draws), so a control shares those with its
+    model."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + stream + 7919 * index) % (2**63 - 1))
+
+
+def random_mask(like: Tensor, seed: int, index: int = 0) -> Tensor:
+    """A 0/1 mask of ``like``'s shape with exactly as many ones as ``like``, at places drawn from ``seed``.
+
+    The same seed (and ``index``, e.g. the layer's position) gives the same mask on any device.
+    """
+    flat = like.detach().flatten().cpu()
+    perm = torch.randperm(flat.numel(), generator=_side_generator(seed, _MASK_STREAM, index))
+    return flat[perm].view(like.shape).to(like.device)
+
+
+def label_permutation(n: int, seed: int) -> Tensor:
+    """The fixed permutation of ``n`` training labels a ``shuffle_labels`` run of ``seed`` trains on."""
+    return torch.randperm(n, generator=_side_generator(seed, _LABEL_STREAM))
+
+
+def setting_of(config: TrainConfig) -> str:
+    """Which of :data:`SETTINGS` a run is: untrained, trained on shuffled labels, with L1, with the
+    loss on random masks or on blocks, or plain (lam = 0)."""
+    if config.epochs == 0:
+        return "random_init"
+    if config.shuffle_labels:
+        return "shuffled_labels"
+    if config.l1 > 0:
+        return "l1"
+    if config.lam > 0:
+        return "random_mask" if config.mask == "random" else "blocks"
+    return "none"
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -63,10 +111,14 @@ class TrainConfig:
     n_clusters: int = 4  # k equal diagonal blocks per clustered layer
     clustered_layers: tuple[str, ...] = DEFAULT_CLUSTERED  # layers whose C enters the loss
     lam: float = 15.0  # lambda: loss = CE - lam * mean C over clustered layers
-    lr: float = 1e-3  # SGD learning rate
+    lr: float = SEED_LR  # SGD learning rate
     batch_size: int = 64
     epochs: int = 10
     seed: int = 0
+    # Controls (what a claim about modularity must be compared with; see loss_masks):
+    mask: str = "blocks"  # what C is measured on in the loss: "blocks" or "random" (the blocks' density, no blocks)
+    l1: float = 0.0  # L1 strength on the clustered layers, as a proximal step (soft threshold lr * l1 per step)
+    shuffle_labels: bool = False  # train on a fixed random permutation of the training labels (nothing to learn)
 
     def __post_init__(self) -> None:
         """Check every field where it enters: a bad value fails here, not deep inside training."""
@@ -95,6 +147,13 @@ class TrainConfig:
         put("batch_size", check_int("TrainConfig.batch_size", self.batch_size, 1))
         put("epochs", check_int("TrainConfig.epochs", self.epochs, 0))
         put("seed", check_int("TrainConfig.seed", self.seed, 0, SEED_MAX))
+        check_choice("TrainConfig.mask", self.mask, MASKS)
+        put("l1", check_float("TrainConfig.l1", self.l1, 0.0, hint="the L1 strength on the clustered layers"))
+        if not isinstance(self.shuffle_labels, bool):
+            raise TypeError(f"TrainConfig.shuffle_labels must be True or False, got {self.shuffle_labels!r}")
+        if (self.mask != "blocks" or self.l1 > 0) and not self.clustered_layers:
+            raise ValueError(f"TrainConfig.mask={self.mask!r} and l1={self.l1} act on the clustered layers, but "
+                             "clustered_layers is empty: name the layers they apply to")
         n_classes = len(DATASETS[self.dataset].classes)
         if self.widths[-1] > n_classes:
             raise ValueError(f"TrainConfig.widths must end in at most {n_classes} outputs (the classes of "
@@ -118,6 +177,19 @@ class TrainConfig:
         if layer not in shapes:
             raise ValueError(f"unknown layer {layer!r}: this MLP has {list(shapes)}")
         return Partition.equal_blocks(shapes[layer], min(self.n_clusters, *shapes[layer]))
+
+    def loss_masks(self, device: str | torch.device = "cpu") -> dict[str, Tensor]:
+        """The 0/1 mask each clustered layer's C is taken on in the loss (float32, on ``device``).
+
+        ``mask="blocks"``: the layer's equal diagonal blocks. ``mask="random"``: the same number
+        of ones at random places (:func:`random_mask`): the loss then makes the layer exactly as
+        sparse as the blocks do, with no modular structure.
+        """
+        out = {}
+        for i, name in enumerate(self.clustered_layers):
+            blocks = self.blocks(name).mask(device)
+            out[name] = blocks if self.mask == "blocks" else random_mask(blocks, self.seed, i)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -166,11 +238,23 @@ def run_name(config: TrainConfig) -> str:
     """A run's name: its checkpoint's file name and its key in results.
 
     ``lam<lambda>_seed<seed>``, then ``_<layers>`` (:func:`modclust.core.model.layers_label`,
-    e.g. ``_all``) when the loss is not on the seed's layer fc2 alone.
+    e.g. ``_all``) when the loss is not on the seed's layer fc2 alone, then what else sets the
+    run apart: ``_randmask``, ``_l1-<strength>``, ``_shuffled``, ``_init`` (no training) and
+    ``_lr<lr>`` (a learning rate other than the seed's), e.g. ``lam15_seed0_randmask_lr0.05``.
     """
     name = f"lam{config.lam:g}_seed{config.seed}"
     if tuple(config.clustered_layers) != DEFAULT_CLUSTERED:
         name += f"_{layers_label(config.clustered_layers, config.widths)}"
+    if config.mask != "blocks":
+        name += "_randmask"
+    if config.l1 > 0:
+        name += f"_l1-{config.l1:g}"
+    if config.shuffle_labels:
+        name += "_shuffled"
+    if config.epochs == 0:
+        name += "_init"
+    if config.lr != SEED_LR:
+        name += f"_lr{config.lr:g}"
     return name
 
 
@@ -206,12 +290,14 @@ def epoch_order(generator: torch.Generator, n: int, device: str | torch.device) 
 
 
 def _tracked_masks(config: TrainConfig, device: torch.device) -> dict[str, Tensor]:
-    """Masks whose C is logged: the clustered layers, else fc2 (or fc1) under equal blocks.
+    """Masks whose C is logged: the clustered layers' loss masks, else fc2 (or fc1) under equal blocks.
 
     Logging C of an unclustered model shows how far it sits from the 1/k of random weights.
     """
-    names = config.clustered_layers or (("fc2",) if len(config.widths) > 2 else ("fc1",))
-    return {name: config.blocks(name).mask(device) for name in names}
+    if config.clustered_layers:
+        return config.loss_masks(device)
+    name = "fc2" if len(config.widths) > 2 else "fc1"
+    return {name: config.blocks(name).mask(device)}
 
 
 def _check_batchable(configs: Sequence[TrainConfig]) -> None:
@@ -271,6 +357,7 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
     weights = [torch.stack([w[l] for w in inits]).to(device) for l in range(len(cfg0.widths) - 1)]
     layer_index = {name: i for i, name in enumerate(layer_names(cfg0.widths))}
 
+    y_rows = _label_rows(configs, data)  # (M, N) each member's training labels
     masks_per_member = [_tracked_masks(c, device) for c in configs]
     masks = {layer_index[name]: torch.stack([mm[name] for mm in masks_per_member])
              for name in masks_per_member[0]}
@@ -297,7 +384,7 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         batch_pos = torch.arange(bs, device=device)
 
         def static_step() -> None:
-            lp, c = sgd_step(*_batch(data, order_buf.index_select(1, cursor + batch_pos), m))
+            lp, c = sgd_step(*_batch(data, y_rows, order_buf.index_select(1, cursor + batch_pos), m))
             lp_hist.index_copy_(1, step_t, lp.unsqueeze(1))
             c_hist.index_copy_(1, step_t, c.unsqueeze(1))
             cursor.add_(bs)
@@ -357,7 +444,7 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         order = order_buf if static else host_order.to(device, non_blocking=True)
         eager = _eager_batches(order, bs, first)
         # the epoch's labels gathered once, cut like the indices
-        labels = _eager_batches(data.train_y[order], bs, first) if eager else []
+        labels = _eager_batches(y_rows.gather(1, order), bs, first) if eager else []
         lps, cs = [], []  # the eager steps' history, written once per epoch
         for idx, y in zip(eager, labels):  # every step eagerly, or the last, partial batch
             x = data.train_x.index_select(0, idx)
@@ -525,6 +612,9 @@ def _final_c(model: MLP, cfg: TrainConfig) -> float:
 class _BatchedSGD:
     """One plain SGD step on CE - lam * mean C of every stacked member, in place, in few ops.
 
+    With ``l1`` > 0, each clustered layer then takes the L1 penalty's proximal step (a soft
+    threshold of lr * l1), which sets weights exactly to zero.
+
     A step of this small MLP costs more in op dispatch than in arithmetic, so: each layer's
     CE step is fused into the matmul that forms its gradient (``W += -lr/B * g^T a`` as one
     ``baddbmm_``, no gradient tensor), and the clusterability step, whose gradient
@@ -553,6 +643,11 @@ class _BatchedSGD:
         self.two_lr_lam_host = per_layer[0]
         self.one = torch.ones(m, 1, 1, device=device)
         self._minus_ones: dict[int, Tensor] = {}
+        # L1 as a proximal step on the clustered layers: W <- W - clamp(W, -t, t), t = lr * l1
+        names = layer_names(cfg0.widths)
+        self.l1_layers = ({names.index(n) for n in cfg0.clustered_layers}
+                          if any(c.l1 > 0 for c in configs) else set())
+        self.l1_t = torch.tensor([c.lr * c.l1 for c in configs], device=device).view(m, 1, 1)
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | float]:
         """Step on inputs (M, B, in) and labels (M, B); returns each member's summed log-prob
@@ -580,6 +675,8 @@ class _BatchedSGD:
                 w.baddbmm_(g.transpose(1, 2), acts[i], alpha=-self.lr / b)
             else:
                 w.baddbmm_((g * (self.neg_lr / b)).transpose(1, 2), acts[i])
+            if i in self.l1_layers:
+                w.sub_(torch.clamp(w, min=-self.l1_t, max=self.l1_t))
             g = g_below
         return sum_logp, c_mean
 
@@ -621,12 +718,21 @@ def _eager_batches(order: Tensor, batch_size: int, first: int) -> list[Tensor]:
     return out
 
 
-def _batch(data: Dataset, idx: Tensor, m: int) -> tuple[Tensor, Tensor]:
+def _batch(data: Dataset, y_rows: Tensor, idx: Tensor, m: int) -> tuple[Tensor, Tensor]:
     """Training inputs (M, B, in) and labels (M, B) of M members' batches, given their indices
-    member after member (any shape); index_select is the fastest gather on CUDA."""
-    flat = idx.reshape(-1)
-    x = data.train_x.index_select(0, flat)
-    return x.view(m, -1, x.shape[1]), data.train_y.index_select(0, flat).view(m, -1)
+    (M, B); index_select is the fastest gather on CUDA. ``y_rows`` (M, N): each member's labels."""
+    x = data.train_x.index_select(0, idx.reshape(-1))
+    return x.view(m, -1, x.shape[1]), y_rows.gather(1, idx.view(m, -1))
+
+
+def _label_rows(configs: Sequence[TrainConfig], data: Dataset) -> Tensor:
+    """(M, N) the training labels each member trains on: the data's, or for a ``shuffle_labels``
+    member the data's under its fixed permutation (:func:`label_permutation`)."""
+    y = data.train_y
+    if not any(c.shuffle_labels for c in configs):
+        return y.expand(len(configs), -1)
+    return torch.stack([y[label_permutation(len(y), c.seed).to(y.device)] if c.shuffle_labels else y
+                        for c in configs])
 
 
 def eval_accuracies(weights: Sequence[Tensor], data: Dataset) -> Tensor:
@@ -652,7 +758,8 @@ def clusterability_loss(model: MLP, partitions: dict[str, Partition]) -> Tensor:
 
 
 def _train_autograd(config: TrainConfig, data: Dataset, progress: bool = True) -> TrainResult:
-    """The seed's loop on resident tensors: autograd through CE - lam * C, plain SGD.
+    """The seed's loop on resident tensors: autograd through CE - lam * C, plain SGD (then the
+    L1 proximal step on the clustered layers when ``l1`` > 0, on shuffled labels when asked).
 
     Each step's CE and C are read back for the history anyway, so a non-finite one stops
     training at that step (:class:`TrainingDivergedError`).
@@ -662,6 +769,9 @@ def _train_autograd(config: TrainConfig, data: Dataset, progress: bool = True) -
     model, gen = seeded_model(config, device)
     parts = config.partitions()
     masks = _tracked_masks(config, device)
+    loss_masks = config.loss_masks(device)
+    train_y = _label_rows([config], data)[0]
+    l1_weights = [getattr(model, n).weight for n in config.clustered_layers] if config.l1 > 0 else []
     opt = torch.optim.SGD(model.parameters(), lr=config.lr)
     n_train = len(data.train_x)
     steps = steps_per_epoch(n_train, config.batch_size)
@@ -671,14 +781,22 @@ def _train_autograd(config: TrainConfig, data: Dataset, progress: bool = True) -
         order = epoch_order(gen, n_train, device)
         for b in range(steps):
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            ce = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
-            loss = ce - config.lam * clusterability_loss(model, parts) if parts else ce
+            ce = F.cross_entropy(model(data.train_x[idx]), train_y[idx])
+            if loss_masks:
+                c_loss = torch.stack([clusterability(getattr(model, n).weight, mk) for n, mk in loss_masks.items()])
+                loss = ce - config.lam * c_loss.mean()
+            else:
+                loss = ce
             with torch.no_grad():  # logged before the step, as the fast path does
                 ws = dict(zip(model.layer_names, model.weights()))
                 c = sum(clusterability(ws[n], mk) for n, mk in masks.items()) / len(masks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            with torch.no_grad():
+                for w in l1_weights:
+                    t = config.lr * config.l1
+                    w.sub_(w.clamp(-t, t))
             history["ce"].append(ce.item())
             history["clusterability"].append(float(c))
             bar.update()

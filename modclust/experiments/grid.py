@@ -42,7 +42,7 @@ from modclust.core.io import read_json, write_atomic, write_json
 from modclust.core.model import layer_names, layers_label
 from modclust.core.progress import track
 from modclust.core.stats import Interval, compare, direction, mean_ci
-from modclust.core.train import TrainConfig, TrainResult, batch_key, run_name, train_many
+from modclust.core.train import TrainConfig, TrainResult, batch_key, run_name, setting_of, train_many
 
 
 # --- Notebook glue: paths, device, threads, data ---------------------------------------------
@@ -158,20 +158,26 @@ def downsample(values: Sequence[float], n_points: int = 200) -> list[float]:
 
 
 def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], main_lambda: float,
-              sweep: Sequence[TrainResult] = (), curve_points: int = 200) -> dict[str, Any]:
+              sweep: Sequence[TrainResult] = (), curve_points: int = 200,
+              controls: Sequence[TrainResult] = (), control_records: Sequence[Mapping[str, Any]] = (),
+              extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Checkpoints in ``out_dir/checkpoints`` and a summary ``out_dir/train.json``; returns it.
 
     ``results`` are the grid's runs (``"runs"``: the paper's lambda x seed comparison, which
     stages 2-5 read); ``sweep`` are the runs of the lambda x layer-set sweep (``"sweep"``: one
-    :func:`run_record` each, with its name; stage 6 reads them). A run in both is saved once.
+    :func:`run_record` each, with its name; stage 6 reads them); ``controls`` the control runs
+    with their ``control_records`` (``"controls"``, see :mod:`modclust.experiments.controls`).
+    A run in several is saved once. ``extra`` adds top-level keys (e.g. the L1 searches).
     """
+    if len(controls) != len(control_records):
+        raise ValueError(f"{len(controls)} control runs but {len(control_records)} records: give one each")
     if float(main_lambda) not in {float(r.config.lam) for r in results}:
         raise ValueError(f"main_lambda {main_lambda} is not among the trained lambdas "
                          f"{sorted({r.config.lam for r in results})}: add it to lambdas")
     out = resolve(out_dir)
     runs = []
     saved: set[str] = set()
-    for r in [*results, *sweep]:
+    for r in [*results, *sweep, *controls]:
         name = run_name(r.config)
         if name not in saved:
             checkpoint.save(r, out / "checkpoints" / f"{name}.pt")
@@ -179,6 +185,8 @@ def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], m
     for r in results:
         runs.append({
             "name": run_name(r.config),
+            "setting": setting_of(r.config),
+            "recipe": "seed",
             "lam": r.config.lam,
             "seed": r.config.seed,
             "config": r.config.to_dict(),
@@ -190,7 +198,8 @@ def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], m
             "steps": len(r.history["ce"]),
         })
     summary = {"main_lambda": float(main_lambda), "runs": runs,
-               "sweep": [{"name": run_name(r.config), **run_record(r)} for r in sweep]}
+               "sweep": [{"name": run_name(r.config), **run_record(r)} for r in sweep],
+               "controls": [dict(rec) for rec in control_records], **(extra or {})}
     write_json(out / "train.json", summary)
     return summary
 
@@ -228,6 +237,16 @@ def load_sweep(train_dir: str | os.PathLike[str], device: str | torch.device = "
     ckpt = resolve(train_dir) / "checkpoints"
     records = [{k: v for k, v in r.items() if k != "name"} for r in summary["sweep"]]
     return [checkpoint.load(ckpt / f"{r['name']}.pt", device) for r in summary["sweep"]], records
+
+
+def load_controls(train_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
+                  ) -> tuple[list[TrainResult], list[dict[str, Any]]]:
+    """The control runs of a train stage and their records (``setting``, ``recipe``, ...; see
+    :mod:`modclust.experiments.controls`); empty lists when the stage trained none."""
+    summary = load_summary(train_dir)
+    records = list(summary.get("controls", []))
+    ckpt = resolve(train_dir) / "checkpoints"
+    return [checkpoint.load(ckpt / f"{r['name']}.pt", device) for r in records], records
 
 
 def analysis_lambdas(summary: Mapping[str, Any]) -> list[float]:

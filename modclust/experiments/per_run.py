@@ -21,6 +21,7 @@ import torch
 from modclust.analysis.ablation import ablate
 from modclust.analysis.circuits import Circuit, circuit_iou, cluster_share, faithfulness, greedy_circuits_fast, mask_iou
 from modclust.analysis.masks import mask_circuits
+from modclust.analysis.sparsity import live_mask, proportional_floor
 from modclust.analysis.selectivity import cluster_selectivity, unit_selectivity
 from modclust.analysis.semanticity import layer_activations
 from modclust.analysis.spectral import ncut, spectral_null, weight_clusterability
@@ -82,6 +83,8 @@ def _method_summary(result: TrainResult, circs: Sequence[Circuit], part: Partiti
     if part is not None and all(share_layer in c.kept for c in circs):
         shares = [cluster_share(c, part, share_layer) for c in circs]
         out["share"] = [s.to_dict() for s in shares]
+        # the share of a circuit spread over the blocks in proportion to their live weights
+        out["share_floor"] = proportional_floor(live_mask(getattr(result.model, share_layer).weight), part)
     return out
 
 
@@ -154,7 +157,7 @@ def circuit_row(res: dict[str, Any]) -> dict[str, float]:
         if "share" in m:
             row[f"{method}_share"] = _nanmean([s["share"] for s in m["share"]])
             row[f"{method}_inside_any"] = _nanmean([s["inside_any"] for s in m["share"]])
-            row["share_chance"] = m["share"][0]["chance"]
+            row["share_floor"] = m["share_floor"]
     return row
 
 

@@ -109,6 +109,35 @@ def classwise_ablation(off_cw: np.ndarray, on_cw: np.ndarray, full_cw: np.ndarra
     return fig
 
 
+def ablation_matrices(drops: Mapping[str, np.ndarray], class_names: Sequence[str], seeds: Sequence[int]) -> plt.Figure:
+    """Per seed and setting, the class x cluster matrix of a cluster OFF: the drop in each class's
+    test accuracy when one cluster is turned off (``drops[title]`` is (seeds, k, classes)).
+
+    Clusters are not comparable between seeds (any permutation of the blocks trains the same
+    way), so each seed gets its own panel, clusters in their trained order, never averaged; every
+    panel shares one colour scale.
+    """
+    titles = list(drops)
+    n_seeds, k, n_cls = next(iter(drops.values())).shape
+    top = max(float(np.nanmax(d)) for d in drops.values()) or 1.0
+    fig, axes = plt.subplots(n_seeds, len(titles), figsize=(3.2 * len(titles), 0.42 * k * n_seeds + 0.9),
+                             squeeze=False, sharex=True)
+    for col, title in enumerate(titles):
+        for row in range(n_seeds):
+            ax = axes[row, col]
+            im = ax.imshow(drops[title][row], vmin=0.0, vmax=top, cmap="Reds", aspect="auto")
+            ax.set_yticks(range(k), [str(c + 1) for c in range(k)])
+            if row == 0:
+                ax.set_title(title, pad=3)
+            if col == 0:
+                ax.set_ylabel(f"seed {seeds[row]}\ncluster", fontsize="small")
+    for ax in axes[-1]:
+        ax.set_xticks(range(n_cls), class_names, rotation=45 if max(len(s) for s in class_names) > 2 else 0)
+        ax.set_xlabel("class")
+    fig.colorbar(im, ax=axes, shrink=0.6, label="accuracy drop, cluster OFF")
+    return fig
+
+
 def _graph_edges(w: np.ndarray, x_in: np.ndarray, x_out: np.ndarray, y_in: float, y_out: float,
                  colors: np.ndarray, keep: float = 0.25) -> LineCollection:
     """The strongest ``keep`` share of a layer's edges (all of them when keep = 1)."""

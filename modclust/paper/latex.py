@@ -71,6 +71,8 @@ def num(x: float, digits: int = 2) -> str:
     if math.isnan(x):
         return "n/a"
     s = f"{x:.{digits}f}"
+    if float(s) == 0:
+        s = s.lstrip("-")  # no "-0" for a value that rounds to zero
     return s.replace("-", "\\ensuremath{-}") if s.startswith("-") else s
 
 

@@ -339,7 +339,7 @@ def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
         for key, name, digits in (("greedy_size", "GreedySize", 0), ("mask_size", "MaskSize", 0),
                                   ("greedy_iou", "GreedyIoU", 2), ("mask_iou", "MaskIoU", 2),
                                   ("greedy_vs_mask_iou", "GreedyMaskAgree", 2), ("greedy_share", "GreedyShare", 2),
-                                  ("mask_share", "MaskShare", 2), ("share_chance", "ShareChance", 2)):
+                                  ("mask_share", "MaskShare", 2), ("share_floor", "ShareFloor", 2)):
             if any(key in r for r in cr):
                 m[f"{name}{tag}"] = pm_values(_col(cr, key, lam), digits)
     words = {"higher": "larger", "lower": "smaller", "indistinguishable": "no different (within noise)"}

@@ -1,0 +1,280 @@
+"""The section "Modularity or sparsity?": its table, macros and sentences, from stages 1 and 4.
+
+Everything comes from ``train.json`` (the controls' records and L1 searches) and the
+``controls`` part of ``circuits.json`` (:func:`modclust.experiments.controls.summarise_controls`).
+Each sentence that states a direction reads the paired 95 % interval of the difference (blocks
+minus a control, paired by seed) and says "smaller", "larger" or that the seeds cannot tell,
+whatever the data turn out to be.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from modclust.core.stats import Interval, direction
+from modclust.paper.latex import Macros, generated_header, num, pm, table, write_text
+
+CONTROLS_SOURCE = "notebooks/05_figures.ipynb"
+
+SETTING_NAMES = {"blocks": "blocks (clustered)", "random_mask": "random mask", "l1": "L1",
+                 "none": "none ($\\lambda=0$)", "random_init": "untrained", "shuffled_labels": "shuffled labels"}
+RECIPE_NAMES = {"seed": "notebook's", "converged": "converged"}
+_RECIPE_TAG = {"seed": "Seed", "converged": "Converged"}
+_SIZE_WORD = {"lower": "smaller than", "higher": "larger than", "indistinguishable": "not distinguishable in size from"}
+_VERDICT = {"lower": "smaller", "higher": "larger", "indistinguishable": "not distinguishable in size"}
+
+
+def _iv(d: Mapping[str, Any] | None) -> Interval | None:
+    return None if d is None else Interval(d["mean"], d["lo"], d["hi"], d["std"], int(d["n"]))
+
+
+def _pm(d: Mapping[str, Any] | None, digits: int = 0, scale: float = 1.0) -> str:
+    iv = _iv(d)
+    return "--" if iv is None else pm(iv, digits, scale)
+
+
+def _entry(summary: Mapping[str, Any], setting: str, recipe: str) -> Mapping[str, Any] | None:
+    return next((e for e in summary["table"] if e["setting"] == setting and e["recipe"] == recipe), None)
+
+
+def _comparison(summary: Mapping[str, Any], recipe: str, ablation: str, other: str) -> Mapping[str, Any] | None:
+    return next((c for c in summary["comparisons"]
+                 if (c["recipe"], c["ablation"], c["other"]) == (recipe, ablation, other)), None)
+
+
+def comparison_sentence(c: Mapping[str, Any] | None, subject: str, other: str) -> str:
+    """One whole sentence for blocks minus ``other`` at matched faithfulness, e.g. "With pruned
+    weights set to zero, the clustered models' circuits are not distinguishable in size from those
+    of the random-mask models (difference 6 ± 25 weights, ratio 1.02 ± 0.1, 5 paired seeds; the
+    seeds cannot tell the difference from noise)." An interval that spans zero is not read as
+    "the same": that needs an equivalence test."""
+    if c is None or c["difference"] is None or c["n"] < 2:
+        n = 0 if c is None else c["n"]
+        return (f"{subject}, too few seeds reach the level in both settings to compare circuit sizes with "
+                f"{other} ({n} pairs).")
+    d = c["difference"]
+    ratio = _pm(c["ratio"], 2)
+    return (f"{subject}, the clustered models' circuits are {_SIZE_WORD[c['direction']]} those of {other} "
+            f"(difference {pm(_iv(d), 0)} weights, ratio {ratio}, {c['n']} paired seeds"  # type: ignore[arg-type]
+            + ("; the seeds cannot tell the difference from noise)." if c["direction"] == "indistinguishable" else ")."))
+
+
+def controls_numbers(train: Mapping[str, Any], circ: Mapping[str, Any]) -> tuple[Macros, dict[str, str]]:
+    """The section's macros and its table (``table_controls``)."""
+    m = Macros(source=CONTROLS_SOURCE)
+    summary = (circ.get("controls") or {}).get("summary")
+    recs = train.get("controls", [])
+    if not summary or not recs:
+        raise ValueError("circuits.json holds no controls: run stage 1 with control_settings and stage 4 again "
+                         "(every preset of the paper has them)")
+    level = float(summary["level"])
+    recipes = list(dict.fromkeys(r["recipe"] for r in recs))
+    m.add("ControlSeeds", len({r["seed"] for r in recs}))
+    m.add("ControlMatchLevel", f"{100 * level:g}\\,\\%")
+    m.add("LiveCutoff", f"{100 * float(train['live_cutoff']):g}\\,\\%")
+    for recipe in ("seed", "converged"):
+        tag = _RECIPE_TAG[recipe]
+        if recipe not in recipes:  # e.g. converged_lr = 0: the section still reads, saying so
+            for name in ("Lr", "LOneStrength", "LOneDensity", "LOneTarget", "LOneProbes", "AccNone", "AccBlocks"):
+                m.add(f"{name}{tag}", "n/a")
+            m.add(f"Controls{tag}ZeroSentences", f"The {RECIPE_NAMES[recipe]} recipe was not run.")
+            m.add(f"Controls{tag}MeanSentences", "")
+            m.add(f"RandomMaskVerdict{tag}", "not measured")
+            continue
+        m.add(f"Lr{tag}", f"{float(train['recipes'][recipe]):g}")
+        s = train.get("l1_search", {}).get(recipe)
+        m.add(f"LOneStrength{tag}", "n/a" if s is None else f"{s['strength']:.3g}")
+        m.add(f"LOneDensity{tag}", "n/a" if s is None else num(100 * s["density"], 1) + "\\,\\%")
+        m.add(f"LOneTarget{tag}", "n/a" if s is None else num(100 * s["target"], 1) + "\\,\\%")
+        m.add(f"LOneProbes{tag}", 0 if s is None else len(s["probes"]))
+        for setting in ("none", "blocks"):
+            e = _entry(summary, setting, recipe)
+            word = "None" if setting == "none" else "Blocks"
+            m.add(f"Acc{word}{tag}", _pm(e["test_acc"] if e else None, 1, 100) + "\\,\\%")
+        for ablation, how in (("zero", "pruned weights set to zero"), ("mean", "pruned weights replaced by their mean")):
+            m.add(f"Controls{tag}{ablation.capitalize()}Sentences", ablation_sentences(summary, recipe, ablation, how))
+        rm = _comparison(summary, recipe, "zero", "random_mask")
+        m.add(f"RandomMaskVerdict{tag}", "not comparable" if rm is None or rm["n"] < 2 else _VERDICT[rm["direction"]])
+    m.add("ControlsConclusion", conclusion_sentence(summary, recipes) + " " + lone_sentence(summary, recipes))
+    m.add("LOneSentence", lone_sentence(summary, recipes))
+    m.add("NothingSentence", nothing_sentence(summary))
+    m.add("NothingVerdict", nothing_verdict(summary))
+    m.add("ClusterShareSentence", cluster_share_sentence(summary, recipes))
+    m.add("OverlapSentence", overlap_sentence(summary, recipes))
+    return m, {"table_controls": controls_table(summary)}
+
+
+def ablation_sentences(summary: Mapping[str, Any], recipe: str, ablation: str, how: str) -> str:
+    """The blocks against each control under one recipe and ablation: one sentence per control, or
+    one sentence saying that too few seeds reach the level to compare any."""
+    found = [(name, c) for other, name in (("random_mask", "the random-mask models"), ("l1", "the L1 models"),
+                                           ("none", "the unclustered models"))
+             if (c := _comparison(summary, recipe, ablation, other)) is not None]
+    if not any(c["n"] >= 2 and c["difference"] is not None for _, c in found):
+        return (f"With {how}, too few seeds reach the level in both settings to compare circuit sizes "
+                f"({', '.join(str(c['n']) for _, c in found) or 'no'} pairs).")
+    return " ".join(comparison_sentence(c, f"With {how}", name) for name, c in found)
+
+
+def conclusion_sentence(summary: Mapping[str, Any], recipes: Sequence[str]) -> str:
+    """The controls' verdict for the conclusion: whether the blocks beat an equally sparse random
+    mask at equal faithfulness (zero ablation), per recipe, and what that means."""
+    said, dirs = [], []
+    for recipe in recipes:
+        c = _comparison(summary, recipe, "zero", "random_mask")
+        if c is None or c["n"] < 2 or c["difference"] is None:
+            said.append(f"not comparable with the {RECIPE_NAMES[recipe]} recipe (too few seeds reach the level)")
+            dirs.append("none")
+            continue
+        said.append(f"{_SIZE_WORD[c['direction']]} them with the {RECIPE_NAMES[recipe]} recipe "
+                    f"({pm(_iv(c['difference']), 0)} weights)")  # type: ignore[arg-type]
+        dirs.append(c["direction"])
+    text = ("Against the same loss on a random mask of the blocks' density, which makes the layer as sparse "
+            "without making it modular, the clustered models' circuits are " + " and ".join(said) + ".")
+    if dirs and all(d == "lower" for d in dirs):
+        text += " So the blocks, not only the sparsity, make the circuits smaller."
+    elif dirs and all(d in ("indistinguishable", "higher") for d in dirs):
+        text += " So the data show no advantage of the modular structure over sparsity alone."
+    else:
+        text += " The two recipes disagree, so no advantage of the modular structure can be claimed."
+    return text
+
+
+_THEIRS = {"lower": "larger than", "higher": "smaller than", "indistinguishable": "not distinguishable in size from"}
+
+
+def lone_sentence(summary: Mapping[str, Any], recipes: Sequence[str]) -> str:
+    """How an L1 penalty at the blocks' live density does against the blocks, per recipe (zero ablation)."""
+    said = []
+    for recipe in recipes:
+        c = _comparison(summary, recipe, "zero", "l1")
+        if c is None or c["n"] < 2 or c["difference"] is None:
+            continue
+        said.append(f"{_THEIRS[c['direction']]} the clustered models' with the {RECIPE_NAMES[recipe]} recipe")
+    if not said:
+        return ""
+    return "An L1 penalty at the same density of live weights gives circuits " + " and ".join(said) + "."
+
+
+def nothing_verdict(summary: Mapping[str, Any]) -> str:
+    """One sentence: whether the greedy finder reached the matched level on any network with nothing to find."""
+    level = f"{100 * float(summary['level']):g}\\,\\%"
+    nothing = [e for e in summary["table"] if e["setting"] in ("random_init", "shuffled_labels") and "zero" in e]
+    if not nothing:
+        return "The circuit finders were not run on networks with nothing to find."
+    hit = sum(e["zero"]["n_matched"] for e in nothing)
+    total = sum(e["n"] for e in nothing)
+    if hit == 0:
+        return (f"On untrained networks and networks trained on shuffled labels, no threshold brings the greedy "
+                f"circuits to {level} agreement, so the finder does not report such circuits where there are none.")
+    return (f"On networks with nothing to find, the greedy circuits reach {level} agreement in {hit} of {total} "
+            "networks, so the circuit sizes partly measure the finder itself.")
+
+
+def nothing_sentence(summary: Mapping[str, Any]) -> str:
+    """What the circuit finder reports on networks with nothing to find (untrained, shuffled labels)."""
+    parts = []
+    level = f"{100 * float(summary['level']):g}\\,\\%"
+    for setting, what in (("random_init", "untrained networks"), ("shuffled_labels", "networks trained on shuffled labels")):
+        for e in summary["table"]:
+            if e["setting"] != setting or "zero" not in e:
+                continue
+            z = e["zero"]
+            recipe = "" if setting == "random_init" else f" ({RECIPE_NAMES[e['recipe']]} recipe)"
+            if z["n_matched"] == 0:
+                parts.append(f"On the {what}{recipe}, no threshold brings the circuits to {level}: the most "
+                             f"faithful reach {_pm(z['best_faithfulness'], 1, 100)}\\,\\% under zero ablation.")
+            else:
+                parts.append(f"On the {what}{recipe}, {z['n_matched']} of {e['n']} networks reach {level}, with "
+                             f"circuits of {_pm(z['matched'], 0)} weights under zero ablation: there the finder "
+                             f"reports circuits in networks with nothing to find.")
+            if "mask" in e:
+                b = _entry(summary, "blocks", e["recipe"])
+                ref = ""
+                if b is not None and "mask" in b:
+                    ref = (f", against {_pm(b['mask']['size'], 0)} weights and "
+                           f"{_pm(b['mask'][summary['match_on']], 1, 100)}\\,\\% on the clustered models")
+                parts.append(f"Learned masks keep {_pm(e['mask']['size'], 0)} weights there, with balanced "
+                             f"agreement {_pm(e['mask'][summary['match_on']], 1, 100)}\\,\\%{ref}.")
+    return " ".join(parts) if parts else "No network with nothing to find was measured."
+
+
+def cluster_share_sentence(summary: Mapping[str, Any], recipes: Sequence[str]) -> str:
+    """Where a circuit's clustered-layer weights lie: its dominant block against the even-spread floor."""
+    out = []
+    for recipe in recipes:
+        b, n = _entry(summary, "blocks", recipe), _entry(summary, "none", recipe)
+        if b is None or b.get("dominant_share") is None:
+            continue
+        s = (f"With the {RECIPE_NAMES[recipe]} recipe, a clustered model's circuit keeps "
+             f"{_pm(b['dominant_share'], 2)} of its weights of the clustered layer in its dominant block, against "
+             f"{_pm(b['floor'], 2)} for a circuit spread over the blocks in proportion to their live weights")
+        above = _iv(b.get("above_floor"))
+        if above is not None:
+            side = direction(above)
+            s += (f" ({pm(above, 2)} {'above' if side == 'higher' else 'below' if side == 'lower' else 'from'} "
+                  f"that floor, paired by seed{'' if side != 'indistinguishable' else ', which the seeds cannot tell from zero'})")
+        if n is not None and n.get("dominant_share") is not None:
+            s += (f"; an unclustered model's circuit keeps {_pm(n['dominant_share'], 2)} in one of the same blocks "
+                  f"(floor {_pm(n['floor'], 2)})")
+        s += (f". A search confined to one cluster would miss {_pm(_scaled(b['dominant_share'], -1.0, 1.0), 2)} of "
+              "the clustered layer's part of such a circuit.")
+        out.append(s)
+    return " ".join(out) if out else "The clustered layer was not pruned, so where circuits lie was not measured."
+
+
+def _scaled(d: Mapping[str, Any], a: float, b: float) -> dict[str, Any]:
+    """The interval of a * x + b from that of x (a < 0 swaps the bounds)."""
+    lo, hi = sorted((a * d["lo"] + b, a * d["hi"] + b))
+    return {**d, "mean": a * d["mean"] + b, "lo": lo, "hi": hi, "std": abs(a) * d["std"]}
+
+
+def overlap_sentence(summary: Mapping[str, Any], recipes: Sequence[str]) -> str:
+    """Label-pair overlap of circuits against random subsets of the live weights of the same sizes."""
+    out = []
+    for recipe in recipes:
+        cells = []
+        for setting in ("blocks", "random_mask", "l1", "none"):
+            e = _entry(summary, setting, recipe)
+            if e is None or e.get("iou") is None:
+                continue
+            cells.append(f"{SETTING_NAMES[setting].split(' (')[0]} {_pm(e['iou'], 2)} "
+                         f"(random subsets: {_pm(e['iou_random'], 2)})")
+        if cells:
+            out.append(f"With the {RECIPE_NAMES[recipe]} recipe, the mean IoU of two labels' circuits is "
+                       + ", ".join(cells) + ".")
+    return " ".join(out)
+
+
+def controls_table(summary: Mapping[str, Any]) -> str:
+    """One row per recipe and setting: accuracy, live density, circuit size at matched
+    faithfulness (zero, mean; seeds that reach it), the best faithfulness reached, the circuits'
+    share of live weights, label-pair IoU (random subsets), dominant-block share (floor)."""
+    rows = []
+    for e in summary["table"]:
+        def matched(a: str) -> str:
+            if a not in e:
+                return "--"
+            z = e[a]
+            return f"{_pm(z['matched'], 0)} ({z['n_matched']}/{e['n']})" if z["n_matched"] else f"-- (0/{e['n']})"
+        best = e.get("zero", {}).get("best_faithfulness")
+        dom = ("--" if e.get("dominant_share") is None
+               else f"{_pm(e['dominant_share'], 2)} ({_pm(e['floor'], 2)})")
+        iou = "--" if e.get("iou") is None else f"{_pm(e['iou'], 2)} ({_pm(e['iou_random'], 2)})"
+        rows.append([RECIPE_NAMES.get(e["recipe"], e["recipe"]) if e["setting"] != "random_init" else "--",
+                     SETTING_NAMES.get(e["setting"], e["setting"]), _pm(e["test_acc"], 1, 100),
+                     _pm(e["live_density"], 2), matched("zero"), matched("mean"), _pm(best, 1, 100),
+                     _pm(e.get("live_share"), 2), iou, dom])
+    header = ["recipe", "setting", "acc.\\ (\\%)", "live dens.", "size, zero abl.", "size, mean abl.",
+              "best bal.\\ agr.\\ (\\%)", "share of live", "IoU (random)", "dominant (floor)"]
+    return table(header, rows, align="ll" + "r" * (len(header) - 2))
+
+
+def write_controls_numbers(macros: Macros, tables: Mapping[str, str], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """``controls.tex`` (the macros) and ``table_controls.tex`` in ``out_dir``."""
+    out = Path(out_dir)
+    return [macros.write(out / "controls.tex"),
+            *(write_text(out / f"{name}.tex", generated_header(CONTROLS_SOURCE) + "\n" + tex) for name, tex in tables.items())]
