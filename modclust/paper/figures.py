@@ -126,6 +126,7 @@ def ablation_matrices(drops: Mapping[str, np.ndarray], class_names: Sequence[str
         for row in range(n_seeds):
             ax = axes[row, col]
             im = ax.imshow(drops[title][row], vmin=0.0, vmax=top, cmap="Reds", aspect="auto")
+            ax.grid(False)
             ax.set_yticks(range(k), [str(c + 1) for c in range(k)])
             if row == 0:
                 ax.set_title(title, pad=3)
