@@ -19,6 +19,7 @@ from modclust.core.distributed import train_ddp
 from modclust.core.partition import Partition
 from modclust.core.train import SETTINGS, TrainConfig, label_permutation, random_mask, run_name, setting_of
 from modclust.experiments import controls
+from modclust.experiments import grid as ex
 from modclust.paper import controls_numbers
 
 from conftest import make_tiny
@@ -296,3 +297,14 @@ def test_learned_masks_on_the_untrained_network_are_reported_beside_the_greedy_o
     assert "mean" not in init  # only greedy rows (here zero ablation only) give matched sizes
     assert "learned masks" in "\n".join(controls.circuit_table(summary))
     assert "Learned masks keep" in controls_numbers.nothing_sentence(summary)
+
+
+def test_a_search_found_twice_is_saved_once(tmp_path, tiny):
+    run = mc.train(TrainConfig(epochs=1, lr=0.05, batch_size=32), tiny, progress=False)
+    found = ex.find_circuits([run], tiny.train_x, tiny.train_y, [0, 1], ["fc3"], "margin", 1e-3, progress=False)
+    _, recs = ex.circuit_rows([run], found, tiny.test_x, tiny.test_y)
+    path = ex.save_circuit_records(recs + [dict(r) for r in recs], tmp_path / "c.pt")
+    assert len(torch.load(path, weights_only=True)) == 2
+    other = {**recs[0], "kept": {n: ~m for n, m in recs[0]["kept"].items()}}
+    with pytest.raises(ValueError, match="not deterministic"):
+        ex.save_circuit_records(recs + [other], tmp_path / "d.pt")

@@ -439,9 +439,24 @@ def circuit_rows(results: Sequence[TrainResult], found: Sequence[Mapping[int | N
     return rows, records
 
 
+CIRCUIT_KEY = ("run", "label", "objective", "method", "ablation", "threshold", "baseline")
+"""What makes a circuit record one search: the same key twice is the same circuit found twice."""
+
+
 def save_circuit_records(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Every circuit's record in one file, loadable with ``torch.load(path, weights_only=True)``."""
-    return write_atomic(resolve(path), lambda tmp: torch.save(list(records), tmp))
+    """Every circuit's record in one file, loadable with ``torch.load(path, weights_only=True)``.
+
+    A search done twice (the same :data:`CIRCUIT_KEY`, e.g. a control that is also one of the
+    main runs) is saved once; if its two circuits differ, that is an error, not a choice.
+    """
+    kept: dict[tuple, Mapping[str, Any]] = {}
+    for rec in records:
+        key = tuple(rec[k] for k in CIRCUIT_KEY)
+        first = kept.setdefault(key, rec)
+        if first is not rec and any(not torch.equal(first["kept"][n], rec["kept"][n]) for n in first["kept"]):
+            raise ValueError(f"two different circuits for the same search {dict(zip(CIRCUIT_KEY, key))}: "
+                             "the pruner is not deterministic here")
+    return write_atomic(resolve(path), lambda tmp: torch.save(list(kept.values()), tmp))
 
 
 def select_rows(rows: Iterable[Mapping[str, Any]], objective: str, threshold: float | None = None
