@@ -104,7 +104,7 @@ def controls_numbers(train: Mapping[str, Any], circ: Mapping[str, Any]) -> tuple
     m.add("NothingVerdict", nothing_verdict(summary))
     m.add("ClusterShareSentence", cluster_share_sentence(summary, recipes))
     m.add("OverlapSentence", overlap_sentence(summary, recipes))
-    return m, {"table_controls": controls_table(summary)}
+    return m, {"table_controls": controls_table(summary), "table_controls_structure": structure_table(summary)}
 
 
 def ablation_sentences(summary: Mapping[str, Any], recipe: str, ablation: str, how: str) -> str:
@@ -251,8 +251,7 @@ def overlap_sentence(summary: Mapping[str, Any], recipes: Sequence[str]) -> str:
 
 def controls_table(summary: Mapping[str, Any]) -> str:
     """One row per recipe and setting: accuracy, live density, circuit size at matched
-    faithfulness (zero, mean; seeds that reach it), the best faithfulness reached, the circuits'
-    share of live weights, label-pair IoU (random subsets), dominant-block share (floor)."""
+    faithfulness (zero, mean; seeds that reach it) and the best faithfulness reached."""
     rows = []
     for e in summary["table"]:
         def matched(a: str) -> str:
@@ -261,16 +260,29 @@ def controls_table(summary: Mapping[str, Any]) -> str:
             z = e[a]
             return f"{_pm(z['matched'], 0)} ({z['n_matched']}/{e['n']})" if z["n_matched"] else f"-- (0/{e['n']})"
         best = e.get("zero", {}).get("best_faithfulness")
+        rows.append([*_row_names(e), _pm(e["test_acc"], 1, 100), _pm(e["live_density"], 2), matched("zero"),
+                     matched("mean"), _pm(best, 1, 100)])
+    header = ["recipe", "setting", "acc.\\ (\\%)", "live density", "size, zero abl.", "size, mean abl.",
+              "best bal.\\ agr.\\ (\\%)"]
+    return table(header, rows, align="ll" + "r" * (len(header) - 2))
+
+
+def structure_table(summary: Mapping[str, Any]) -> str:
+    """One row per recipe and setting, at the main threshold under zero ablation: the circuits'
+    share of live weights, label-pair IoU (random subsets), dominant-block share (floor)."""
+    rows = []
+    for e in summary["table"]:
         dom = ("--" if e.get("dominant_share") is None
                else f"{_pm(e['dominant_share'], 2)} ({_pm(e['floor'], 2)})")
         iou = "--" if e.get("iou") is None else f"{_pm(e['iou'], 2)} ({_pm(e['iou_random'], 2)})"
-        rows.append([RECIPE_NAMES.get(e["recipe"], e["recipe"]) if e["setting"] != "random_init" else "--",
-                     SETTING_NAMES.get(e["setting"], e["setting"]), _pm(e["test_acc"], 1, 100),
-                     _pm(e["live_density"], 2), matched("zero"), matched("mean"), _pm(best, 1, 100),
-                     _pm(e.get("live_share"), 2), iou, dom])
-    header = ["recipe", "setting", "acc.\\ (\\%)", "live dens.", "size, zero abl.", "size, mean abl.",
-              "best bal.\\ agr.\\ (\\%)", "share of live", "IoU (random)", "dominant (floor)"]
+        rows.append([*_row_names(e), _pm(e.get("live_share"), 2), iou, dom])
+    header = ["recipe", "setting", "share of live weights", "IoU (random subsets)", "dominant block (floor)"]
     return table(header, rows, align="ll" + "r" * (len(header) - 2))
+
+
+def _row_names(e: Mapping[str, Any]) -> list[str]:
+    recipe = "--" if e["setting"] == "random_init" else RECIPE_NAMES.get(e["recipe"], e["recipe"])
+    return [recipe, SETTING_NAMES.get(e["setting"], e["setting"])]
 
 
 def write_controls_numbers(macros: Macros, tables: Mapping[str, str], out_dir: str | os.PathLike[str]) -> list[Path]:
