@@ -63,7 +63,7 @@ def comparison_sentence(c: Mapping[str, Any] | None, subject: str, other: str) -
 
 
 def controls_numbers(train: Mapping[str, Any], circ: Mapping[str, Any]) -> tuple[Macros, dict[str, str]]:
-    """The section's macros and its table (``table_controls``)."""
+    """The section's macros and its two tables (``table_controls``, ``table_controls_structure``)."""
     m = Macros(source=CONTROLS_SOURCE)
     summary = (circ.get("controls") or {}).get("summary")
     recs = train.get("controls", [])
