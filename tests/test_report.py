@@ -159,3 +159,11 @@ def test_mean_and_half_is_the_interval_of_mean_ci():
         assert m[j] == pytest.approx(iv.mean) and h[j] == pytest.approx((iv.hi - iv.lo) / 2)
     m, h = fg.mean_and_half(v, axis=1, level=0.9)
     assert h[0] == pytest.approx((mean_ci(v[0].tolist(), 0.9).hi - mean_ci(v[0].tolist(), 0.9).lo) / 2)
+
+
+def test_counts_are_written_out_without_a_parenthesised_plural():
+    assert latex.count_noun(1, "epoch") == "1 epoch" and latex.count_noun(10, "epoch") == "10 epochs"
+    text = "".join((paths.REPO / "paper" / name).read_text() for name in ("main.tex", "cnn_section.tex",
+                                                                          "controls_section.tex"))
+    assert "(s)" not in text
+    assert not re.search(r"\),\s*\\[A-Z][A-Za-z]*Sentence", text), "a generated sentence glued after a comma"

@@ -30,7 +30,7 @@ import numpy as np
 from modclust.core import stats
 from modclust.core.stats import Interval, mean_ci
 from modclust.paper.figures import MODEL_COLORS, lambda_color, lambda_label, mean_and_half
-from modclust.paper.latex import Macros, letters, num, p_text, pm, pm_values, tex_escape, write_macros
+from modclust.paper.latex import Macros, count_noun, letters, num, p_text, pm, pm_values, tex_escape, write_macros
 from modclust.paper.numbers import Comparison
 
 CNN_SOURCE = "notebooks/07_cnn.ipynb"  # writes cnn.tex (cnn_macros)
@@ -242,6 +242,7 @@ def cnn_macros(results: Mapping[str, Any]) -> dict[str, str]:
     m.add("CnnHidden", study["hidden"])
     m.add("CnnK", study["n_clusters"])
     m.add("CnnEpochs", study["epochs"])
+    m.add("CnnEpochsText", count_noun(int(study["epochs"]), "epoch"))
     m.add("CnnLr", f"{study['lr']:g}")
     m.add("CnnBatch", study["batch_size"])
     m.add("CnnOptimizer", {"adam": "Adam", "sgd": "SGD"}.get(study["optimizer"], study["optimizer"]))

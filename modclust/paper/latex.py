@@ -76,6 +76,11 @@ def num(x: float, digits: int = 2) -> str:
     return s.replace("-", "\\ensuremath{-}") if s.startswith("-") else s
 
 
+def count_noun(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless n is 1: "1 epoch", "10 epochs" (never "epoch(s)")."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def pm(iv: Interval, digits: int = 2, scale: float = 1.0) -> str:
     """``mean ± half-width`` of a 95 % interval (just the mean for a single seed)."""
     if iv.n < 2 or math.isnan(iv.hi):

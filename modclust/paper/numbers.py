@@ -22,7 +22,7 @@ from modclust.core import stats
 from modclust.core.data import DATASETS
 from modclust.core.stats import Interval, compare, mean_ci, size_at_faithfulness, welch_p
 from modclust.experiments.grid import group, mean_over_circuits, select_rows
-from modclust.paper.latex import (Macros, generated_header, has_layer_word, layer_word, p_text, pm, pm_values, table,
+from modclust.paper.latex import (Macros, count_noun, generated_header, has_layer_word, layer_word, p_text, pm, pm_values, table,
                                   tex_escape, write_macros, write_text)
 
 PAPER_SOURCE = "notebooks/05_figures.ipynb"  # writes numbers.tex (paper_numbers)
@@ -104,6 +104,7 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     m.add("NSeeds", min(len(v) for v in acc.values()))
     m.add("NRuns", len(runs))
     m.add("Epochs", cfg["epochs"])
+    m.add("EpochsText", count_noun(int(cfg["epochs"]), "epoch"))
     m.add("MainLambda", f"{main:g}")
     m.add("LambdaList", ", ".join(f"{v:g}" for v in lams))
     m.add("NClusters", cfg["n_clusters"])
