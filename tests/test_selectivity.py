@@ -15,6 +15,7 @@ from modclust.analysis.selectivity import (
     cluster_top_examples,
     label_entropy,
     mutual_information,
+    live_split,
     selectivity_index,
     unit_selectivity,
 )
@@ -89,3 +90,16 @@ def test_unit_selectivity_on_a_model() -> None:
     res = unit_selectivity(model, x, y, layer="fc1", n_classes=3)
     assert len(res.selectivity) == 5 and len(res.mi) == 5
     assert 0 <= res.mean_selectivity <= 1 and 0 <= res.mean_mi <= res.label_entropy + 1e-9
+
+
+def test_dead_units_are_counted_and_left_out_of_the_live_mean() -> None:
+    """A dead unit scores selectivity 0 and a rarely firing one nearly 1: the layer's mean mixes them,
+    so the dead share and the live units' mean are reported beside it."""
+    acts = torch.tensor([[0.0, 1.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.0, 0.5]])  # (N, units)
+    y = torch.tensor([0, 1, 0, 1])
+    sel = selectivity_index(acts, y, 2)
+    dead, live = live_split(acts, sel)
+    assert dead == pytest.approx(1 / 3)
+    assert live == pytest.approx(float(sel[1:].mean()))
+    assert float(sel[0]) == 0.0 and float(sel[1]) > float(sel[2])
+    assert math.isnan(live_split(torch.zeros(3, 2), torch.zeros(2))[1])  # no live unit: undefined

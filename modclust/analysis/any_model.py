@@ -63,7 +63,7 @@ from modclust.analysis.circuits import (Circuit, Faithfulness, check_threshold, 
                                         objective_inputs)
 from modclust.analysis.masks import MaskCircuit, check_mask_options, learn_mask
 from modclust.analysis.objectives import check_objective, objective_from_logits
-from modclust.analysis.selectivity import (ClusterSelectivity, UnitSelectivity, cluster_selectivity,
+from modclust.analysis.selectivity import (ClusterSelectivity, UnitSelectivity, cluster_selectivity, live_split,
                                            cluster_top_examples, label_entropy, mutual_information,
                                            selectivity_index)
 from modclust.analysis.semanticity import Semanticity, semanticity_from_top_k, top_k_indices
@@ -507,7 +507,8 @@ def layer_selectivity(model: nn.Module, x: Tensor, y: Tensor, layer: str, n_clas
     sel = selectivity_index(acts, y, n_classes)
     mi = mutual_information(acts, y, n_classes, n_bins)
     return LayerSelectivity(layer, sel.tolist(), mi.tolist(), float(sel.mean()), float(mi.mean()),
-                            label_entropy(y, n_classes), n_bins, reduce=how, post=_post_name(post))
+                            label_entropy(y, n_classes), n_bins, *live_split(acts, sel), reduce=how,
+                            post=_post_name(post))
 
 
 def layer_cluster_selectivity(model: nn.Module, x: Tensor, y: Tensor, clusters: Clusters, layer: str,

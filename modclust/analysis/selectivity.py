@@ -179,6 +179,8 @@ class UnitSelectivity:
     mean_mi: float
     label_entropy: float
     n_bins: int
+    dead_share: float  # units that never fire on these inputs (activation never above 0)
+    live_selectivity: float  # mean selectivity of the other units (nan when none fires)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -198,7 +200,19 @@ def unit_selectivity(model: MLP, x: Tensor, y: Tensor, layer: str = "fc2", n_cla
     sel = selectivity_index(acts, y, n_classes)
     mi = mutual_information(acts, y, n_classes, n_bins)
     return UnitSelectivity(layer, sel.tolist(), mi.tolist(), float(sel.mean()), float(mi.mean()),
-                           label_entropy(y, n_classes), n_bins)
+                           label_entropy(y, n_classes), n_bins, *live_split(acts, sel))
+
+
+def live_split(acts: Tensor, sel: Tensor) -> tuple[float, float]:
+    """(share of dead units, mean selectivity of the live ones) for activations (N, units).
+
+    Class selectivity rewards a unit that fires for few inputs, and a dead unit scores 0: a
+    layer's mean mixes the two, so it is reported beside the share of dead units and on the
+    live units alone (mutual information, which a silent unit cannot raise, beside both).
+    """
+    dead = acts.max(0).values <= 0  # (units,)
+    live = sel[~dead]
+    return float(dead.float().mean()), float(live.mean()) if live.numel() else math.nan
 
 
 def cluster_top_examples(acts: Tensor, groups: Sequence[Sequence[int]], k: int = 16) -> Tensor:

@@ -289,7 +289,8 @@ def semanticity_analysis(model: CNN, clusters: UnitClusters, x: Tensor, y: Tenso
         out[layer] = {"semanticity": sem.score, "distinct_hist": list(sem.histogram),
                       "reduce": sem.reduce, "post": sem.post,
                       "selectivity": sel.selectivity, "mi": sel.mi, "mean_selectivity": sel.mean_selectivity,
-                      "mean_mi": sel.mean_mi, "label_entropy": sel.label_entropy,
+                      "mean_mi": sel.mean_mi, "label_entropy": sel.label_entropy, "dead_share": sel.dead_share,
+                      "live_selectivity": sel.live_selectivity,
                       "cluster_selectivity": csel.selectivity, "cluster_mi": csel.mi, "cluster_profile": csel.profile}
     return out
 
@@ -401,6 +402,7 @@ def analysis_row(res: dict[str, Any]) -> dict[str, float]:
         row[f"null_c_{layer}"] = _mean(sp["null_c"])
         row[f"z_c_{layer}"] = sp["z_c"]
         row[f"z_ncut_{layer}"] = sp["z_ncut"]
+        row[f"p_c_{layer}"] = sp["p_c"]
     return row
 
 
@@ -411,6 +413,8 @@ def semanticity_row(sem: dict[str, Any]) -> dict[str, float]:
         row[f"sem_{layer}"] = s["semanticity"]
         row[f"sel_{layer}"] = s["mean_selectivity"]
         row[f"mi_{layer}"] = s["mean_mi"]
+        row[f"dead_{layer}"] = s["dead_share"]
+        row[f"sel_live_{layer}"] = s["live_selectivity"]
         row[f"csel_{layer}"] = _mean(s["cluster_selectivity"])
         row[f"cmi_{layer}"] = _mean(s["cluster_mi"])
     return row
@@ -419,14 +423,15 @@ def semanticity_row(sem: dict[str, Any]) -> dict[str, float]:
 COMPARED = ("test_acc", "C_conv2", "C_fc1",
             "off_mean_conv2", "on_mean_conv2", "off_min_conv2", "spread_conv2",
             "off_mean_fc1", "on_mean_fc1", "off_min_fc1", "spread_fc1",
-            "sem_conv2", "sel_conv2", "mi_conv2", "csel_conv2", "cmi_conv2",
-            "sem_fc1", "sel_fc1", "mi_fc1", "csel_fc1", "cmi_fc1",
+            "sem_conv2", "sel_conv2", "sel_live_conv2", "dead_conv2", "mi_conv2", "csel_conv2", "cmi_conv2",
+            "sem_fc1", "sel_fc1", "sel_live_fc1", "dead_fc1", "mi_fc1", "csel_fc1", "cmi_fc1",
             "circuit_size", "circuit_balanced_agreement", "circuit_balanced_min", "circuit_agreement_rest",
             "random_balanced_agreement",
             "spectral_c_conv2", "z_c_conv2", "spectral_c_fc1", "z_c_fc1")
 """The per-run scalars compared between clustered (main lambda) and unclustered (lambda 0) models."""
 
-UNTRAINED_COMPARED = ("sem_conv2", "sel_conv2", "mi_conv2", "sem_fc1", "sel_fc1", "mi_fc1")
+UNTRAINED_COMPARED = ("sem_conv2", "sel_conv2", "sel_live_conv2", "dead_conv2", "mi_conv2",
+                      "sem_fc1", "sel_fc1", "sel_live_fc1", "dead_fc1", "mi_fc1")
 """The scalars each trained model is compared on with the untrained network of its seed."""
 
 

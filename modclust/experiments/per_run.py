@@ -167,6 +167,8 @@ def selectivity_row(res: dict[str, Any]) -> dict[str, float]:
     for layer, u in res["units"].items():
         row[f"sel_{layer}"] = u["mean_selectivity"]
         row[f"mi_{layer}"] = u["mean_mi"]
+        row[f"dead_{layer}"] = u["dead_share"]
+        row[f"sel_live_{layer}"] = u["live_selectivity"]
     c = res["clusters"]
     row["cluster_sel"] = _nanmean(c["selectivity"])
     row["cluster_mi"] = _nanmean(c["mi"])
