@@ -19,6 +19,7 @@ from modclust.core.io import write_atomic
 from modclust.core.stats import Interval, mean_ci
 
 _MACRO_NAME = re.compile(r"[A-Za-z]+")
+_COLUMN = re.compile(r"[lrc]|p\{[^}]*\}")  # one column of a tabular's alignment
 _LAYER = re.compile(r"fc([0-9]+)")
 _DIGITS = ("Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine")
 _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -76,9 +77,18 @@ def num(x: float, digits: int = 2) -> str:
     return s.replace("-", "\\ensuremath{-}") if s.startswith("-") else s
 
 
-def count_noun(n: int, noun: str) -> str:
-    """``n`` and ``noun``, plural unless n is 1: "1 epoch", "10 epochs" (never "epoch(s)")."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
+
+
+def number_word(n: int) -> str:
+    """A count in words for running text up to twelve ("eight"), digits above."""
+    return _WORDS[n] if 0 <= n < len(_WORDS) else str(n)
+
+
+def count_noun(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun``, plural unless n is 1: "1 epoch", "10 epochs" (never "epoch(s)");
+    ``plural`` for a noun that does not add an s ("moduli")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def pm(iv: Interval, digits: int = 2, scale: float = 1.0) -> str:
@@ -107,7 +117,7 @@ def p_text(p: float) -> str:
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
     """A booktabs ``tabular`` (the float and caption stay in the paper)."""
     align = align or "l" + "r" * (len(header) - 1)
-    if len(align) != len(header) or any(len(r) != len(header) for r in rows):
+    if len(_COLUMN.findall(align)) != len(header) or any(len(r) != len(header) for r in rows):
         raise ValueError("every row of a table needs one cell per header column")
     lines = [f"\\begin{{tabular}}{{{align}}}", "\\toprule", " & ".join(header) + " \\\\", "\\midrule"]
     lines += [" & ".join(r) + " \\\\" for r in rows]
