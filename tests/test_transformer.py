@@ -129,5 +129,13 @@ def test_stop_at_and_checks() -> None:
     model = make_transformer(7, seed=0, d_model=16, n_heads=2, d_mlp=16)
     run = train_transformer(model, data, steps=2000, lr=1e-2, weight_decay=0.0, eval_every=10, stop_at=0.0)
     assert run.history["step"][-1] < 2000  # stopped once the training set was learnt (test acc >= 0)
+    first = run.history["step"][-1]
+    on = train_transformer(make_transformer(7, seed=0, d_model=16, n_heads=2, d_mlp=16), data, steps=2000, lr=1e-2,
+                           weight_decay=0.0, eval_every=10, stop_at=0.0, steps_after=35)
+    assert on.history["step"][-1] == first + 35  # trained on past generalising, the last step evaluated
+    assert on.history["test_acc"][:len(run.history["step"])] == run.history["test_acc"]  # the same run until then
+    capped = train_transformer(make_transformer(7, seed=0, d_model=16, n_heads=2, d_mlp=16), data, steps=first + 5,
+                               lr=1e-2, weight_decay=0.0, eval_every=10, stop_at=0.0, steps_after=35)
+    assert capped.history["step"][-1] == first + 5  # never beyond steps
     with pytest.raises(ValueError, match="does not fit"):
         train_transformer(make_transformer(11, d_model=8, n_heads=2, d_mlp=8), data, steps=1)

@@ -306,12 +306,14 @@ class TransformerRun:
 def train_transformer(model: ModAddTransformer, data: ModAddData, steps: int = 5000, lr: float = 3e-3,
                       weight_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.98), warmup: int = 10,
                       lam: float = 0.0, n_clusters: int = 4, partitions: dict[str, Partition] | None = None,
-                      eval_every: int = 50, stop_at: float | None = None) -> TransformerRun:
+                      eval_every: int = 50, stop_at: float | None = None, steps_after: int = 0) -> TransformerRun:
     """Full-batch AdamW on the training pairs; loss = CE - lam * (C(W_in) + C(W_out)) / 2.
 
     ``partitions`` default to :func:`mlp_partitions` (k = ``n_clusters`` equal blocks). The
     learning rate rises linearly over ``warmup`` steps. ``stop_at``: stop at the first
-    evaluation whose test accuracy reaches it (and whose training accuracy is 1). Training is
+    evaluation whose test accuracy reaches it (and whose training accuracy is 1), or
+    ``steps_after`` steps later (training on past generalisation, while the mechanism settles;
+    never beyond ``steps``). Training is
     deterministic given the model and data (no sampling). The model is trained in place, on the
     data's device.
     """
@@ -321,6 +323,7 @@ def train_transformer(model: ModAddTransformer, data: ModAddData, steps: int = 5
     warmup = check_int("warmup", warmup, 0)
     lam = check_float("lam", lam, 0.0, hint="the weight of clusterability in the loss")
     eval_every = check_int("eval_every", eval_every, 1)
+    steps_after = check_int("steps_after", steps_after, 0, hint="steps to train on once test accuracy reaches stop_at")
     if stop_at is not None:
         stop_at = check_fraction("stop_at", stop_at)
     if model.p != data.p or model.n_ctx != data.n_ctx:
@@ -351,10 +354,11 @@ def train_transformer(model: ModAddTransformer, data: ModAddData, steps: int = 5
             hist[key].append(value)
         return stop_at is not None and va >= stop_at and ta == 1.0
 
-    done = log(0)
+    reached = log(0)
+    last = steps if not reached else min(steps, steps_after)  # the step training stops at
     model.train()
     for step in range(1, steps + 1):
-        if done:
+        if step > last:
             break
         start = time.perf_counter()
         loss = F.cross_entropy(model(tx), ty)
@@ -368,7 +372,9 @@ def train_transformer(model: ModAddTransformer, data: ModAddData, steps: int = 5
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"the loss became {float(loss.detach())} at step {step}: lower lr or lam")
         seconds += time.perf_counter() - start
-        if step % eval_every == 0 or step == steps:
-            done = log(step)
+        if step % eval_every == 0 or step == last:
+            if log(step) and not reached:
+                reached = True
+                last = min(steps, step + steps_after)
     model.eval()
     return TransformerRun(model, data, parts, lam, hist)
