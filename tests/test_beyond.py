@@ -62,10 +62,16 @@ def test_beyond_figures_draw() -> None:
     recs = [{"layers": layers, "lam": 15.0, "seed": s, "C_clustered": c + 0.01 * s, "test_acc": a - 0.01 * s}
             for layers, c, a in (("fc2", 0.3, 0.9), ("all", 0.9, 0.8)) for s in (0, 1)]
     names = [str(i) for i in range(3)]
-    for fig in (pareto_figure(recs), iou_figure({"a": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}, names),
-                profile_figure({"a": [[0.5, 0.25, 0.25]]}, names)):
+    for fig in (pareto_figure(recs), iou_figure({"a": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}, names)):
         assert fig.axes
         plt.close(fig)
+    assert pareto_figure(recs).axes[0].get_xlabel() == "clusterability C"  # not the record's key
+    # every seed a row, every setting a column, one colour scale for all
+    fig = profile_figure({"a": [[[0.5, 0.25, 0.25]], [[0.2, 0.2, 0.6]]], "b": [[[0.1, 0.8, 0.1]]] * 2}, names, [0, 7])
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 4 and {im.get_clim() for im in images} == {(0.0, 0.8)}
+    assert "seed 7" in fig.axes[1].get_ylabel() or any("seed 7" in ax.get_ylabel() for ax in fig.axes)
+    plt.close(fig)
 
 
 def test_pareto_figures_draw_the_front_of_the_means() -> None:
@@ -96,8 +102,8 @@ def test_pareto_figures_draw_the_front_of_the_means() -> None:
 def test_macros_follow_the_data(tmp_path) -> None:
     m = beyond_macros(stage6_results())
     assert m["AccSentenceFcTwo"] == "less accurate than"
-    assert m["SpectralSentence"] == "no more clusterable than"
-    assert m["GreedySizeSentence"] == "smaller" and m["MaskSizeSentence"].startswith("no different")
+    assert m["SpectralSentence"] == "not distinguishably more or less clusterable than"
+    assert m["GreedySizeSentence"] == "smaller" and m["MaskSizeSentence"].startswith("not distinguishable")
     assert m["ClusterSelSentence"] == "more"
     assert m["BeyondSeeds"] == "4" and "\\pm" in m["CFcTwoMain"]
     tex = macros_tex(m)
@@ -120,12 +126,12 @@ def test_beyond_macro_strings_are_pinned() -> None:
     assert m["GreedySizeClustered"] == "52\\,\\ensuremath{\\pm}\\,2"
     assert m["GreedyAgreeClustered"] == "98.0\\,\\ensuremath{\\pm}\\,0.0\\,\\%"
     assert m["SelFcOneClustered"] == "0.30\\,\\ensuremath{\\pm}\\,0.00" and "SelFcTwoClustered" in m
-    assert m["SelFcTwoSentence"] == "no more and no less (within noise)"
-    assert m["GreedyIoUSentence"] == "no different (within noise)"
+    assert m["SelFcTwoSentence"] == "not distinguishably more or less"
+    assert m["GreedyIoUSentence"] == "not distinguishable in size or overlap"
 
 
 def test_beyond_sentences_follow_the_side_of_the_interval() -> None:
-    """A paired difference whose interval lies above 0 reads "more", one that straddles 0 "as ... as"."""
+    """A paired difference whose interval lies above 0 reads "more", one that straddles 0 "not distinguishable"."""
     res = stage6_results()
     for r in res["records"]:
         if r["lam"]:
@@ -137,7 +143,7 @@ def test_beyond_sentences_follow_the_side_of_the_interval() -> None:
         r["z_c"] = 3.0 + 0.1 * r["seed"]
     m = beyond_macros(res)
     assert m["AccSentenceFcTwo"] == "more accurate than"
-    assert m["AccSentenceAll"] == "as accurate as (within noise)"
+    assert m["AccSentenceAll"] == "not distinguishable in accuracy from"
     assert m["SpectralSentence"] == "more clusterable than"
 
 

@@ -246,13 +246,17 @@ def _fake_rows(setting, recipe, sizes, agree=(0.99, 0.96, 0.8)):
 def test_comparisons_are_paired_by_seed():
     recs = [{"setting": s, "recipe": "seed", "seed": k, "test_acc": 0.9, "live_density": 0.25, "C_blocks": 0.9}
             for s in ("blocks", "random_mask") for k in range(3)]
-    rows = _fake_rows("blocks", "seed", [100, 200, 300]) + _fake_rows("random_mask", "seed", [110, 210, 310])
+    rows = _fake_rows("blocks", "seed", [100, 200, 300]) + _fake_rows("random_mask", "seed", [110, 220, 330])
     s = controls.summarise_controls(recs, rows, "balanced_agreement", 0.97, 1e-4)
     c = next(c for c in s["comparisons"] if c["other"] == "random_mask")
-    assert c["n"] == 3 and c["direction"] == "lower"  # 10 weights smaller at every seed (scaled at 0.97)
-    assert c["difference"]["std"] == pytest.approx(0.0, abs=1e-9)
-    sentence = controls_numbers.comparison_sentence(c, "With pruned weights set to zero", "the random-mask models")
+    assert c["n"] == 3  # three seeds paired
+    assert c["ratio"]["std"] == pytest.approx(0.0, abs=1e-9)  # paired: the seeds share one ratio
+    v = controls_numbers.control_verdict(s, "seed", "zero", "random_mask", "the random-mask models",
+                                         "pruned weights set to zero")
+    assert v is not None and v.direction == "lower" and v.test.rule == "paired" and v.test.log
+    sentence = v.sentence()
     assert "smaller than those of the random-mask models" in sentence and sentence.endswith(".")
+    assert "exploratory" in sentence
     nothing = [{**r, "circuits": [{"size": 5, "faithfulness": {"balanced_agreement": 0.7}}]}
                for r in _fake_rows("random_init", "seed", [1, 1, 1])]
     s2 = controls.summarise_controls(recs + [{**recs[0], "setting": "random_init"}], rows + nothing,

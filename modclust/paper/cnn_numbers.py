@@ -7,9 +7,11 @@ turns it into LaTeX macros, every name prefixed ``Cnn`` (letters only), and
 
 - per dataset ``D`` (``Mnist``, ``Fashion``; :func:`dataset_word`), numbers as ``mean ± 95 %
   half-width`` over seeds, e.g. ``\\CnnMnistAccMain``;
-- sentences over every dataset run (``\\CnnAccSentences``, ...), each direction chosen by
-  :func:`modclust.core.stats.compare` (Welch, clustered against unclustered) or by
-  :func:`modclust.core.stats.direction` of a paired or one-sample interval, never typed by hand;
+- sentences over every dataset run (``\\CnnAccSentences``, ...), each direction a
+  :class:`modclust.paper.claims.Verdict` paired by seed (:func:`cnn_verdicts`, which the measure
+  table reads too, so a cell cannot contradict its sentence): accuracy and circuit size are
+  declared primary comparisons (their values go to ``claims_07_cnn.json``,
+  :func:`primary_records`), the rest is exploratory and says so;
 - two tables (``\\CnnTradeoffTable``, ``\\CnnMeasureTable``) holding a ``tabular`` each.
 
 The figures (:func:`tradeoff_figure`, :func:`ablation_figure`, :func:`circuit_figure`) take the
@@ -27,11 +29,11 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from modclust.core import stats
 from modclust.core.stats import Interval, mean_ci
 from modclust.paper.figures import MODEL_COLORS, lambda_color, lambda_label, mean_and_half
+from modclust.paper.claims import ALPHA, DECLARED, Verdict, Wording, not_measured, record
 from modclust.paper.latex import Macros, count_noun, letters, num, p_text, pm, pm_values, tex_escape, write_macros
-from modclust.paper.numbers import Comparison
+from modclust.paper.numbers import by_seed, paired, paired_values
 
 CNN_SOURCE = "notebooks/07_cnn.ipynb"  # writes cnn.tex (cnn_macros)
 
@@ -59,25 +61,62 @@ def _col(rows: Sequence[Mapping[str, Any]], key: str, lam: float | None = None) 
     return [float(r[key]) for r in picked if r.get(key) is not None and r[key] == r[key]]
 
 
-def _side(values: Sequence[float]) -> str:
-    """``stats.direction`` of the values' 95 % interval: which side of 0 they lie on."""
-    vals = [v for v in values if v == v]
-    return stats.direction(mean_ci(vals)) if vals else "indistinguishable"
-
-
 def _pct(values: Sequence[float], digits: int = 1) -> str:
     return pm_values([100 * v for v in values], digits) + "\\,\\%"
 
 
-def clause(cmp: Comparison, other: str, words: tuple[str, str, str], digits: int = 2, scale: float = 1.0,
+def clause(v: Verdict, other: str, words: tuple[str, str, str], digits: int = 2, scale: float = 1.0,
            unit: str = "", quantity: str = "") -> str:
-    """``"<verb> <other> (<a> against <b>, p=...)"``, the verb chosen by the comparison's direction
-    (``words`` = its higher, lower and indistinguishable forms), e.g. "less accurate than the
-    unclustered ones (78.9 ± 4.3 % against 86.6 ± 0.8 %, $p=0.007$)"."""
-    verb = dict(zip(("higher", "lower", "indistinguishable"), words))[cmp.direction]
+    """``"<verb> <other> (<a> against <b>, paired p=...)"``, the verb chosen by the verdict
+    (``words`` = its higher, lower and not-distinguishable forms), e.g. "less accurate than the
+    unclustered ones (78.9 % against 86.6 %, paired $p=0.007$)"."""
+    verb = dict(zip(("higher", "lower", "inconclusive"), words))[v.direction]
     what = f"{quantity} " if quantity else ""
-    return (f"{verb} {other} ({what}{pm(cmp.a, digits, scale)}{unit} against {pm(cmp.b, digits, scale)}{unit}, "
-            f"{p_text(cmp.p)})")
+    t = v.test
+    return (f"{verb} {other} ({what}{pm(t.a, digits, scale)}{unit} against {pm(t.b, digits, scale)}{unit}, "
+            f"paired {p_text(v.p)}, exploratory)")
+
+
+def cnn_verdicts(res: Mapping[str, Any]) -> dict[str, Verdict]:
+    """Every exploratory comparison of one dataset, paired by seed: ``<key>`` is clustered against
+    unclustered, ``untrained:<key>`` unclustered against the untrained network of the same seed.
+    The sentences and the measure table both read these."""
+    main = float(res["study"]["main_lambda"])
+    rows, un = res["rows"], res["untrained"]
+    out = {}
+    plain = Wording("", "", "", "", "")
+    for key, *_ in MEASURES:
+        a, b = by_seed(_defined(rows, key), key, main), by_seed(_defined(rows, key), key, 0.0)
+        if len(set(a) & set(b)) >= 2:
+            out[key] = paired(a, b, plain)
+        u = by_seed(_defined(un, key), key, 0.0)
+        if len(set(b) & set(u)) >= 2:
+            out[f"untrained:{key}"] = paired(b, u, plain)
+    return out
+
+
+def _defined(rows: Sequence[Mapping[str, Any]], key: str) -> list[Mapping[str, Any]]:
+    return [r for r in rows if r.get(key) is not None and r[key] == r[key]]
+
+
+def primary_records(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The seeds' values of the CNN's declared primary comparisons (accuracy and circuit size per
+    dataset, main lambda against 0, paired by seed); a dataset the preset does not run is recorded
+    as not measured."""
+    out = []
+    for name, (word, title) in DATASET_NAMES.items():
+        for stem, key, rows in (("CnnAcc", "test_acc", "records"), ("CnnCircuit", "circuit_size", "rows")):
+            claim = f"{stem}{word}"
+            if claim not in DECLARED:
+                continue
+            if name not in results["datasets"]:
+                out.append(not_measured(claim, f"this preset does not run {title}"))
+                continue
+            res = results["results"][name]
+            main = float(res["study"]["main_lambda"])
+            picked = _defined(res[rows], key)
+            out.append(record(claim, *paired_values(by_seed(picked, key, main), by_seed(picked, key, 0.0))))
+    return out
 
 
 # --- macros ---------------------------------------------------------------------------------------
@@ -98,22 +137,19 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
     m.add(f"{p}AccUntrained", _pct(_col(un, "test_acc")))
     m.add(f"{p}AccUnclustered", _pct(_col(rec, "test_acc", 0.0)))
     m.add(f"{p}AccMain", _pct(_col(rec, "test_acc", main)))
-    paired = next(d for d in res["summary"]["paired_accuracy"] if float(d["lam"]) == main)
-    diff = Interval(**paired["difference"])
+    acc_diff = next(d for d in res["summary"]["paired_accuracy"] if float(d["lam"]) == main)
+    diff = Interval(**acc_diff["difference"])
     m.add(f"{p}AccDiff", pm(diff, 1, 100))
     for layer, lw in LAYER_WORDS.items():
         m.add(f"{p}C{lw}Main", pm_values(_col(rec, f"C_{layer}", main), 3))
         m.add(f"{p}C{lw}Unclustered", pm_values(_col(rec, f"C_{layer}", 0.0), 3))
         m.add(f"{p}C{lw}Untrained", pm_values(_col(un, f"C_{layer}"), 3))
-    verb = {"higher": "more accurate than", "lower": "less accurate than",
-            "indistinguishable": "as accurate as (within noise)"}[paired["direction"]]
-    m.add(f"{p}AccSentence", verb)
+    verdicts = cnn_verdicts(res)
     sentences["acc"] = (
-        f"On {title}, the clustered CNNs ($\\lambda={main:g}$) are {verb} the unclustered ones of the same seed "
-        f"(paired difference in test accuracy {pm(diff, 1, 100)} percentage points over {diff.n} seeds; "
-        f"{_pct(_col(rec, 'test_acc', main))} against {_pct(_col(rec, 'test_acc', 0.0))}, where always answering "
-        f"the most frequent class scores {num(100 * res['majority_acc'], 1)}\\,\\%), "
-        f"at $C={pm_values(hi('C_conv2'), 3)}$ on conv2 and {pm_values(hi('C_fc1'), 3)} on fc1, "
+        f"\\ClaimCnnAcc{word}Sentence{{}} Test accuracy is {_pct(_col(rec, 'test_acc', main))} against "
+        f"{_pct(_col(rec, 'test_acc', 0.0))}, where always answering the most frequent class scores "
+        f"{num(100 * res['majority_acc'], 1)}\\,\\%; the clustered models reach "
+        f"$C={pm_values(hi('C_conv2'), 3)}$ on conv2 and {pm_values(hi('C_fc1'), 3)} on fc1, "
         f"against {pm_values(lo('C_conv2'), 3)} and {pm_values(lo('C_fc1'), 3)} without the loss and "
         f"{pm_values(_col(un, 'C_conv2'), 3)} and {pm_values(_col(un, 'C_fc1'), 3)} at initialisation.")
 
@@ -123,8 +159,7 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
         for key, tag in (("off_mean", "Off"), ("on_mean", "On"), ("off_min", "OffMin"), ("spread", "Spread")):
             m.add(f"{p}{tag}{lw}Main", pm_values(hi(f"{key}_{layer}"), 3))
             m.add(f"{p}{tag}{lw}Unclustered", pm_values(lo(f"{key}_{layer}"), 3))
-    cmp = {key: Comparison.of(hi(key), lo(key)) for key in
-           ("off_mean_conv2", "on_mean_conv2", "off_mean_fc1", "on_mean_fc1", "spread_fc1")}
+    cmp = verdicts
     sentences["ablation"] = (
         f"On {title}, with one conv2 channel cluster OFF the clustered models are "
         f"{clause(cmp['off_mean_conv2'], 'the unclustered ones ablated alike', acc_words, **PCT)}, "
@@ -134,7 +169,7 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
         f"with only one ON {clause(cmp['on_mean_fc1'], 'them', acc_words, **PCT)}, "
         "and the accuracy lost with one fc1 cluster OFF is " + clause(cmp["spread_fc1"], "in unclustered models",
                        ("spread less evenly over the classes than", "spread more evenly over the classes than",
-                        "spread over the classes as evenly, within noise, as"), digits=3,
+                        "not distinguishably more or less evenly spread over the classes than"), digits=3,
                        quantity="standard deviation over classes") + ".")
 
     # 3. semanticity, selectivity, MI, beside the untrained network
@@ -149,19 +184,24 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
             if key in ("sem", "sel", "mi"):
                 m.add(f"{p}{tag}{lw}Untrained", pm_values(_col(un, f"{key}_{layer}"), digits))
         unit = "channels" if layer == "conv2" else "units"
-        c_sem = Comparison.of(hi(f"sem_{layer}"), lo(f"sem_{layer}"))
-        u_sem = Comparison.of(lo(f"sem_{layer}"), _col(un, f"sem_{layer}"))
-        c_sel = Comparison.of(hi(f"sel_{layer}"), lo(f"sel_{layer}"))
-        u_sel = Comparison.of(lo(f"sel_{layer}"), _col(un, f"sel_{layer}"))
         start = f"On {title}, the" if layer == "conv2" else "The"
         untrained = "the untrained network's"
+        v = verdicts
         sem.append(
             f"{start} label semanticity of the clustered models' {layer} {unit} is "
-            f"{clause(c_sem, 'that of unclustered ones', more)}, which is {clause(u_sem, untrained, more)}; "
-            f"their class selectivity is {clause(c_sel, 'the unclustered ones' + apos, more)}, which is "
-            f"{clause(u_sel, untrained, more)}.")
+            f"{clause(v[f'sem_{layer}'], 'that of unclustered ones', more)}, which is "
+            f"{clause(v[f'untrained:sem_{layer}'], untrained, more)}. "
+            f"A share {pm_values(hi(f'dead_{layer}'), 2)} of their {unit} never fires on the test images, against "
+            f"{pm_values(lo(f'dead_{layer}'), 2)} without the loss and {pm_values(_col(un, f'dead_{layer}'), 2)} "
+            f"untrained; on the live {unit}, class selectivity is "
+            f"{clause(v[f'sel_live_{layer}'], 'the unclustered ones' + apos, more)}, which is "
+            f"{clause(v[f'untrained:sel_live_{layer}'], untrained, more)}, and the mutual information with the "
+            f"label, which a silent unit cannot raise, is "
+            f"{clause(v[f'mi_{layer}'], 'the unclustered ones' + apos, more, unit=' bits')}, which is "
+            f"{clause(v[f'untrained:mi_{layer}'], untrained, more, unit=' bits')}.")
     sentences["semanticity"] = " ".join(sem)
 
+    more = ("higher than", "lower than", "not distinguishable from")
     # 4. circuits
     for lam, tag in ((main, "Main"), (0.0, "Unclustered")):
         for key, name, digits in (("circuit_size", "CircSize", 0), ("circuit_balanced_agreement", "CircBal", 3),
@@ -171,14 +211,9 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
                                   ("circuit_constant_labels", "ConstLabels", 1)):
             m.add(f"{p}{name}{tag}", pm_values(_col(rows, key, lam), digits))
         m.add(f"{p}CircFrac{tag}", _pct(_col(rows, "circuit_fraction", lam), 2))
-    size = Comparison.of(hi("circuit_size"), lo("circuit_size"))
-    bal = Comparison.of(hi("circuit_balanced_agreement"), lo("circuit_balanced_agreement"))
-    size_words = ("larger than", "smaller than", "not distinguishable in size from")
-    faith_words = ("more faithful than", "less faithful than", "not distinguishable in faithfulness from")
     sentences["circuits"] = (
-        f"On {title}, the circuits of clustered models are "
-        f"{clause(size, 'those of unclustered ones', size_words, digits=0, quantity='weights kept per label')} and "
-        f"{clause(bal, 'them', faith_words, digits=3, quantity='balanced agreement')}, "
+        f"\\ClaimCnnCircuit{word}Sentence{{}} Their balanced agreement is "
+        f"{clause(verdicts['circuit_balanced_agreement'], 'that of the unclustered ones', more, digits=3)}, "
         f"while random masks of the same sizes reach {pm_values(hi('random_balanced_agreement'), 3)} and "
         f"{pm_values(lo('random_balanced_agreement'), 3)}. " + _constant_sentence(res, main))
 
@@ -188,17 +223,17 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
         for lam, tag in ((main, "Main"), (0.0, "Unclustered")):
             m.add(f"{p}SpecC{lw}{tag}", pm_values(_col(rows, f"spectral_c_{layer}", lam), 2))
             m.add(f"{p}NullC{lw}{tag}", pm_values(_col(rows, f"null_c_{layer}", lam), 2))
-            m.add(f"{p}SpecZ{lw}{tag}", pm_values(_col(rows, f"z_c_{layer}", lam), 1))
-        side = {"higher": "more clusterable than", "lower": "less clusterable than",
-                "indistinguishable": "no more clusterable than"}[_side(lo(f"z_c_{layer}"))]
-        m.add(f"{p}Spec{lw}Sentence", side)
-        spec.append(f"{layer} is {side} its shuffled weights (found $C={pm_values(lo(f'spectral_c_{layer}'), 2)}$ "
-                    f"against {pm_values(lo(f'null_c_{layer}'), 2)}, $z={pm_values(lo(f'z_c_{layer}'), 1)}$)")
+        beat = [v for v in lo(f"p_c_{layer}") if v < ALPHA]
+        n = len(lo(f"p_c_{layer}"))
+        spec.append(f"{layer}'s found clusters beat their shuffled copies (empirical p-value below {ALPHA:g}) in "
+                    f"{len(beat)} of {n} unclustered models (found $C={pm_values(lo(f'spectral_c_{layer}'), 2)}$ "
+                    f"against {pm_values(lo(f'null_c_{layer}'), 2)} for the shuffled copies)")
     sentences["spectral"] = (
-        f"On {title}, without the loss, {spec[0]} and {spec[1]}; with the loss the found clusters reach "
-        f"$C={pm_values(hi('spectral_c_conv2'), 2)}$ on conv2 ($z={pm_values(hi('z_c_conv2'), 1)}$) and "
-        f"{pm_values(hi('spectral_c_fc1'), 2)} on fc1 ($z={pm_values(hi('z_c_fc1'), 1)}$), against shuffled copies "
-        f"at {pm_values(hi('null_c_conv2'), 2)} and {pm_values(hi('null_c_fc1'), 2)}.")
+        f"On {title}, {spec[0]}, and {spec[1]}. With the loss the found clusters reach "
+        f"$C={pm_values(hi('spectral_c_conv2'), 2)}$ on conv2 and {pm_values(hi('spectral_c_fc1'), 2)} on fc1, "
+        f"against shuffled copies at {pm_values(hi('null_c_conv2'), 2)} and {pm_values(hi('null_c_fc1'), 2)}; "
+        "that the trained blocks are found again is the loss's doing by construction, a check of the finder "
+        "rather than a finding.")
     return sentences
 
 
@@ -297,13 +332,13 @@ def tradeoff_table(results: Mapping[str, Any]) -> str:
     for name in results["datasets"]:
         res = results["results"][name]
         rec, un = res["records"], res["untrained"]
-        paired = {float(d["lam"]): Interval(**d["difference"]) for d in res["summary"]["paired_accuracy"]}
+        diffs = {float(d["lam"]): Interval(**d["difference"]) for d in res["summary"]["paired_accuracy"]}
         rows = [["untrained", pm_values([100 * v for v in _col(un, "test_acc")], 1),
                  pm_values(_col(un, "C_conv2"), 3), pm_values(_col(un, "C_fc1"), 3), "--"]]
         for lam in sorted({float(r["lam"]) for r in rec}):
             rows.append([f"$\\lambda={lam:g}$", pm_values([100 * v for v in _col(rec, "test_acc", lam)], 1),
                          pm_values(_col(rec, "C_conv2", lam), 3), pm_values(_col(rec, "C_fc1", lam), 3),
-                         "--" if lam == 0 else pm(paired[lam], 1, 100)])
+                         "--" if lam == 0 else pm(diffs[lam], 1, 100)])
         blocks.append((dataset_word(name)[1], rows))
     return _tabular("lrrrr", ["", "test acc.\\ (\\%)", "$C$ conv2", "$C$ fc1", "$\\Delta$ acc.\\ (points)"], blocks)
 
@@ -317,33 +352,36 @@ MEASURES = (
     ("spread_fc1", "class spread of fc1 OFF loss", 3, False),
     ("sem_conv2", "semanticity, conv2 channels", 2, True),
     ("sem_fc1", "semanticity, fc1 units", 2, True),
-    ("sel_conv2", "selectivity, conv2 channels", 2, True),
-    ("sel_fc1", "selectivity, fc1 units", 2, True),
+    ("dead_conv2", "dead share, conv2 channels", 2, True),
+    ("dead_fc1", "dead share, fc1 units", 2, True),
+    ("sel_live_conv2", "selectivity, live conv2 channels", 2, True),
+    ("sel_live_fc1", "selectivity, live fc1 units", 2, True),
     ("mi_conv2", "MI (bits), conv2 channels", 2, True),
     ("mi_fc1", "MI (bits), fc1 units", 2, True),
     ("circuit_size", "circuit size (weights)", 0, False),
     ("circuit_balanced_agreement", "circuit balanced agreement", 3, False),
     ("random_balanced_agreement", "random same-size mask", 3, False),
-    ("z_c_conv2", "spectral $z$ of $C$, conv2", 1, False),
-    ("z_c_fc1", "spectral $z$ of $C$, fc1", 1, False),
+    ("spectral_c_conv2", "spectral clusters' $C$, conv2", 2, False),
+    ("spectral_c_fc1", "spectral clusters' $C$, fc1", 2, False),
 )
 """The rows of the measure table: (row key, label, digits, whether the untrained network has it)."""
 
 
 def measure_table(results: Mapping[str, Any]) -> str:
     """Per dataset, each measure for the untrained network, the unclustered and the clustered
-    models (mean ± 95 % half-width over seeds) and the clustered-vs-unclustered verdict (Welch)."""
+    models (mean ± 95 % half-width over seeds) and the clustered-vs-unclustered verdict, the same
+    :class:`~modclust.paper.claims.Verdict` the sentences read (exploratory, paired by seed)."""
     blocks = []
     for name in results["datasets"]:
         res = results["results"][name]
         main = float(res["study"]["main_lambda"])
+        verdicts = cnn_verdicts(res)
         rows = []
         for key, label, digits, has_untrained in MEASURES:
             a, b = _col(res["rows"], key, main), _col(res["rows"], key, 0.0)
-            cmp = Comparison.of(a, b)
+            v = verdicts.get(key)
             base = pm_values(_col(res["untrained"], key), digits) if has_untrained else "--"
-            rows.append([label, base, pm_values(b, digits), pm_values(a, digits),
-                         f"{cmp.direction.replace('indistinguishable', 'same')} ({p_text(cmp.p)})"])
+            rows.append([label, base, pm_values(b, digits), pm_values(a, digits), "--" if v is None else v.cell()])
         blocks.append((dataset_word(name)[1], rows))
     main = float(results["results"][results["datasets"][0]]["study"]["main_lambda"])
     return _tabular("lrrrl", ["", "untrained", "$\\lambda=0$", f"$\\lambda={main:g}$", "clustered vs.\\ not"], blocks)

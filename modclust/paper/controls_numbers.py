@@ -2,9 +2,10 @@
 
 Everything comes from ``train.json`` (the controls' records and L1 searches) and the
 ``controls`` part of ``circuits.json`` (:func:`modclust.experiments.controls.summarise_controls`).
-Each sentence that states a direction reads the paired 95 % interval of the difference (blocks
-minus a control, paired by seed) and says "smaller", "larger" or that the seeds cannot tell,
-whatever the data turn out to be.
+Each sentence that states a direction is a :class:`modclust.paper.claims.Verdict` of blocks
+against a control, paired by seed on a log scale: the converged recipe under zero ablation is
+the paper's primary comparison (its values go to ``claims_05_figures.json``), the rest is
+exploratory and says so.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from modclust.core.stats import Interval, direction
+from modclust.paper.claims import Verdict, Wording, exploratory, not_measured, record
 from modclust.paper.latex import Macros, generated_header, num, pm, table, write_text
+from modclust.paper.numbers import paired_values
 
 CONTROLS_SOURCE = "notebooks/05_figures.ipynb"
 
@@ -23,8 +26,6 @@ SETTING_NAMES = {"blocks": "blocks (clustered)", "random_mask": "random mask", "
                  "none": "none ($\\lambda=0$)", "random_init": "untrained", "shuffled_labels": "shuffled labels"}
 RECIPE_NAMES = {"seed": "notebook's", "converged": "converged"}
 _RECIPE_TAG = {"seed": "Seed", "converged": "Converged"}
-_SIZE_WORD = {"lower": "smaller than", "higher": "larger than", "indistinguishable": "not distinguishable in size from"}
-_VERDICT = {"lower": "smaller", "higher": "larger", "indistinguishable": "not distinguishable in size"}
 
 
 def _iv(d: Mapping[str, Any] | None) -> Interval | None:
@@ -40,26 +41,51 @@ def _entry(summary: Mapping[str, Any], setting: str, recipe: str) -> Mapping[str
     return next((e for e in summary["table"] if e["setting"] == setting and e["recipe"] == recipe), None)
 
 
-def _comparison(summary: Mapping[str, Any], recipe: str, ablation: str, other: str) -> Mapping[str, Any] | None:
-    return next((c for c in summary["comparisons"]
-                 if (c["recipe"], c["ablation"], c["other"]) == (recipe, ablation, other)), None)
+PRIMARY_RECIPE, PRIMARY_ABLATION = "converged", "zero"
+"""The primary comparisons of this section (``claims.PRIMARY``: CircuitRandomMask, CircuitLOne,
+CircuitNone) are the converged recipe's, under zero ablation; the other recipe and ablation are
+exploratory."""
+OTHERS = (("random_mask", "the random-mask models", "CircuitRandomMask"), ("l1", "the L1 models", "CircuitLOne"),
+          ("none", "the unclustered models", "CircuitNone"))
 
 
-def comparison_sentence(c: Mapping[str, Any] | None, subject: str, other: str) -> str:
-    """One whole sentence for blocks minus ``other`` at matched faithfulness, e.g. "With pruned
-    weights set to zero, the clustered models' circuits are not distinguishable in size from those
-    of the random-mask models (difference 6 ± 25 weights, ratio 1.02 ± 0.1, 5 paired seeds; the
-    seeds cannot tell the difference from noise)." An interval that spans zero is not read as
-    "the same": that needs an equivalence test."""
-    if c is None or c["difference"] is None or c["n"] < 2:
-        n = 0 if c is None else c["n"]
-        return (f"{subject}, too few seeds reach the level in both settings to compare circuit sizes with "
-                f"{other} ({n} pairs).")
-    d = c["difference"]
-    ratio = _pm(c["ratio"], 2)
-    return (f"{subject}, the clustered models' circuits are {_SIZE_WORD[c['direction']]} those of {other} "
-            f"(difference {pm(_iv(d), 0)} weights, ratio {ratio}, {c['n']} paired seeds"  # type: ignore[arg-type]
-            + ("; the seeds cannot tell the difference from noise)." if c["direction"] == "indistinguishable" else ")."))
+def matched_sizes(summary: Mapping[str, Any], setting: str, recipe: str, ablation: str) -> dict[int, float]:
+    """Each seed's circuit size at the matched faithfulness (nan where its sweep misses the level)."""
+    e = _entry(summary, setting, recipe)
+    if e is None or ablation not in e:
+        return {}
+    return {int(p["seed"]): float(p["matched_size"]) for p in e[ablation]["per_seed"]}
+
+
+def _pairs(summary: Mapping[str, Any], recipe: str, ablation: str, other: str) -> tuple[list[float], list[float]]:
+    xs, ys = paired_values(matched_sizes(summary, "blocks", recipe, ablation),
+                           matched_sizes(summary, other, recipe, ablation))
+    keep = [(x, y) for x, y in zip(xs, ys) if x == x and y == y]
+    return [x for x, _ in keep], [y for _, y in keep]
+
+
+def control_verdict(summary: Mapping[str, Any], recipe: str, ablation: str, other: str, name: str,
+                    how: str) -> Verdict | None:
+    """Blocks against ``other`` at matched faithfulness, paired by seed on a log scale (exploratory);
+    None with fewer than two seeds reaching the level in both."""
+    xs, ys = _pairs(summary, recipe, ablation, other)
+    if len(xs) < 2:
+        return None
+    return exploratory(xs, ys, Wording(f"With {how}, the clustered models' circuits", f"those of {name}",
+                                       "are larger than", "are smaller than", "circuit size", digits=0,
+                                       unit=" weights"), "paired", log=True)
+
+
+def primary_records(circ: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The seeds' matched circuit sizes of this section's primary comparisons (blocks against each
+    control, converged recipe, zero ablation)."""
+    summary = (circ.get("controls") or {}).get("summary") or {"table": []}
+    out = []
+    for other, _, key in OTHERS:
+        xs, ys = paired_values(matched_sizes(summary, "blocks", PRIMARY_RECIPE, PRIMARY_ABLATION),
+                               matched_sizes(summary, other, PRIMARY_RECIPE, PRIMARY_ABLATION))
+        out.append(record(key, xs, ys) if xs else not_measured(key, "the converged recipe was not run"))
+    return out
 
 
 def controls_numbers(train: Mapping[str, Any], circ: Mapping[str, Any]) -> tuple[Macros, dict[str, str]]:
@@ -82,7 +108,6 @@ def controls_numbers(train: Mapping[str, Any], circ: Mapping[str, Any]) -> tuple
                 m.add(f"{name}{tag}", "n/a")
             m.add(f"Controls{tag}ZeroSentences", f"The {RECIPE_NAMES[recipe]} recipe was not run.")
             m.add(f"Controls{tag}MeanSentences", "")
-            m.add(f"RandomMaskVerdict{tag}", "not measured")
             continue
         m.add(f"Lr{tag}", f"{float(train['recipes'][recipe]):g}")
         s = train.get("l1_search", {}).get(recipe)
@@ -96,10 +121,6 @@ def controls_numbers(train: Mapping[str, Any], circ: Mapping[str, Any]) -> tuple
             m.add(f"Acc{word}{tag}", _pm(e["test_acc"] if e else None, 1, 100) + "\\,\\%")
         for ablation, how in (("zero", "pruned weights set to zero"), ("mean", "pruned weights replaced by their mean")):
             m.add(f"Controls{tag}{ablation.capitalize()}Sentences", ablation_sentences(summary, recipe, ablation, how))
-        rm = _comparison(summary, recipe, "zero", "random_mask")
-        m.add(f"RandomMaskVerdict{tag}", "not comparable" if rm is None or rm["n"] < 2 else _VERDICT[rm["direction"]])
-    m.add("ControlsConclusion", conclusion_sentence(summary, recipes) + " " + lone_sentence(summary, recipes))
-    m.add("LOneSentence", lone_sentence(summary, recipes))
     m.add("NothingSentence", nothing_sentence(summary))
     m.add("NothingVerdict", nothing_verdict(summary))
     m.add("ClusterShareSentence", cluster_share_sentence(summary, recipes))
@@ -109,54 +130,14 @@ def controls_numbers(train: Mapping[str, Any], circ: Mapping[str, Any]) -> tuple
 
 def ablation_sentences(summary: Mapping[str, Any], recipe: str, ablation: str, how: str) -> str:
     """The blocks against each control under one recipe and ablation: one sentence per control, or
-    one sentence saying that too few seeds reach the level to compare any."""
-    found = [(name, c) for other, name in (("random_mask", "the random-mask models"), ("l1", "the L1 models"),
-                                           ("none", "the unclustered models"))
-             if (c := _comparison(summary, recipe, ablation, other)) is not None]
-    if not any(c["n"] >= 2 and c["difference"] is not None for _, c in found):
-        return (f"With {how}, too few seeds reach the level in both settings to compare circuit sizes "
-                f"({', '.join(str(c['n']) for _, c in found) or 'no'} pairs).")
-    return " ".join(comparison_sentence(c, f"With {how}", name) for name, c in found)
-
-
-def conclusion_sentence(summary: Mapping[str, Any], recipes: Sequence[str]) -> str:
-    """The controls' verdict for the conclusion: whether the blocks beat an equally sparse random
-    mask at equal faithfulness (zero ablation), per recipe, and what that means."""
-    said, dirs = [], []
-    for recipe in recipes:
-        c = _comparison(summary, recipe, "zero", "random_mask")
-        if c is None or c["n"] < 2 or c["difference"] is None:
-            said.append(f"not comparable with the {RECIPE_NAMES[recipe]} recipe (too few seeds reach the level)")
-            dirs.append("none")
-            continue
-        said.append(f"{_SIZE_WORD[c['direction']]} them with the {RECIPE_NAMES[recipe]} recipe "
-                    f"({pm(_iv(c['difference']), 0)} weights)")  # type: ignore[arg-type]
-        dirs.append(c["direction"])
-    text = ("Against the same loss on a random mask of the blocks' density, which makes the layer as sparse "
-            "without making it modular, the clustered models' circuits are " + " and ".join(said) + ".")
-    if dirs and all(d == "lower" for d in dirs):
-        text += " So the blocks, not only the sparsity, make the circuits smaller."
-    elif dirs and all(d in ("indistinguishable", "higher") for d in dirs):
-        text += " So the data show no advantage of the modular structure over sparsity alone."
-    else:
-        text += " The two recipes disagree, so no advantage of the modular structure can be claimed."
-    return text
-
-
-_THEIRS = {"lower": "larger than", "higher": "smaller than", "indistinguishable": "not distinguishable in size from"}
-
-
-def lone_sentence(summary: Mapping[str, Any], recipes: Sequence[str]) -> str:
-    """How an L1 penalty at the blocks' live density does against the blocks, per recipe (zero ablation)."""
-    said = []
-    for recipe in recipes:
-        c = _comparison(summary, recipe, "zero", "l1")
-        if c is None or c["n"] < 2 or c["difference"] is None:
-            continue
-        said.append(f"{_THEIRS[c['direction']]} the clustered models' with the {RECIPE_NAMES[recipe]} recipe")
-    if not said:
-        return ""
-    return "An L1 penalty at the same density of live weights gives circuits " + " and ".join(said) + "."
+    one sentence saying that too few seeds reach the level to compare any. The primary recipe and
+    ablation give the primary comparisons' sentences (``\\Claim...Sentence``, written at compile time)."""
+    if (recipe, ablation) == (PRIMARY_RECIPE, PRIMARY_ABLATION):
+        return " ".join(f"\\Claim{key}Sentence{{}}" for _, _, key in OTHERS)
+    verdicts = [control_verdict(summary, recipe, ablation, other, name, how) for other, name, _ in OTHERS]
+    if not any(verdicts):
+        return f"With {how}, too few seeds reach the level in both settings to compare circuit sizes."
+    return " ".join(v.sentence() for v in verdicts if v is not None)
 
 
 def nothing_verdict(summary: Mapping[str, Any]) -> str:

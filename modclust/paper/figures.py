@@ -241,7 +241,7 @@ def training_curves(epochs_axis: np.ndarray, ce: Mapping[float, np.ndarray], c: 
     a2.set_ylim(0, 1.02)
     for ax in (a1, a2):
         ax.set_xlabel("epoch")
-    a2.legend(loc="center right")
+    fig.legend(*a1.get_legend_handles_labels(), loc="outside right")  # beside the panels: it covers no curve
     return fig
 
 
@@ -362,7 +362,7 @@ def pareto_figure(records: Sequence[Mapping], c_key: str = "C_clustered", acc_ke
     if front:
         ax.plot([means[i][2].mean for i in front], [means[i][3].mean for i in front], color="black", lw=0.8,
                 label="Pareto frontier (means)")
-    ax.set_xlabel(f"clusterability ({c_key})")
+    ax.set_xlabel("clusterability C" if c_key == "C_clustered" else f"clusterability ({c_key.replace('_', ' ')})")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize="small")
     return fig
@@ -390,18 +390,29 @@ def iou_figure(iou_by_title: Mapping[str, Sequence[Sequence[float]]], class_name
     return fig
 
 
-def profile_figure(profiles: Mapping[str, Sequence[Sequence[float]]], class_names: Sequence[str]) -> plt.Figure:
-    """Per-cluster class profiles (rows: clusters, columns: classes) side by side."""
-    n = len(profiles)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 1.8), squeeze=False)
-    for ax, (title, p) in zip(axes[0], profiles.items()):
-        p = np.asarray(p, dtype=float)
-        im = ax.imshow(p, aspect="auto", cmap="magma", vmin=0)
-        ax.grid(False)
-        ax.set_title(title, fontsize="small")
-        ax.set_xticks(range(p.shape[1]), class_names, rotation=90, fontsize="x-small")
-        ax.set_yticks(range(p.shape[0]), [f"cluster {i + 1}" for i in range(p.shape[0])], fontsize="x-small")
-        fig.colorbar(im, ax=ax, shrink=0.8)
+def profile_figure(profiles: Mapping[str, Sequence[Sequence[Sequence[float]]]], class_names: Sequence[str],
+                   seeds: Sequence[int]) -> plt.Figure:
+    """Per-cluster class profiles (clusters x classes), one row of panels per seed and one column
+    per setting (``profiles[title][i]`` is seed ``seeds[i]``'s), all on one colour scale.
+
+    Clusters are not comparable between seeds, so every seed is drawn and none is averaged.
+    """
+    mats = {t: [np.asarray(p, dtype=float) for p in ps] for t, ps in profiles.items()}
+    top = max([float(np.nanmax(p)) for ps in mats.values() for p in ps if np.isfinite(p).any()] + [1e-6])
+    n, rows = len(mats), len(seeds)
+    fig, axes = plt.subplots(rows, n, figsize=(3.2 * n, 0.9 + 1.1 * rows), squeeze=False, sharex=True)
+    for col, (title, ps) in enumerate(mats.items()):
+        for row, p in enumerate(ps):
+            ax = axes[row, col]
+            im = ax.imshow(p, aspect="auto", cmap="magma", vmin=0, vmax=top)
+            ax.grid(False)
+            if row == 0:
+                ax.set_title(title, fontsize="small")
+            ax.set_xticks(range(p.shape[1]), class_names, rotation=90, fontsize="x-small")
+            ax.set_yticks(range(p.shape[0]), [f"{i + 1}" for i in range(p.shape[0])], fontsize="x-small")
+            if col == 0:
+                ax.set_ylabel(f"seed {seeds[row]}\ncluster", fontsize="x-small")
+    fig.colorbar(im, ax=list(axes.ravel()), shrink=0.6, label="share of the cluster's activation")
     return fig
 
 

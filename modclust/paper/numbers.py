@@ -2,62 +2,50 @@
 
 No number in the paper is typed by hand: the figures notebook (stage 5) collects them here as
 macros (``\\newcommand{\\AccClustered}{...}``) and tables (:func:`paper_numbers`), the beyond
-notebook (stage 6) those of its section (:func:`beyond_macros`), and every sentence whose
-direction depends on the data ("more accurate", "indistinguishable") is chosen by
-:func:`modclust.core.stats.compare` on the per-seed values (or, for a difference paired over
-seeds, by :func:`modclust.core.stats.direction`), so a rerun cannot leave a false claim. The
-LaTeX itself (numbers, intervals, macro names, files) comes from :mod:`modclust.paper.latex`.
+notebook (stage 6) those of its section (:func:`beyond_macros`). Every sentence whose
+direction depends on the data is a :class:`modclust.paper.claims.Verdict` of the per-seed values:
+a declared primary comparison (its values go to ``claims_05_figures.json``,
+:func:`primary_records`, and its sentence is written at compile time after the Holm correction)
+or an exploratory one, which says so. A rerun cannot leave a false claim. The LaTeX itself (numbers, intervals, macro names, files) comes from :mod:`modclust.paper.latex`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modclust.analysis.ablation import order_by_importance
 from modclust.core import stats
 from modclust.core.data import DATASETS
-from modclust.core.stats import Interval, compare, mean_ci, size_at_faithfulness, welch_p
+from modclust.core.stats import Interval, mean_ci, size_at_faithfulness
 from modclust.experiments.grid import group, mean_over_circuits, select_rows
-from modclust.paper.latex import (Macros, count_noun, generated_header, has_layer_word, layer_word, p_text, pm, pm_values, table,
+from modclust.paper.claims import Verdict, Wording, exploratory, record
+from modclust.paper.latex import (Macros, count_noun, generated_header, has_layer_word, layer_word, pm, pm_values, table,
                                   tex_escape, write_macros, write_text)
 
 PAPER_SOURCE = "notebooks/05_figures.ipynb"  # writes numbers.tex (paper_numbers)
 BEYOND_SOURCE = "notebooks/06_beyond.ipynb"  # writes beyond.tex (beyond_macros)
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Values of ``a`` against ``b`` over seeds: the direction, the p-value and the summaries."""
-
-    direction: str  # 'higher', 'lower' or 'indistinguishable' (modclust.core.stats.compare)
-    p: float
-    a: Interval
-    b: Interval
-
-    @classmethod
-    def of(cls, a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> Comparison:
-        return cls(compare(a, b, alpha), welch_p(a, b), mean_ci(list(a)), mean_ci(list(b)))
+def by_seed(rows: Sequence[Mapping[str, Any]], key: str | Any, lam: float) -> dict[int, float]:
+    """Each seed's value of ``key`` (a field, or a function of a row) at ``lam``."""
+    get = (lambda r: r[key]) if isinstance(key, str) else key
+    return {int(r["seed"]): float(get(r)) for r in rows if float(r["lam"]) == lam}
 
 
-def direction_sentence(cmp: Comparison, subject: str, other: str, higher: str, lower: str,
-                       same: str, quantity: str, digits: int = 2, scale: float = 1.0,
-                       unit: str = "") -> str:
-    """One sentence stating what the seeds show, e.g. "The clustered models are less accurate
-    than the unclustered ones (89.6 ± 0.3 % against 90.4 ± 0.2 %, Welch's test p=0.010)."
+def paired_values(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[list[float], list[float]]:
+    """The values of the seeds both settings have, in seed order (nan kept: the caller drops pairs)."""
+    seeds = sorted(set(a) & set(b))
+    return [a[s] for s in seeds], [b[s] for s in seeds]
 
-    ``higher`` / ``lower`` / ``same`` are the predicates for each outcome of the comparison
-    ("more accurate than", "less accurate than", "as accurate as"); ``quantity`` names what
-    the numbers measure.
-    """
-    verb = {"higher": higher, "lower": lower, "indistinguishable": same}[cmp.direction]
-    hedge = "" if cmp.direction != "indistinguishable" else ", a difference the seeds cannot tell from noise"
-    return (f"{subject} {verb} {other} ({quantity} {pm(cmp.a, digits, scale)}{unit} against "
-            f"{pm(cmp.b, digits, scale)}{unit}, {cmp.a.n} and {cmp.b.n} seeds, Welch's test "
-            f"{p_text(cmp.p)}{hedge}).")
+
+def paired(a: Mapping[int, float], b: Mapping[int, float], wording: Wording, log: bool = False) -> Verdict:
+    """An exploratory comparison paired by seed, undefined values dropped with their partner."""
+    xs, ys = paired_values(a, b)
+    keep = [(x, y) for x, y in zip(xs, ys) if x == x and y == y]
+    return exploratory([x for x, _ in keep], [y for _, y in keep], wording, "paired", log)
 
 
 # -- stage 5 (the JSON of stages 1-4): the paper's main numbers ------------------------------
@@ -108,28 +96,23 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     m.add("MainLambda", f"{main:g}")
     m.add("LambdaList", ", ".join(f"{v:g}" for v in lams))
     m.add("NClusters", cfg["n_clusters"])
+    n_k = int(cfg["n_clusters"])  # OFF zeroes a cluster's rows and columns of equal blocks, ON keeps its block
+    m.add("OffZeroedShare", f"${2 * n_k - 1}/{n_k * n_k}$")
+    m.add("OnKeptShare", f"$1/{n_k * n_k}$")
     m.add("Widths", "--".join(str(w) for w in cfg["widths"]))
     m.add("ClusteredLayer", "/".join(cfg["clustered_layers"]))
     m.add("LearningRate", f"{cfg['lr']:g}")
     m.add("BatchSize", cfg["batch_size"])
     m.add("NClasses", len(spec.classes))
 
-    pct = {"digits": 2, "scale": 100.0, "unit": "\\,\\%"}
-    cmp_acc = Comparison.of(acc[main], acc[0.0])
-    m.add("AccClustered", pm(cmp_acc.a, 2, 100) + "\\,\\%")
-    m.add("AccUnclustered", pm(cmp_acc.b, 2, 100) + "\\,\\%")
-    m.add("AccSentence", direction_sentence(cmp_acc, "The clustered models", "the unclustered ones",
-                                            "are more accurate than", "are less accurate than",
-                                            "are about as accurate as", "test accuracy", **pct))
-    m.add("AccDirection", {"higher": "more accurate than", "lower": "less accurate than",
-                           "indistinguishable": "as accurate as"}[cmp_acc.direction])
-    m.add("SeedClaimVerdict", "supports" if cmp_acc.direction == "higher" else "does not support")
-    cmp_c = Comparison.of(clus[main], clus[0.0])
-    m.add("ClustClustered", pm(cmp_c.a, 3))
-    m.add("ClustUnclustered", pm(cmp_c.b, 3))
+    m.add("AccClustered", pm(mean_ci(acc[main]), 2, 100) + "\\,\\%")
+    m.add("AccUnclustered", pm(mean_ci(acc[0.0]), 2, 100) + "\\,\\%")
+    cmp_c = paired(by_seed(runs, "clusterability", main), by_seed(runs, "clusterability", 0.0),
+                   Wording("The clustered models", "the unclustered ones", "", "", "clusterability"))
+    m.add("ClustClustered", pm(cmp_c.test.a, 3))
+    m.add("ClustUnclustered", pm(cmp_c.test.b, 3))
     m.add("ClustChance", f"{1 / cfg['n_clusters']:.2f}")
-    m.add("ClustVerb", {"higher": "raises", "lower": "lowers", "indistinguishable": "does not measurably change"}
-          [cmp_c.direction])
+    m.add("ClustVerb", {"higher": "raises", "lower": "lowers"}.get(cmp_c.direction, "does not measurably change"))
 
     # ablations: per seed, clusters ranked by importance (lowest OFF accuracy first)
     abl = ablation["rows"]
@@ -143,17 +126,6 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
         m.add(f"OnAccMean{tag}", pm(mean_ci([sum(v) / k for v in on]), 1, 100) + "\\,\\%")
         m.add(f"OffAccWorst{tag}", pm(mean_ci([v[0] for v in off]), 1, 100) + "\\,\\%")
         m.add(f"OnAccBest{tag}", pm(mean_ci([max(v) for v in on]), 1, 100) + "\\,\\%")
-    mean_off = {lam: [sum(v) / k for v in ranked("off_acc", lam)] for lam in (main, 0.0)}
-    mean_on = {lam: [sum(v) / k for v in ranked("on_acc", lam)] for lam in (main, 0.0)}
-    m.add("OffSentence", direction_sentence(
-        Comparison.of(mean_off[main], mean_off[0.0]), "With one cluster OFF, the clustered models",
-        "the unclustered models with the same blocks zeroed", "keep more accuracy than",
-        "keep less accuracy than", "keep about as much accuracy as", "mean accuracy", digits=1,
-        scale=100.0, unit="\\,\\%"))
-    m.add("OnSentence", direction_sentence(
-        Comparison.of(mean_on[main], mean_on[0.0]), "With a single cluster ON, the clustered models",
-        "the unclustered ones", "keep more accuracy than", "keep less accuracy than",
-        "keep about as much accuracy as", "mean accuracy", digits=1, scale=100.0, unit="\\,\\%"))
     off_c, on_c, off_u, on_u = ranked("off_acc", main), ranked("on_acc", main), ranked("off_acc", 0.0), ranked("on_acc", 0.0)
     abl_rows = []
     for i in range(k):
@@ -171,25 +143,28 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     for layer in interp["layers"]:
         sem = group(sem_rows, lambda r, layer=layer: r["semanticity"][layer]["score"])
         sem_by_layer[layer] = sem
-        cmp_s = Comparison.of(sem[main], sem[0.0])
         name = layer_word(layer)
-        m.add(f"Sem{name}Clustered", pm(cmp_s.a, 3))
-        m.add(f"Sem{name}Unclustered", pm(cmp_s.b, 3))
-        m.add(f"Sem{name}Sentence", direction_sentence(
-            cmp_s, f"The units of {layer} in the clustered models", "those of the unclustered ones",
-            "are more label-specialised than", "are less label-specialised than",
-            "are about as label-specialised as", "label semanticity", digits=3))
+        m.add(f"Sem{name}Clustered", pm(mean_ci(sem[main]), 3))
+        m.add(f"Sem{name}Unclustered", pm(mean_ci(sem[0.0]), 3))
+        if layer != "fc2":  # fc2's is a primary comparison (claims.PRIMARY, key Sem)
+            get = lambda r, layer=layer: r["semanticity"][layer]["score"]  # noqa: E731
+            m.add(f"Sem{name}Sentence", paired(by_seed(sem_rows, get, main), by_seed(sem_rows, get, 0.0), Wording(
+                f"The units of {layer} in the clustered models", "those of the unclustered ones",
+                "are more label-specialised than", "are less label-specialised than", "label semanticity",
+                digits=3)).sentence())
 
     # circuits: the headline uses the faithful objective; the seed's is reported for what it is
     thr, fo = float(circ["threshold"]), circ["faithful_objective"]
     faithful = select_rows(circ["rows"], fo, thr)
     def per_lam(rows: Sequence[dict], key: str) -> dict[float, list[float]]:
         return group(rows, lambda r: mean_over_circuits(r, key))
-    def size_sentence(cmp: Comparison, subject: str, quantity: str = "mean circuit size") -> str:
-        return direction_sentence(cmp, subject, "those of the unclustered ones", "are larger than", "are smaller than",
-                                  "are about the same size as", quantity, digits=1, unit=" weights")
+    def size_verdict(rows: Sequence[dict], subject: str, quantity: str = "mean circuit size") -> Verdict:
+        get = lambda r: mean_over_circuits(r, "size")  # noqa: E731
+        return paired(by_seed(rows, get, main), by_seed(rows, get, 0.0),
+                      Wording(subject, "those of the unclustered ones", "are larger than", "are smaller than", quantity,
+                              digits=1, unit=" weights"), log=True)
     size = per_lam(faithful, "size")
-    cmp_k = Comparison.of(size[main], size[0.0])
+    cmp_k = size_verdict(faithful, "Faithful per-label circuits of the clustered models")
     total_w = sum(int(a) * int(b) for a, b in zip(cfg["widths"][:-1], cfg["widths"][1:]))
     searched = sum(int(cfg["widths"][int(ly[2:]) - 1]) * int(cfg["widths"][int(ly[2:])]) for ly in circ["layers"])
     m.add("CircuitLayers", " and ".join(circ["layers"]))
@@ -200,11 +175,11 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     m.add("NCircuitLabels", len(circ["labels"]))
     m.add("SearchPerClass", circ["search"]["per_class"])
     m.add("SearchImages", circ["search"]["n"])
-    m.add("CircuitClustered", pm(cmp_k.a, 1))
-    m.add("CircuitUnclustered", pm(cmp_k.b, 1))
-    m.add("CircuitSentence", size_sentence(cmp_k, "Faithful per-label circuits of the clustered models"))
-    smaller = {"higher": "larger", "lower": "smaller", "indistinguishable": "no smaller"}
-    m.add("CircuitDirection", smaller[cmp_k.direction])
+    m.add("CircuitClustered", pm(cmp_k.test.a, 1))
+    m.add("CircuitUnclustered", pm(cmp_k.test.b, 1))
+    m.add("CircuitSentence", cmp_k.sentence())
+    smaller = {"higher": "larger", "lower": "smaller"}
+    m.add("CircuitDirection", smaller.get(cmp_k.direction, "not distinguishable in size"))
     pct1 = lambda vals: pm(mean_ci(vals), 1, 100) + "\\,\\%"  # noqa: E731
     for key, tag in (("agreement", "Agree"), ("balanced_agreement", "Balanced"), ("share_c", "ShareC"),
                      ("full_share_c", "FullShareC")):
@@ -215,11 +190,10 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     m.add("CircuitAgreeWorstRun", f"{100 * worst:.1f}\\,\\%")
     if "seed" in circ["objectives"]:
         seed_rows = select_rows(circ["rows"], "seed", thr)
-        seed_size = per_lam(seed_rows, "size")
-        cmp_seed = Comparison.of(seed_size[main], seed_size[0.0])
-        m.add("SeedCircuitClustered", pm(cmp_seed.a, 1))
-        m.add("SeedCircuitUnclustered", pm(cmp_seed.b, 1))
-        m.add("SeedCircuitSentence", size_sentence(cmp_seed, "By the seed's objective, the circuits of the clustered models"))
+        cmp_seed = size_verdict(seed_rows, "By the notebook's objective, the circuits of the clustered models")
+        m.add("SeedCircuitClustered", pm(cmp_seed.test.a, 1))
+        m.add("SeedCircuitUnclustered", pm(cmp_seed.test.b, 1))
+        m.add("SeedCircuitSentence", cmp_seed.sentence())
         all_seed = [v for vals in per_lam(seed_rows, "share_c").values() for v in vals]
         m.add("SeedCircuitShareC", pct1(all_seed))
         m.add("SeedCircuitAgree", pct1([v for vals in per_lam(seed_rows, "agreement").values() for v in vals]))
@@ -239,21 +213,23 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     m.add("MatchOn", {"balanced_agreement": "balanced c-vs-rest agreement", "agreement": "c-vs-rest agreement",
                       "top1_agreement": "top-1 agreement"}.get(match_on, tex_escape(match_on)))
     m.add("MatchLevel", f"{100 * level:g}\\,\\%")
-    matched: dict[float, list[float]] = {}
+    matched: dict[float, dict[int, float]] = {}
     for lam in (main, 0.0):
-        for name in dict.fromkeys(r["name"] for r in sweep if float(r["lam"]) == lam):
-            pts = [(mean_over_circuits(r, match_on), mean_over_circuits(r, "size")) for r in sweep if r["name"] == name]
+        for seed in sorted({int(r["seed"]) for r in sweep if float(r["lam"]) == lam}):
+            pts = [(mean_over_circuits(r, match_on), mean_over_circuits(r, "size")) for r in sweep
+                   if float(r["lam"]) == lam and int(r["seed"]) == seed]
             v = size_at_faithfulness(pts, level)
             if v == v:
-                matched.setdefault(lam, []).append(v)
-    n_main, n_zero = len(matched.get(main, [])), len(matched.get(0.0, []))
+                matched.setdefault(lam, {})[seed] = v
+    n_main, n_zero = len(matched.get(main, {})), len(matched.get(0.0, {}))
     m.add("MatchedRunsClustered", n_main)
     m.add("MatchedRunsUnclustered", n_zero)
-    if n_main >= 2 and n_zero >= 2:
-        cmp_m = Comparison.of(matched[main], matched[0.0])
-        m.add("MatchedSentence", size_sentence(cmp_m, "At equal faithfulness, the circuits of the clustered models",
-                                               "circuit size"))
-        m.add("MatchedDirection", smaller[cmp_m.direction])
+    if len(set(matched.get(main, {})) & set(matched.get(0.0, {}))) >= 2:
+        cmp_m = paired(matched[main], matched[0.0], Wording(
+            "At equal faithfulness, the circuits of the clustered models", "those of the unclustered ones",
+            "are larger than", "are smaller than", "circuit size", digits=1, unit=" weights"), log=True)
+        m.add("MatchedSentence", cmp_m.sentence())
+        m.add("MatchedDirection", smaller.get(cmp_m.direction, "not distinguishable in size"))
     else:
         m.add("MatchedSentence", f"The threshold sweep brackets this level for too few runs ({n_main} clustered, "
                                  f"{n_zero} unclustered) to compare sizes at equal faithfulness.")
@@ -273,6 +249,19 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     tables["table_main"] = table(["$\\lambda$", "seeds", "test acc. (\\%)", "$C$ (fc2)",
                                   "semanticity (fc2)", "circuit size"], main_rows)
     return m, tables
+
+
+def primary_records(train: dict, ablation: dict, interp: dict) -> list[dict[str, Any]]:
+    """The seeds' values of stage 5's declared primary comparisons of the MLP (``claims.PRIMARY``):
+    accuracy, one cluster OFF and ON (mean over clusters), fc2's label semanticity, each at the
+    main lambda against lambda 0, paired by seed."""
+    runs, main = train["runs"], float(train["main_lambda"])
+    abl, k = ablation["rows"], len(ablation["rows"][0]["off_acc"])
+    sem = lambda r: r["semanticity"]["fc2"]["score"]  # noqa: E731
+    pairs = {"Acc": (runs, "test_acc"), "Off": (abl, lambda r: sum(r["off_acc"]) / k),
+             "On": (abl, lambda r: sum(r["on_acc"]) / k), "Sem": (interp["rows"], sem)}
+    return [record(key, *paired_values(by_seed(rows, get, main), by_seed(rows, get, 0.0)))
+            for key, (rows, get) in pairs.items()]
 
 
 def write_paper_numbers(macros: Macros, tables: dict[str, str], out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -299,20 +288,31 @@ def _side(values: Sequence[float]) -> str:
     return stats.direction(mean_ci(vals)) if vals else "indistinguishable"
 
 
+def _paired_side(rows: Sequence[Mapping[str, Any]], key: str, main: float) -> str:
+    """'higher', 'lower' or 'indistinguishable': ``key`` at ``main`` against lambda 0 by the
+    paper's exploratory rule, a paired t-test over the seeds both have."""
+    a, b = (by_seed([r for r in rows if r.get(key) is not None], key, lam) for lam in (main, 0.0))
+    xs, ys = paired_values(a, b)
+    keep = [(x, y) for x, y in zip(xs, ys) if x == x and y == y]
+    if len(keep) < 2:
+        return "indistinguishable"
+    v = exploratory([x for x, _ in keep], [y for _, y in keep], Wording("", "", "", "", ""))
+    return {"higher": "higher", "lower": "lower"}.get(v.direction, "indistinguishable")
+
+
 def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
     """LaTeX macro values (name -> text) for the paper from ``beyond.json``; names are letters only.
 
-    Every sentence whose direction depends on the data is chosen from the intervals over seeds
-    (``stats.compare`` for two groups, ``stats.direction`` of the 95 % interval of a paired
-    difference), so a rerun with other parameters cannot leave a false claim. Write them with
-    :func:`write_beyond_numbers`.
+    Every word whose direction depends on the data is chosen by the paper's exploratory rule (a
+    paired t-test over seeds, or the 95 % interval of a paired difference), so a rerun with other
+    parameters cannot leave a false claim. Write them with :func:`write_beyond_numbers`.
     """
     main = float(res["main_lambda"])
     m: dict[str, str] = {"BeyondSeeds": str(len(res["seeds"])),
                          "BeyondLambdas": ", ".join(f"{v:g}" for v in res["lambdas"]),
                          "BeyondMainLambda": f"{main:g}"}
     acc_words = {"higher": "more accurate than", "lower": "less accurate than",
-                 "indistinguishable": "as accurate as (within noise)"}
+                 "indistinguishable": "not distinguishable in accuracy from"}
     for d in res["paired_accuracy"]:
         if d["lam"] != main or not has_layer_word(d["layers"]):
             continue
@@ -334,7 +334,7 @@ def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
                                   ("z_ncut", "NcutZ", 1), ("blocks_c", "BlocksC", 2)):
             m[f"{name}{tag}"] = pm_values(_col(sp, key, lam), digits)
     m["SpectralSentence"] = {"higher": "more clusterable than", "lower": "less clusterable than",
-                             "indistinguishable": "no more clusterable than"}[_side(_col(sp, "z_c", 0.0))]
+                             "indistinguishable": "not distinguishably more or less clusterable than"}[_side(_col(sp, "z_c", 0.0))]
     cr = res["circuits"]["rows"]
     for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
         for key, name, digits in (("greedy_size", "GreedySize", 0), ("mask_size", "MaskSize", 0),
@@ -343,10 +343,10 @@ def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
                                   ("mask_share", "MaskShare", 2), ("share_floor", "ShareFloor", 2)):
             if any(key in r for r in cr):
                 m[f"{name}{tag}"] = pm_values(_col(cr, key, lam), digits)
-    words = {"higher": "larger", "lower": "smaller", "indistinguishable": "no different (within noise)"}
+    words = {"higher": "larger", "lower": "smaller", "indistinguishable": "not distinguishable in size or overlap"}
     for key, name in (("greedy_size", "GreedySize"), ("mask_size", "MaskSize"), ("greedy_iou", "GreedyIoU"),
                       ("mask_iou", "MaskIoU")):
-        m[f"{name}Sentence"] = words[compare(_col(cr, key, main), _col(cr, key, 0.0))]
+        m[f"{name}Sentence"] = words[_paired_side(cr, key, main)]
     pct = lambda vals: pm_values([100 * v for v in vals], 1) + "\\,\\%"  # noqa: E731
     sc = res["seed_circuits"]["rows"]
     for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
@@ -364,9 +364,9 @@ def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
                 m[f"Mi{w}{tag}"] = pm_values(_col(sr, f"mi_{layer}", lam))
         m[f"ClusterSel{tag}"] = pm_values(_col(sr, "cluster_sel", lam))
         m[f"ClusterMi{tag}"] = pm_values(_col(sr, "cluster_mi", lam))
-    more = {"higher": "more", "lower": "less", "indistinguishable": "no more and no less (within noise)"}
+    more = {"higher": "more", "lower": "less", "indistinguishable": "not distinguishably more or less"}
     for key, name in (("cluster_sel", "ClusterSelSentence"), ("sel_fc2", "SelFcTwoSentence")):
-        m[name] = more[compare(_col(sr, key, main), _col(sr, key, 0.0))]
+        m[name] = more[_paired_side(sr, key, main)]
     return m
 
 

@@ -49,6 +49,8 @@ from papermill.exceptions import PapermillExecutionError
 from modclust.core import paths
 from modclust.core.io import atomic_dir, write_atomic
 from modclust.core.progress import PROGRESS_ENV, read_progress
+from modclust.paper.claims import write_claims
+from modclust.paper.latex import Macros, number_word
 from modclust.pipeline.presets import PIPELINE_PARAMS, PresetError, check_preset, parameters_of
 from modclust.pipeline.report import ReportError, write_report
 
@@ -339,6 +341,12 @@ def compile_paper(preset: str, layout: Layout = Layout(),
     (build_dir / ".tmp").mkdir(parents=True, exist_ok=True)
     figures = _gather(build_dir, stages, "figures", "*.pdf")
     generated = _gather(build_dir, stages, "generated", "*")
+    write_claims(generated)  # the primary family, corrected over every stage's records
+    build = Macros(source="modclust.pipeline.stages")
+    n_notebooks = len(list((layout.root / "notebooks").glob("0*.ipynb")))  # one per stage, as in pipeline.mk
+    build.add("NStages", n_notebooks)
+    build.add("NStagesText", number_word(n_notebooks))
+    build.write(generated / "build.tex")
     tex_dir = build_dir / "paper"
     tex_dir.mkdir(exist_ok=True)
     paper = layout.root / "paper"
