@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -103,9 +103,11 @@ class ModAddConfig:
 
     Model and data: modulus ``p`` (odd: the Fourier basis needs it), ``train_frac`` of the p^2
     pairs for training, ``d_model``, ``n_heads``, ``d_mlp``. Training: AdamW ``lr``,
-    ``weight_decay``, at most ``max_steps`` full-batch steps, stopped at the first evaluation
-    (every ``eval_every`` steps) with test accuracy >= ``stop_at`` and training accuracy 1; the
-    loss acts on ``n_clusters`` equal blocks of hidden neurons. Analyses: a neuron is explained by
+    ``weight_decay``, at most ``max_steps`` full-batch steps, stopped ``steps_after`` steps after
+    the first evaluation (every ``eval_every`` steps) with test accuracy >= ``stop_at`` and
+    training accuracy 1 (the mechanism keeps settling after it first generalises); the loss acts
+    on ``n_clusters`` equal blocks of hidden neurons, and the clusters found after training are
+    as many. Analyses: a neuron is explained by
     its dominant frequency when that frequency holds >= ``min_share`` of its non-constant power;
     a key frequency dominates at least ``min_neurons`` explained neurons; ``null_draws``
     shuffled assignments for each MI; ``control_draws`` random neuron sets per cluster;
@@ -121,6 +123,7 @@ class ModAddConfig:
     weight_decay: float = 1.0
     max_steps: int = 5000
     stop_at: float = 0.99
+    steps_after: int = 0
     eval_every: int = 50
     n_clusters: int = 4
     min_share: float = 0.5
@@ -145,6 +148,7 @@ class ModAddConfig:
         check_float("modadd weight_decay", self.weight_decay, 0.0)
         check_int("modadd max_steps", self.max_steps, 1, hint="the most training steps a run may take")
         check_fraction("modadd stop_at", self.stop_at, hint="the test accuracy that counts as generalised, e.g. 0.99")
+        check_int("modadd steps_after", self.steps_after, 0, hint="steps trained on after generalising, e.g. 2000")
         check_int("modadd eval_every", self.eval_every, 1)
         check_int("n_clusters", self.n_clusters, 2, min(d_mlp, d_model),
                   hint=f"the number of neuron blocks, at most min(d_mlp, d_model) = {min(d_mlp, d_model)}")
@@ -181,7 +185,7 @@ def train_run(config: ModAddConfig, lam: float, seed: int, device: str | torch.d
     data = modular_addition_data(config.p, config.train_frac, seed, device=device)
     return train_transformer(make_model(config, seed), data, steps=config.max_steps, lr=config.lr,
                              weight_decay=config.weight_decay, lam=lam, n_clusters=config.n_clusters,
-                             eval_every=config.eval_every, stop_at=config.stop_at)
+                             eval_every=config.eval_every, stop_at=config.stop_at, steps_after=config.steps_after)
 
 
 def training_record(run: TransformerRun, stop_at: float) -> dict[str, Any]:
@@ -232,9 +236,12 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def mi_record(clusters: Tensor, nf: NeuronFrequencies, n_draws: int, seed: int) -> dict[str, Any]:
+def mi_record(clusters: Tensor, nf: NeuronFrequencies, n_draws: int, seed: int,
+              among: Tensor | None = None) -> dict[str, Any]:
     """MI (bits) between ``clusters`` (d_mlp,) (-1: no cluster) and the dominant frequency, over the
-    explained neurons in a cluster, with its shuffled-assignment null.
+    explained neurons in a cluster (and in ``among``, a (d_mlp,) mask: the neurons every clustering
+    compared assigns, so two clusterings of one model are scored on the same neurons), with its
+    shuffled-assignment null (the labels permuted over those neurons: cluster sizes kept).
 
     Keys: ``mi``, the null's ``null`` (mean) and ``null_sd``, ``z`` (None when the null has no
     spread), ``max`` = min(H(cluster), H(frequency)), the largest MI possible, ``norm`` = MI / max
@@ -242,6 +249,8 @@ def mi_record(clusters: Tensor, nf: NeuronFrequencies, n_draws: int, seed: int) 
     """
     clusters = torch.as_tensor(clusters).flatten().cpu()
     keep = nf.explained & (clusters >= 0)
+    if among is not None:
+        keep &= torch.as_tensor(among, dtype=torch.bool).flatten().cpu()
     res = cluster_frequency_mi(clusters, nf.dominant, keep=keep, n_draws=n_draws, seed=seed)
     return {"mi": res.mi, "null": res.null_mean, "null_sd": res.null_sd, "z": _finite(res.z), "max": res.max_mi,
             "norm": res.mi / res.max_mi if res.max_mi > 0 else None, "excess": res.mi - res.null_mean,
@@ -385,12 +394,14 @@ def analyse_run(run: TransformerRun, config: ModAddConfig, seed: int) -> dict[st
     nf, freq = frequency_record(model, untrained, config)
     rec.update(freq)
     blocks = run.neuron_clusters
-    mi = mi_record(blocks, nf, config.null_draws, seed)
-    rec.update({"mi": mi["mi"], "mi_null": mi["null"], "mi_z": mi["z"], "mi_norm": mi["norm"],
+    found, c_found = spectral_clusters(model, config.n_clusters, config.spectral_weights, seed)
+    both = (blocks >= 0) & (found >= 0)  # the trained blocks and the found clusters, scored on the same neurons
+    mi = mi_record(blocks, nf, config.null_draws, seed, among=both)
+    rec.update({"mi": mi["mi"], "mi_neurons": mi["n_neurons"], "mi_null": mi["null"], "mi_z": mi["z"],
+                "mi_norm": mi["norm"],
                 "mi_excess": mi["excess"], "mi_max": mi["max"], "mi_detail": mi,
                 "counts": frequency_counts(blocks, nf)})
-    found, c_found = spectral_clusters(model, config.n_clusters, config.spectral_weights, seed)
-    smi = mi_record(found, nf, config.null_draws, seed)
+    smi = mi_record(found, nf, config.null_draws, seed, among=both)
     rec.update({"spectral_mi": smi["mi"], "spectral_mi_null": smi["null"], "spectral_mi_z": smi["z"],
                 "spectral_mi_norm": smi["norm"], "spectral_mi_excess": smi["excess"], "spectral_c": c_found,
                 "spectral_k": int(found.max()) + 1,
@@ -485,3 +496,31 @@ def run_study(config: ModAddConfig, seeds: Sequence[int], lambdas: Sequence[floa
         records.append(analyse_run(run, config, seed))
     return {"config": config.to_dict(), "seeds": seeds, "lambdas": lams, "records": records,
             **summarise_study(records, lams)}
+
+
+def other_moduli(config: ModAddConfig, moduli: Sequence[int], seeds: Sequence[int], lambdas: Sequence[float],
+                 device: str | torch.device = "cpu", progress: bool = True) -> dict[str, dict[str, Any]]:
+    """The whole study again at each modulus of ``moduli`` (the rest of ``config`` kept): whether
+    what one modulus shows holds at another. ``{str(p): run_study(...)}``; a modulus equal to
+    ``config.p`` or given twice is an error, not a second count of the same runs."""
+    ps = check_ints("modadd moduli", moduli, 3, min_length=0)
+    if len(set(ps)) != len(ps) or config.p in ps:
+        raise ValueError(f"modadd_moduli must be distinct and differ from modadd_p ({config.p}), got {list(ps)}")
+    return {str(p): run_study(replace(config, p=p), seeds, lambdas, device, progress) for p in ps}
+
+
+def modulus_row(study: Mapping[str, Any]) -> dict[str, Any]:
+    """One modulus's key numbers, paired by seed (clustered lambda against 0): runs generalised,
+    steps to generalise, key frequencies, and the MI of the clustered models' trained clusters and
+    of the unclustered models' clusters found after training."""
+    lam = max(float(v) for v in study["lambdas"])
+    by = {(float(r["lam"]), int(r["seed"])): r for r in study["records"]}
+    seeds = [int(s) for s in study["seeds"]]
+
+    def vals(v: float, key: str) -> list[float]:
+        return [float(by[v, s][key]) if by[v, s].get(key) is not None else math.nan for s in seeds]
+    return {"p": int(study["config"]["p"]), "lam": lam, "seeds": seeds,
+            "generalised": sum(bool(r["generalised"]) for r in study["records"]), "runs": len(study["records"]),
+            "steps": {"unclustered": vals(0.0, "steps"), "clustered": vals(lam, "steps")},
+            "n_key": {"unclustered": vals(0.0, "n_key"), "clustered": vals(lam, "n_key")},
+            "mi_trained": vals(lam, "mi"), "mi_spectral_unclustered": vals(0.0, "spectral_mi")}

@@ -25,9 +25,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from modclust.core.stats import Interval, mean_ci
+from modclust.experiments.modular_addition import modulus_row
 from modclust.paper.figures import MODEL_COLORS, lambda_label, mean_and_half
-from modclust.paper.latex import Macros, num, pm, pm_values, table, write_macros
-from modclust.paper.numbers import Comparison, direction_sentence
+from modclust.paper.latex import Macros, count_noun, num, pm, pm_values, table, write_macros
+from modclust.paper.claims import Verdict, Wording, record
+from modclust.paper.numbers import paired, paired_values
 
 MODADD_SOURCE = "notebooks/08_modadd.ipynb"  # writes modadd.tex (modadd_macros)
 TAGS = ("Unclustered", "Clustered")
@@ -56,16 +58,30 @@ def _pct(vals: Sequence[float], digits: int = 1) -> str:
     return pm_values([100 * v for v in vals], digits) + "\\,\\%" if vals else "n/a"
 
 
-def _sentence(a: Sequence[float], b: Sequence[float], subject: str, other: str, higher: str, lower: str,
-              same: str, quantity: str, digits: int = 2, scale: float = 1.0, unit: str = "") -> str:
-    """:func:`modclust.paper.numbers.direction_sentence` of ``a`` against ``b``, or a plain
-    statement that they cannot be compared when either has no defined value."""
-    if not a or not b:
-        return f"{subject} and {other} cannot be compared by {quantity}: it is undefined for every run of one of them."
-    with warnings.catch_warnings():  # scipy warns of precision loss on (nearly) equal samples; compare copes
+def seed_values(study: Mapping[str, Any], lam: float, key: str) -> dict[int, float]:
+    """Each seed's value of ``key`` at ``lam`` (nan where undefined)."""
+    return {int(r["seed"]): (float(r[key]) if r.get(key) is not None else math.nan)
+            for r in study["records"] if float(r["lam"]) == lam}
+
+
+def _sentence(study: Mapping[str, Any], a: tuple[float, str], b: tuple[float, str], wording: Wording) -> str:
+    """The exploratory verdict's sentence for ``key`` at lambda ``a`` against ``b`` (each a
+    (lambda, key) pair), paired by seed; or a plain statement that they cannot be compared."""
+    xs, ys = paired_values(seed_values(study, *a), seed_values(study, *b))
+    if sum(x == x and y == y for x, y in zip(xs, ys)) < 2:
+        return (f"{wording.subject} and {wording.other} cannot be compared by {wording.quantity}: fewer than two "
+                "seeds have it defined in both.")
+    with warnings.catch_warnings():  # scipy warns of precision loss on (nearly) equal samples
         warnings.simplefilter("ignore", RuntimeWarning)
-        cmp = Comparison.of(a, b)
-    return direction_sentence(cmp, subject, other, higher, lower, same, quantity, digits, scale, unit)
+        return paired(dict(enumerate(xs)), dict(enumerate(ys)), wording).sentence()
+
+
+def primary_records(study: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The declared primary comparison of this section (``ModaddMi``): the MI of the clustered
+    models' trained clusters against that of the clusters found after training in the unclustered
+    models, paired by seed."""
+    lam = clustered_lambda(study)
+    return [record("ModaddMi", *paired_values(seed_values(study, lam, "mi"), seed_values(study, 0.0, "spectral_mi")))]
 
 
 def _null_sentence(study: Mapping[str, Any], lam: float, key: str, words: Mapping[str, str], what: str,
@@ -108,6 +124,7 @@ def _setup_macros(m: Macros, study: Mapping[str, Any], lam: float) -> None:
     m.add("ModAddLambda", f"{lam:g}")
     m.add("ModAddSeeds", len(study["seeds"]))
     m.add("ModAddStopAt", f"{cfg['stop_at']:g}")
+    m.add("ModAddStepsAfter", cfg.get("steps_after", 0))
     m.add("ModAddMaxSteps", cfg["max_steps"])
     m.add("ModAddEvalEvery", cfg["eval_every"])
     m.add("ModAddLr", f"{cfg['lr']:g}")
@@ -184,66 +201,58 @@ def modadd_macros(study: Mapping[str, Any]) -> Macros:
         for key, name in (("abl_test_acc_before", "AblAccBefore"), ("abl_test_acc_after", "AblAcc"),
                           ("control_test_acc_after", "ControlAcc"), ("abl_acc_after", "AblAllAcc")):
             m.add(f"ModAdd{name}{tag}", _pct(col(key)))
-        m.add(f"ModAddExplainedNullSentence{tag}", _null_sentence(
-            study, v, "explained_share", {"higher": "more than in untrained models",
-                                          "lower": "fewer than in untrained models",
-                                          "indistinguishable": "no more than in untrained models"},
-            "difference", 1, " percentage points", 100))
         m.add(f"ModAddMiNullSentence{tag}", _null_sentence(
             study, v, "mi", {"higher": "above its shuffled null", "lower": "below its shuffled null",
-                             "indistinguishable": "indistinguishable from its shuffled null"},
+                             "indistinguishable": "not distinguishable from its shuffled null"},
             "MI minus the null's mean", 2, " bits"))
         m.add(f"ModAddSpectralNullSentence{tag}", _null_sentence(
             study, v, "spectral_mi", {"higher": "above their shuffled null", "lower": "below their shuffled null",
-                                      "indistinguishable": "indistinguishable from their shuffled null"},
+                                      "indistinguishable": "not distinguishable from their shuffled null"},
             "MI minus the null's mean", 2, " bits"))
         m.add(f"ModAddSpecificityControlSentence{tag}", _null_sentence(
             study, v, "abl_specificity", {"higher": "more specific than the random sets",
                                           "lower": "less specific than the random sets",
-                                          "indistinguishable": "no more specific than the random sets"},
+                                          "indistinguishable": "not distinguishably more specific than the random sets"},
             "difference", 2))
         m.add(f"ModAddPowerSpecificityControlSentence{tag}", _null_sentence(
             study, v, "abl_power_specificity", {"higher": "higher than for random sets",
                                                 "lower": "lower than for random sets",
-                                                "indistinguishable": "indistinguishable from random sets"},
+                                                "indistinguishable": "not distinguishable from random sets"},
             "difference", 2))
-    a = lambda key: values(study, lam, key)  # noqa: E731
-    b = lambda key: values(study, 0.0, key)  # noqa: E731
     subj, other = "The clustered models", "the unclustered ones"
-    m.add("ModAddStepsSentence", _sentence(a("steps"), b("steps"), subj, other, "need more steps than",
-                                           "need fewer steps than", "need as many steps as",
-                                           "steps to generalise", 0))
-    m.add("ModAddSecondsSentence", _sentence(a("seconds"), b("seconds"), subj, other, "take longer than",
-                                             "take less time than", "take as long as", "seconds to generalise", 1))
-    m.add("ModAddExplainedSentence", _sentence(a("explained_share"), b("explained_share"), subj, other,
-                                               "have more single-frequency neurons than",
-                                               "have fewer single-frequency neurons than",
-                                               "have as many single-frequency neurons as",
-                                               "share of neurons explained", 1, 100, "\\,\\%"))
-    m.add("ModAddNKeySentence", _sentence(a("n_key"), b("n_key"), subj, other, "use more key frequencies than",
-                                          "use fewer key frequencies than", "use as many key frequencies as",
-                                          "key frequencies", 1))
-    m.add("ModAddMiSentence", _sentence(a("mi"), b("mi"), "The trained clusters of the clustered models",
-                                        "the equal blocks of the unclustered ones",
-                                        "say more about their neurons' frequencies than",
-                                        "say less about their neurons' frequencies than",
-                                        "say as much about their neurons' frequencies as", "MI", 2, 1, " bits"))
-    m.add("ModAddSpectralVsTrainedSentence", _sentence(
-        b("spectral_mi"), a("mi"), "Clusters found after training in the unclustered models",
-        "the trained clusters of the clustered ones", "say more about their neurons' frequencies than",
-        "say less about their neurons' frequencies than", "say as much about their neurons' frequencies as",
-        "MI", 2, 1, " bits"))
-    m.add("ModAddSpecificitySentence", _sentence(a("abl_specificity"), b("abl_specificity"),
-                                                 "Ablating a trained cluster of a clustered model",
-                                                 "ablating an equal block of an unclustered one",
-                                                 "is more frequency-specific than", "is less frequency-specific than",
-                                                 "is as frequency-specific as", "specificity", 2))
-    m.add("ModAddAblAccSentence", _sentence(a("abl_test_acc_after"), b("abl_test_acc_after"),
-                                            "With one cluster ablated, the clustered models",
-                                            "the unclustered ones with one block ablated",
-                                            "are more accurate than", "are less accurate than",
-                                            "are as accurate as", "test accuracy", 1, 100, "\\,\\%"))
+    sentences = {
+        "Steps": ("steps", Wording(subj, other, "need more steps than", "need fewer steps than", "steps to generalise",
+                                   digits=0)),
+        "Seconds": ("seconds", Wording(subj, other, "take longer than", "take less time than",
+                                       "seconds to generalise", digits=1)),
+        "Explained": ("explained_share", Wording(subj, other, "have more single-frequency neurons than",
+                                                 "have fewer single-frequency neurons than",
+                                                 "share of neurons explained", digits=1, scale=100.0, unit="\\,\\%",
+                                                 diff_unit=" percentage points")),
+        "NKey": ("n_key", Wording(subj, other, "use more key frequencies than", "use fewer key frequencies than",
+                                  "key frequencies", digits=1)),
+        "Mi": ("mi", Wording("The trained clusters of the clustered models", "the equal blocks of the unclustered ones",
+                             "say more about their neurons' frequencies than",
+                             "say less about their neurons' frequencies than", "MI", unit=" bits")),
+        "Specificity": ("abl_specificity", Wording("Ablations of trained clusters in clustered models",
+                                                   "ablations of equal blocks in unclustered ones",
+                                                   "are more frequency-specific than",
+                                                   "are less frequency-specific than", "specificity")),
+        "AblAcc": ("abl_test_acc_after", Wording("With one cluster ablated, the clustered models",
+                                                 "the unclustered ones with one block ablated",
+                                                 "are more accurate than", "are less accurate than", "test accuracy",
+                                                 digits=1, scale=100.0, unit="\\,\\%",
+                                                 diff_unit=" percentage points")),
+    }
+    for name, (key, wording) in sentences.items():
+        m.add(f"ModAdd{name}Sentence", _sentence(study, (lam, key), (0.0, key), wording))
     m.add("ModAddTable", summary_table_tex(study, lam))
+    rows = [modulus_row(study)] + list(study.get("other_moduli", []))
+    m.add("ModAddModuli", ", ".join(str(r["p"]) for r in rows))
+    m.add("ModAddNModuli", len(rows))
+    m.add("ModAddNModuliText", count_noun(len(rows), "modulus", "moduli"))
+    m.add("ModAddModuliTable", moduli_table(rows))
+    m.add("ModAddModuliSentence", moduli_sentence(rows))
     return m
 
 
@@ -265,10 +274,53 @@ def summary_table_tex(study: Mapping[str, Any], lam: float) -> str:
     for label, key, digits, percent in rows:
         cells = []
         for v in (0.0, lam):
+            if v != 0 and key.startswith("spectral"):  # they find the trained blocks again: a check, not a result
+                cells.append("--")
+                continue
             vals = [100 * x for x in values(study, v, key)] if percent else values(study, v, key)
             cells.append(f"${pm_values(vals, digits)}$" if vals else "n/a")
         body.append([label, *cells])
     return table(["", "unclustered ($\\lambda=0$)", f"clustered ($\\lambda={lam:g}$)"], body, "lrr")
+
+
+MODULUS_WORDS = Wording("The trained clusters of the clustered models", "the spectral clusters of the unclustered models",
+                        "say more about their neurons' frequencies than",
+                        "say less about their neurons' frequencies than", "MI", unit=" bits")
+
+
+def modulus_verdict(row: Mapping[str, Any]) -> Verdict | None:
+    """One modulus's trained clusters against the unclustered models' post-hoc clusters, paired by
+    seed (exploratory); None with fewer than two seeds defined in both."""
+    a, b = row["mi_trained"], row["mi_spectral_unclustered"]
+    if sum(x == x and y == y for x, y in zip(a, b)) < 2:
+        return None
+    return paired(dict(enumerate(a)), dict(enumerate(b)), MODULUS_WORDS)
+
+
+def moduli_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Per modulus (the section's first): runs generalised, key frequencies and the MI of trained
+    against post-hoc clusters with the exploratory verdict."""
+    body = []
+    for r in rows:
+        v = modulus_verdict(r)
+        body.append([str(r["p"]), f"{r['generalised']}/{r['runs']}", pm_values(r["n_key"]["unclustered"], 1),
+                     pm_values(r["n_key"]["clustered"], 1), pm_values(r["mi_spectral_unclustered"]),
+                     pm_values(r["mi_trained"]), "--" if v is None else v.cell()])
+    return table(["$p$", "generalised", "key freq.\\ ($\\lambda=0$)", "key freq.\\ (clustered)",
+                  "MI, found ($\\lambda=0$)", "MI, trained", "trained vs.\\ found"], body, "rrrrrrl")
+
+
+def moduli_sentence(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The trained-against-found comparison at every modulus after the first, whole sentences."""
+    if len(rows) < 2:
+        return "This run studies one modulus only."
+    out = []
+    for r in rows[1:]:
+        v = modulus_verdict(r)
+        out.append(f"At $p={r['p']}$, {r['generalised']} of {r['runs']} runs generalise. " +
+                   (v.sentence() if v is not None else
+                    "Too few seeds have both MIs defined there to compare the two kinds of cluster."))
+    return " ".join(out)
 
 
 def write_modadd_numbers(macros: Macros, out_dir: str | os.PathLike[str]) -> Path:
@@ -322,12 +374,13 @@ def summary_figure(study: Mapping[str, Any]) -> plt.Figure:
     random neuron sets (right), per model; dots are runs, markers means with 95 % intervals."""
     lam = clustered_lambda(study)
     fig, (ax_mi, ax_sp) = plt.subplots(1, 2, figsize=(6.5, 2.4))
+    # the spectral clusters of clustered models are left out: they recover the trained blocks
     groups = [("blocks", 0.0, "mi", "mi_null"), ("spectral", 0.0, "spectral_mi", "spectral_mi_null"),
-              ("trained", lam, "mi", "mi_null"), ("spectral", lam, "spectral_mi", "spectral_mi_null")]
+              ("trained", lam, "mi", "mi_null")]
     for i, (name, v, key, null) in enumerate(groups):
         _dots(ax_mi, i - 0.15, values(study, v, key), _color(v))
         _dots(ax_mi, i + 0.15, values(study, v, null), "#888888", "s")
-    ax_mi.set_xticks(range(4), [f"{n}\n{'λ=0' if v == 0 else f'λ={v:g}'}" for n, v, _, _ in groups])
+    ax_mi.set_xticks(range(len(groups)), [f"{n}\n{'λ=0' if v == 0 else f'λ={v:g}'}" for n, v, _, _ in groups])
     ax_mi.set_ylabel("MI(cluster, frequency), bits")
     ax_mi.scatter([], [], color="#888888", marker="s", s=8, label="shuffled null")
     ax_mi.legend(loc="upper left")
@@ -339,7 +392,7 @@ def summary_figure(study: Mapping[str, Any]) -> plt.Figure:
     ax_sp.set_ylim(0, 1.03)
     ax_sp.scatter([], [], color="#888888", marker="s", s=8, label="random neuron sets")
     ax_sp.legend(loc="upper left")
-    ax_mi.set_xlim(-0.6, 3.6)
+    ax_mi.set_xlim(-0.6, len(groups) - 0.4)
     ax_sp.set_xlim(-0.6, 1.6)
     return fig
 
@@ -405,8 +458,7 @@ def plotly_summary(study: Mapping[str, Any]) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=["MI(cluster, dominant frequency), bits",
                                                         "ablation specificity"])
     mi_groups = [("blocks λ=0", 0.0, "mi", "mi_null"), ("spectral λ=0", 0.0, "spectral_mi", "spectral_mi_null"),
-                 (f"trained λ={lam:g}", lam, "mi", "mi_null"),
-                 (f"spectral λ={lam:g}", lam, "spectral_mi", "spectral_mi_null")]
+                 (f"trained λ={lam:g}", lam, "mi", "mi_null")]
     sp_groups = [("blocks λ=0", 0.0, "abl_specificity", "control_specificity"),
                  (f"trained λ={lam:g}", lam, "abl_specificity", "control_specificity")]
     for col, groups, null_name in ((1, mi_groups, "shuffled null"), (2, sp_groups, "random neuron sets")):
