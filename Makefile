@@ -18,7 +18,7 @@ export MODCLUST_DATA ?= $(CURDIR)/data
 export MODCLUST_DATA_MIRROR ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data))
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup data test test-lib browser-tools reproduce bench clean
+.PHONY: help setup data test test-lib smoke-paper browser-tools pdf-tools reproduce bench clean
 help:
 	@sed -n '2,6p' Makefile
 
@@ -37,10 +37,14 @@ data: setup
 	$(PY) -c "import modclust.core.data as d; [d.load(n) for n in d.DATASETS]; print('data ready in', d.paths.data_root())"
 
 # The notebook checks (nbval, in pipeline.mk) run first: they build the smoke preset's results,
-# which a library test reads.
-test: nbval test-lib
+# which a library test reads; then the smoke paper is compiled from them, whose text
+# tests/test_paper_text.py reads back (pdftotext).
+test: nbval smoke-paper test-lib
 
-test-lib: setup browser-tools
+smoke-paper: | $(VENV)/.installed
+	$(MAKE) --no-print-directory paper PRESET=smoke
+
+test-lib: setup browser-tools pdf-tools
 	$(PY) -m pytest -q tests
 
 # System tools installed with apt when missing and we may (root, apt-get present); otherwise one
@@ -64,6 +68,11 @@ endef
 BROWSER_PACKAGES := chromium
 browser-tools:
 	$(call apt_tools,Chromium,command -v chromium >/dev/null || command -v chromium-browser >/dev/null,$(BROWSER_PACKAGES),chromium (or chromium-browser) is needed to test the HTML report in a real browser)
+
+# pdftotext (poppler-utils) reads the compiled paper's text in tests/test_paper_text.py.
+PDF_PACKAGES := poppler-utils
+pdf-tools:
+	$(call apt_tools,poppler-utils,command -v pdftotext >/dev/null,$(PDF_PACKAGES),pdftotext (poppler-utils) is needed to test the compiled paper's text)
 
 reproduce: setup
 	$(PY) -m modclust.seed.reproduce --seeds 3
