@@ -117,6 +117,9 @@ def stage6_results() -> dict:
         "seed_circuits": {"rows": rows(lambda lam, s: {"greedy_iou": 0.6, "greedy_share_c": 1.0, "mask_share_c": 0.9})},
         "selectivity": {"layers": ["fc1", "fc2"], "rows": rows(lambda lam, s: {"sel_fc1": 0.3, "mi_fc1": 0.4,
                                                                               "sel_fc2": 0.4 + 0.01 * s, "mi_fc2": 0.5,
+                                                                              "sel_live_fc1": 0.35, "dead_fc1": 0.1,
+                                                                              "sel_live_fc2": 0.45 + 0.01 * s,
+                                                                              "dead_fc2": 0.1 * (lam > 0),
                                                                        "cluster_sel": 0.2 + 0.1 * (lam > 0) + 0.01 * s,
                                                                        "cluster_mi": 0.3})},
     }

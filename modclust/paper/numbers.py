@@ -361,11 +361,14 @@ def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
             if has_layer_word(layer):
                 w = layer_word(layer)
                 m[f"Sel{w}{tag}"] = pm_values(_col(sr, f"sel_{layer}", lam))
+                m[f"SelLive{w}{tag}"] = pm_values(_col(sr, f"sel_live_{layer}", lam))
+                m[f"Dead{w}{tag}"] = pm_values(_col(sr, f"dead_{layer}", lam))
                 m[f"Mi{w}{tag}"] = pm_values(_col(sr, f"mi_{layer}", lam))
         m[f"ClusterSel{tag}"] = pm_values(_col(sr, "cluster_sel", lam))
         m[f"ClusterMi{tag}"] = pm_values(_col(sr, "cluster_mi", lam))
     more = {"higher": "more", "lower": "less", "indistinguishable": "not distinguishably more or less"}
-    for key, name in (("cluster_sel", "ClusterSelSentence"), ("sel_fc2", "SelFcTwoSentence")):
+    for key, name in (("cluster_sel", "ClusterSelSentence"), ("sel_live_fc2", "SelFcTwoSentence"),
+                      ("mi_fc2", "MiFcTwoSentence")):
         m[name] = more[_paired_side(sr, key, main)]
     return m
 
