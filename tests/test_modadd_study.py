@@ -235,8 +235,11 @@ def test_other_moduli_are_checked_and_summarised() -> None:
     assert row["p"] == 13 and row["runs"] == 4 and row["seeds"] == [0, 1]
     assert len(row["mi_trained"]) == len(row["mi_spectral_unclustered"]) == 2
     assert set(row["n_key"]) == {"unclustered", "clustered"}
-    table = report.moduli_table([row])
+    table = report.moduli_table([row, row])
     assert "13" in table and "\\begin{tabular}" in table
+    first, second = [line for line in table.splitlines() if line.startswith("13 &")]
+    assert first.endswith("\\ClaimModaddMiCell \\\\")  # the section's modulus: the primary verdict
+    assert not second.endswith("\\ClaimModaddMiCell \\\\")
     assert report.moduli_sentence([row]) == "This run studies one modulus only."
 
 

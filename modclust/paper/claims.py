@@ -89,46 +89,46 @@ class Declared:
 PCT = {"digits": 1, "scale": 100.0, "unit": "\\,\\%", "diff_unit": " percentage points"}
 SIZE = {"digits": 0, "unit": " weights"}
 PRIMARY: tuple[Declared, ...] = (
-    Declared("Acc", "05_figures", "MLP test accuracy, $\\lambda$ main vs.\\ 0 (notebook's recipe)", "paired", 0.005,
+    Declared("Acc", "05_figures", "MLP test accuracy (points)", "paired", 0.005,
              Wording("The clustered models", "the unclustered ones", "are more accurate than",
                      "are less accurate than", "test accuracy", **{**PCT, "digits": 2})),
-    Declared("Off", "05_figures", "MLP accuracy with one cluster OFF (mean over clusters)", "paired", 0.05,
+    Declared("Off", "05_figures", "MLP accuracy, one cluster OFF (points)", "paired", 0.05,
              Wording("With one cluster OFF, the clustered models", "the unclustered models with the same blocks zeroed",
                      "keep more accuracy than", "keep less accuracy than", "mean accuracy", **PCT)),
-    Declared("On", "05_figures", "MLP accuracy with one cluster ON (mean over clusters)", "paired", 0.05,
+    Declared("On", "05_figures", "MLP accuracy, one cluster ON (points)", "paired", 0.05,
              Wording("With a single cluster ON, the clustered models", "the unclustered ones",
                      "keep more accuracy than", "keep less accuracy than", "mean accuracy", **PCT)),
-    Declared("Sem", "05_figures", "label semanticity of fc2", "paired", 0.05,
+    Declared("Sem", "05_figures", "MLP label semanticity of fc2", "paired", 0.05,
              Wording("The units of fc2 in the clustered models", "those of the unclustered ones",
                      "are more label-specialised than", "are less label-specialised than", "label semanticity",
                      digits=3)),
-    Declared("CircuitNone", "05_figures", "circuit size at equal faithfulness: blocks vs.\\ none (converged)",
+    Declared("CircuitNone", "05_figures", "MLP circuit size, blocks / none",
              "paired", 1.25,
              Wording("The clustered models' circuits", "those of the unclustered models", "are larger than",
                      "are smaller than", "circuit size", **SIZE), log=True),
     Declared("CircuitRandomMask", "05_figures",
-             "circuit size at equal faithfulness: blocks vs.\\ random mask (converged)", "paired", 1.25,
+             "MLP circuit size, blocks / random mask", "paired", 1.25,
              Wording("The clustered models' circuits", "those of the random-mask models", "are larger than",
                      "are smaller than", "circuit size", **SIZE), log=True),
-    Declared("CircuitLOne", "05_figures", "circuit size at equal faithfulness: blocks vs.\\ L1 (converged)",
+    Declared("CircuitLOne", "05_figures", "MLP circuit size, blocks / L1",
              "paired", 1.25,
              Wording("The clustered models' circuits", "those of the L1 models", "are larger than",
                      "are smaller than", "circuit size", **SIZE), log=True),
-    Declared("CnnAccMnist", "07_cnn", "CNN test accuracy on MNIST, $\\lambda$ main vs.\\ 0", "paired", 0.01,
+    Declared("CnnAccMnist", "07_cnn", "CNN test accuracy on MNIST (points)", "paired", 0.01,
              Wording("On MNIST, the clustered CNNs", "the unclustered ones", "are more accurate than",
                      "are less accurate than", "test accuracy", **PCT)),
-    Declared("CnnAccFashion", "07_cnn", "CNN test accuracy on Fashion-MNIST, $\\lambda$ main vs.\\ 0", "paired", 0.01,
+    Declared("CnnAccFashion", "07_cnn", "CNN test accuracy on Fashion-MNIST (points)", "paired", 0.01,
              Wording("On Fashion-MNIST, the clustered CNNs", "the unclustered ones", "are more accurate than",
                      "are less accurate than", "test accuracy", **PCT)),
-    Declared("CnnCircuitMnist", "07_cnn", "CNN circuit size on MNIST, $\\lambda$ main vs.\\ 0", "paired", 1.25,
+    Declared("CnnCircuitMnist", "07_cnn", "CNN circuit size on MNIST", "paired", 1.25,
              Wording("On MNIST, the circuits of the clustered CNNs", "those of the unclustered ones",
                      "are larger than", "are smaller than", "weights kept per label", **SIZE), log=True),
-    Declared("CnnCircuitFashion", "07_cnn", "CNN circuit size on Fashion-MNIST, $\\lambda$ main vs.\\ 0", "paired",
+    Declared("CnnCircuitFashion", "07_cnn", "CNN circuit size on Fashion-MNIST", "paired",
              1.25,
              Wording("On Fashion-MNIST, the circuits of the clustered CNNs", "those of the unclustered ones",
                      "are larger than", "are smaller than", "weights kept per label", **SIZE), log=True),
     Declared("ModaddMi", "08_modadd",
-             "modular addition: MI of trained clusters vs.\\ post-hoc clusters of unclustered models", "paired", 0.2,
+             "modular addition: MI of trained / found clusters (bits)", "paired", 0.2,
              Wording("The trained clusters of the clustered models", "the spectral clusters found after training in "
                      "the unclustered models", "say more about their neurons' frequencies than",
                      "say less about their neurons' frequencies than", "mutual information with the frequency",
@@ -174,17 +174,17 @@ class Verdict:
                 "equivalent": f"are equivalent in {w.quantity} to",
                 "inconclusive": f"are not distinguishable in {w.quantity} from"}[self.direction]
 
-    def difference(self) -> str:
+    def difference(self, compact: bool = False) -> str:
         """The effect with its 95 % interval: "difference −0.32 [−0.51, −0.13] percentage points"
-        or, on a log scale, "ratio 0.68 [0.61, 0.76]"."""
+        or, on a log scale, "ratio 0.68 [0.61, 0.76]"; ``compact`` for a table, without the words."""
         t, w = self.test, self.wording
         if t.log:
             lo, hi = (math.exp(t.diff.lo), math.exp(t.diff.hi)) if t.diff.n > 1 else (math.nan, math.nan)
-            return f"ratio {num(math.exp(t.diff.mean), 2)} [{num(lo, 2)}, {num(hi, 2)}]"
-        unit = w.unit if w.diff_unit is None else w.diff_unit
+            text = f"{num(math.exp(t.diff.mean), 2)} [{num(lo, 2)}, {num(hi, 2)}]"
+            return f"$\\times${text}" if compact else f"ratio {text}"
         d = t.diff
-        return (f"difference {num(d.mean * w.scale, w.digits)} [{num(d.lo * w.scale, w.digits)}, "
-                f"{num(d.hi * w.scale, w.digits)}]{unit}")
+        text = f"{num(d.mean * w.scale, w.digits)} [{num(d.lo * w.scale, w.digits)}, {num(d.hi * w.scale, w.digits)}]"
+        return text if compact else f"difference {text}{w.unit if w.diff_unit is None else w.diff_unit}"
 
     def reach(self) -> str:
         """How large a difference the data leave possible, in words."""
@@ -195,11 +195,14 @@ class Verdict:
         unit = w.unit if w.diff_unit is None else w.diff_unit
         return f"a difference as large as {num(t.reach * w.scale, w.digits)}{unit}"
 
-    def margin(self) -> str:
+    def margin(self, compact: bool = False) -> str:
+        """The margin of equivalence: "±0.50 percentage points", "a ratio between 0.80 and 1.25";
+        ``compact`` for a table: "±0.50", "0.80--1.25"."""
         t, w = self.test, self.wording
         if t.log:
-            return f"a ratio between {num(1 / t.margin, 2)} and {num(t.margin, 2)}"
-        unit = w.unit if w.diff_unit is None else w.diff_unit
+            lo, hi = num(1 / t.margin, 2), num(t.margin, 2)
+            return f"{lo}--{hi}" if compact else f"a ratio between {lo} and {hi}"
+        unit = "" if compact else w.unit if w.diff_unit is None else w.diff_unit
         return f"$\\pm${num(t.margin * w.scale, w.digits)}{unit}"
 
     def p_part(self) -> str:
@@ -231,11 +234,14 @@ class Verdict:
             tail = f" The margin of equivalence is {self.margin()}, declared before the data were read."
         return f"{w.subject} {self.predicate()} {w.other} ({body}).{tail}"
 
+    def word(self) -> str:
+        """The verdict in a word or two: "higher", "lower", "equivalent", "cannot tell"."""
+        return {"inconclusive": "cannot tell"}.get(self.direction, self.direction)
+
     def cell(self) -> str:
         """The verdict as a table cell: "lower (Holm $p=0.003$)" for a primary comparison, "lower
         ($p=0.003$, expl.)" for an exploratory one."""
-        word = {"inconclusive": "cannot tell"}.get(self.direction, self.direction)
-        return f"{word} (Holm {p_text(self.p)})" if self.primary else f"{word} ({p_text(self.p)}, expl.)"
+        return f"{self.word()} (Holm {p_text(self.p)})" if self.primary else f"{self.word()} ({p_text(self.p)}, expl.)"
 
 
 def exploratory(a: Sequence[float], b: Sequence[float], wording: Wording, rule: str = "paired",
@@ -360,7 +366,7 @@ def headline(verdicts: Mapping[str, Verdict], missing: Mapping[str, str], full: 
     parts = []
     for title, keys in GROUPS:
         said = [(verdicts[k].sentence() if full else short(verdicts[k])) for k in keys if k in verdicts]
-        said += [f"The primary comparison of {DECLARED[k].question} was not measured ({missing[k]})."
+        said += [f"The primary comparison of {DECLARED[k].question.split(' (')[0]} was not measured ({missing[k]})."
                  for k in keys if k in missing and full]
         if "CircuitNone" in keys:
             said.append(sparsity_inference(verdicts))
@@ -398,7 +404,7 @@ def claims_macros(verdicts: Mapping[str, Verdict], missing: Mapping[str, str]) -
     m.add("NDeclared", len(PRIMARY))
     m.add("SparsityInference", sparsity_inference(verdicts))
     for key, why in missing.items():
-        q = DECLARED[key].question
+        q = DECLARED[key].question.split(" (")[0]
         m.add(f"Claim{key}Sentence", f"This run does not measure the primary comparison of {q} ({why}).")
         m.add(f"Claim{key}Predicate", "were not compared with")
         m.add(f"Claim{key}Verdict", "not measured")
@@ -410,15 +416,15 @@ def claims_macros(verdicts: Mapping[str, Verdict], missing: Mapping[str, str]) -
 def claims_table(verdicts: Mapping[str, Verdict], missing: Mapping[str, str]) -> str:
     """The primary family as a table: effect and interval, margin, raw and Holm-adjusted p, verdict."""
     rows = []
-    for key, v in verdicts.items():
-        d = DECLARED[key]
-        margin = v.margin()
-        rows.append([d.question, RULE_TEXT[d.rule].replace(" $t$-test", ""), v.difference().replace("difference ", ""),
-                     margin, p_number(v.test.p), p_number(v.p), p_number(v.tost_p), v.cell().split(" (")[0]])
-    for key, why in missing.items():
-        rows.append([DECLARED[key].question, "--", f"not measured: {why}", "--", "--", "--", "--", "--"])
+    for d in PRIMARY:  # in the declared order
+        if d.key in verdicts:
+            v = verdicts[d.key]
+            rows.append([d.question, d.rule, v.difference(compact=True), v.margin(compact=True), p_number(v.test.p),
+                         p_number(v.p), p_number(v.tost_p), v.word()])
+        elif d.key in missing:
+            rows.append([d.question, d.rule, f"not measured: {missing[d.key]}", "--", "--", "--", "--", "--"])
     return table(["comparison", "test", "effect [95\\,\\% CI]", "margin", "$p$", "Holm $p$", "Holm TOST $p$",
-                  "verdict"], rows, align="p{4.2cm}lp{3.1cm}p{2.2cm}rrrl")
+                  "verdict"], rows, align="p{5.2cm}lp{3.0cm}lrrrl")
 
 
 def p_number(p: float) -> str:

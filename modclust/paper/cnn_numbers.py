@@ -99,13 +99,19 @@ def _defined(rows: Sequence[Mapping[str, Any]], key: str) -> list[Mapping[str, A
     return [r for r in rows if r.get(key) is not None and r[key] == r[key]]
 
 
+PRIMARY_STEMS = {"test_acc": "CnnAcc", "circuit_size": "CnnCircuit"}
+"""The measures whose clustered-vs-unclustered comparison is primary, by their claim's key stem
+(the dataset's word completes it: ``CnnAccMnist``)."""
+
+
 def primary_records(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The seeds' values of the CNN's declared primary comparisons (accuracy and circuit size per
     dataset, main lambda against 0, paired by seed); a dataset the preset does not run is recorded
     as not measured."""
     out = []
     for name, (word, title) in DATASET_NAMES.items():
-        for stem, key, rows in (("CnnAcc", "test_acc", "records"), ("CnnCircuit", "circuit_size", "rows")):
+        for key, stem in PRIMARY_STEMS.items():
+            rows = "records" if key == "test_acc" else "rows"
             claim = f"{stem}{word}"
             if claim not in DECLARED:
                 continue
@@ -380,8 +386,11 @@ def measure_table(results: Mapping[str, Any]) -> str:
         for key, label, digits, has_untrained in MEASURES:
             a, b = _col(res["rows"], key, main), _col(res["rows"], key, 0.0)
             v = verdicts.get(key)
+            claim = f"{PRIMARY_STEMS.get(key, '')}{dataset_word(name)[0]}"
+            # a primary comparison's cell is its verdict after the Holm correction, written at compile time
+            cell = f"\\Claim{claim}Cell" if claim in DECLARED else "--" if v is None else v.cell()
             base = pm_values(_col(res["untrained"], key), digits) if has_untrained else "--"
-            rows.append([label, base, pm_values(b, digits), pm_values(a, digits), "--" if v is None else v.cell()])
+            rows.append([label, base, pm_values(b, digits), pm_values(a, digits), cell])
         blocks.append((dataset_word(name)[1], rows))
     main = float(results["results"][results["datasets"][0]]["study"]["main_lambda"])
     return _tabular("lrrrl", ["", "untrained", "$\\lambda=0$", f"$\\lambda={main:g}$", "clustered vs.\\ not"], blocks)
