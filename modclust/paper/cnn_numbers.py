@@ -29,7 +29,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from modclust.core.stats import Interval, mean_ci
+from modclust.core.stats import Interval
 from modclust.paper.figures import MODEL_COLORS, lambda_color, lambda_label, mean_and_half
 from modclust.paper.claims import ALPHA, DECLARED, Verdict, Wording, not_measured, record
 from modclust.paper.latex import Macros, count_noun, letters, num, p_text, pm, pm_values, tex_escape, write_macros
