@@ -459,6 +459,10 @@ def test_errors_and_modes(cnn: tuple[TinyCNN, Tensor, Tensor]) -> None:
         unit_activations(model, x, "conv", reduce="sum")
     with pytest.raises(ValueError, match="unknown parameter"):
         param_mask_circuit(model, x, 0, ["nope"], steps=1)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="1 non-finite values"):  # not a score computed from nan activations
+        layer_semanticity(model, bad, y, "conv", k=10, n_classes=3)
     # dropout in train mode: every analysis runs in eval mode and restores the modes
     drop = nn.Sequential(OrderedDict([("lin", nn.Linear(5, 3)), ("drop", nn.Dropout(0.5))]))
     drop.train()

@@ -76,6 +76,12 @@ def test_too_many_clusters_is_a_clear_error():
         Modularity(MLP().parameters(), torch.optim.SGD, n_clusters=16, lr=1e-3)
 
 
+def test_a_base_optimizer_that_is_not_a_class_is_a_clear_error():
+    for base in ("sgd", torch.optim.SGD(MLP().parameters(), lr=1e-3)):
+        with pytest.raises(TypeError, match="torch optimizer class, e.g. torch.optim.SGD"):
+            Modularity(MLP().parameters(), base, lr=1e-3)
+
+
 def test_decoupled_moves_weights_by_lr_alpha_grad():
     w = nn.Parameter(torch.randn(8, 8))
     w.grad = torch.zeros(8, 8)

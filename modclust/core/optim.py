@@ -90,6 +90,9 @@ class Modularity(Optimizer):
                  alpha: float = 20.0, partitions: Mapping[Tensor, Partition] | None = None,
                  decoupled: bool = False, **base_kwargs: Any) -> None:
         alpha, n_clusters, decoupled = _check_options("Modularity ", alpha, n_clusters, decoupled)
+        if not (isinstance(base_optimizer, type) and issubclass(base_optimizer, Optimizer)):
+            raise TypeError(f"Modularity's base_optimizer must be a torch optimizer class, e.g. torch.optim.SGD, "
+                            f"got {base_optimizer!r}: pass the class itself, its options as keywords (lr=...)")
         super().__init__(params, {"alpha": alpha, "n_clusters": n_clusters, "decoupled": decoupled})
         self.base = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base.param_groups  # one set of groups: lr and alpha live together
