@@ -159,7 +159,8 @@ def contrast(a: Sequence[float], b: Sequence[float], rule: str, margin: float | 
     ta = [math.log(v) for v in a] if log else list(a)
     tb = [math.log(v) for v in b] if log else list(b)
     if margin is not None:
-        margin = check_float("margin", margin, hint="the equivalence margin, e.g. 0.5 (or a ratio such as 1.25 with log)")
+        margin = check_float("margin", margin,
+                             hint="the equivalence margin, e.g. 0.5 (or a ratio such as 1.25 with log)")
         if margin <= (1.0 if log else 0.0):
             raise ValueError(f"an equivalence margin must be above {'1 (a ratio)' if log else '0'}, got {margin}")
     m = math.log(margin) if (margin is not None and log) else margin

@@ -30,8 +30,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from modclust.core.stats import Interval
-from modclust.paper.figures import MODEL_COLORS, lambda_color, lambda_label, mean_and_half
 from modclust.paper.claims import ALPHA, DECLARED, Verdict, Wording, not_measured, record
+from modclust.paper.figures import MODEL_COLORS, lambda_color, lambda_label, mean_and_half
 from modclust.paper.latex import Macros, count_noun, letters, num, p_text, pm, pm_values, tex_escape, write_macros
 from modclust.paper.numbers import by_seed, paired, paired_values
 

@@ -212,7 +212,8 @@ def modadd_macros(study: Mapping[str, Any]) -> Macros:
         m.add(f"ModAddSpecificityControlSentence{tag}", _null_sentence(
             study, v, "abl_specificity", {"higher": "more specific than the random sets",
                                           "lower": "less specific than the random sets",
-                                          "indistinguishable": "not distinguishably more specific than the random sets"},
+                                          "indistinguishable":
+                                              "not distinguishably more specific than the random sets"},
             "difference", 2))
         m.add(f"ModAddPowerSpecificityControlSentence{tag}", _null_sentence(
             study, v, "abl_power_specificity", {"higher": "higher than for random sets",
@@ -283,7 +284,8 @@ def summary_table_tex(study: Mapping[str, Any], lam: float) -> str:
     return table(["", "unclustered ($\\lambda=0$)", f"clustered ($\\lambda={lam:g}$)"], body, "lrr")
 
 
-MODULUS_WORDS = Wording("The trained clusters of the clustered models", "the spectral clusters of the unclustered models",
+MODULUS_WORDS = Wording("The trained clusters of the clustered models",
+                        "the spectral clusters of the unclustered models",
                         "say more about their neurons' frequencies than",
                         "say less about their neurons' frequencies than", "MI", unit=" bits")
 

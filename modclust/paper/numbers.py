@@ -6,7 +6,8 @@ notebook (stage 6) those of its section (:func:`beyond_macros`). Every sentence 
 direction depends on the data is a :class:`modclust.paper.claims.Verdict` of the per-seed values:
 a declared primary comparison (its values go to ``claims_05_figures.json``,
 :func:`primary_records`, and its sentence is written at compile time after the Holm correction)
-or an exploratory one, which says so. A rerun cannot leave a false claim. The LaTeX itself (numbers, intervals, macro names, files) comes from :mod:`modclust.paper.latex`.
+or an exploratory one, which says so. A rerun cannot leave a false claim. The LaTeX itself
+(numbers, intervals, macro names, files) comes from :mod:`modclust.paper.latex`.
 """
 
 from __future__ import annotations
@@ -334,7 +335,8 @@ def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
                                   ("z_ncut", "NcutZ", 1), ("blocks_c", "BlocksC", 2)):
             m[f"{name}{tag}"] = pm_values(_col(sp, key, lam), digits)
     m["SpectralSentence"] = {"higher": "more clusterable than", "lower": "less clusterable than",
-                             "indistinguishable": "not distinguishably more or less clusterable than"}[_side(_col(sp, "z_c", 0.0))]
+                             "indistinguishable": "not distinguishably more or less clusterable than"
+                             }[_side(_col(sp, "z_c", 0.0))]
     cr = res["circuits"]["rows"]
     for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
         for key, name, digits in (("greedy_size", "GreedySize", 0), ("mask_size", "MaskSize", 0),
