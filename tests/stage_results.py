@@ -132,13 +132,13 @@ def written_macros() -> set[str]:
     stage5 = stage5_results()
     known = set(report.paper_numbers(*stage5, preset="smoke")[0].items)
     known |= set(controls_numbers.controls_numbers(stage5[0], stage5[3])[0].items)
-    known |= claims_macro_names() | {"NStages", "NStagesText"}  # written at compile time
+    known |= claims_macro_names() | {"NStagesText"}  # written at compile time
     return known | set(report.beyond_macros(stage6_results())) | {"LaTeX", "TeX", "IfFileExists"}
 
 
 def claims_macro_names() -> set[str]:
     """The macros modclust.paper.claims writes when the paper is compiled (claims.tex)."""
-    names = {"NPrimary", "NDeclared", "Alpha", "AbstractFindings", "ConclusionFindings", "PrimaryTally", "SparsityInference"}
+    names = {"NPrimary", "NDeclared", "Alpha", "AbstractFindings", "ConclusionFindings", "PrimaryTally"}
     for d in claims.PRIMARY:
-        names |= {f"Claim{d.key}{part}" for part in ("Sentence", "Predicate", "Verdict", "Cell", "Difference")}
+        names |= {f"Claim{d.key}{part}" for part in ("Sentence", "Cell")}
     return names

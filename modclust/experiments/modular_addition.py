@@ -511,7 +511,7 @@ def other_moduli(config: ModAddConfig, moduli: Sequence[int], seeds: Sequence[in
 
 def modulus_row(study: Mapping[str, Any]) -> dict[str, Any]:
     """One modulus's key numbers, paired by seed (clustered lambda against 0): runs generalised,
-    steps to generalise, key frequencies, and the MI of the clustered models' trained clusters and
+    key frequencies, and the MI of the clustered models' trained clusters and
     of the unclustered models' clusters found after training."""
     lam = max(float(v) for v in study["lambdas"])
     by = {(float(r["lam"]), int(r["seed"])): r for r in study["records"]}
@@ -521,6 +521,5 @@ def modulus_row(study: Mapping[str, Any]) -> dict[str, Any]:
         return [float(by[v, s][key]) if by[v, s].get(key) is not None else math.nan for s in seeds]
     return {"p": int(study["config"]["p"]), "lam": lam, "seeds": seeds,
             "generalised": sum(bool(r["generalised"]) for r in study["records"]), "runs": len(study["records"]),
-            "steps": {"unclustered": vals(0.0, "steps"), "clustered": vals(lam, "steps")},
             "n_key": {"unclustered": vals(0.0, "n_key"), "clustered": vals(lam, "n_key")},
             "mi_trained": vals(lam, "mi"), "mi_spectral_unclustered": vals(0.0, "spectral_mi")}

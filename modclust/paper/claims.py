@@ -71,14 +71,12 @@ class Wording:
 class Declared:
     """One primary comparison, declared before the data is read.
 
-    ``key`` names its macros (``\\Claim<key>Sentence``); ``stage`` is the stage that measures it;
-    ``rule`` is 'paired' or 'welch'; ``margin`` the equivalence margin in the values' unit (a
+    ``key`` names its macros (``\\Claim<key>Sentence``); ``rule`` is 'paired' or 'welch'; ``margin`` the equivalence margin in the values' unit (a
     ratio above 1 with ``log``, where sizes are compared as log ratios); ``question`` the row of
     the primary table.
     """
 
     key: str
-    stage: str
     question: str
     rule: str
     margin: float
@@ -89,46 +87,44 @@ class Declared:
 PCT = {"digits": 1, "scale": 100.0, "unit": "\\,\\%", "diff_unit": " percentage points"}
 SIZE = {"digits": 0, "unit": " weights"}
 PRIMARY: tuple[Declared, ...] = (
-    Declared("Acc", "05_figures", "MLP test accuracy (points)", "paired", 0.005,
+    Declared("Acc", "MLP test accuracy (points)", "paired", 0.005,
              Wording("The clustered models", "the unclustered ones", "are more accurate than",
                      "are less accurate than", "test accuracy", **{**PCT, "digits": 2})),
-    Declared("Off", "05_figures", "MLP accuracy, one cluster OFF (points)", "paired", 0.05,
+    Declared("Off", "MLP accuracy, one cluster OFF (points)", "paired", 0.05,
              Wording("With one cluster OFF, the clustered models", "the unclustered models with the same blocks zeroed",
                      "keep more accuracy than", "keep less accuracy than", "mean accuracy", **PCT)),
-    Declared("On", "05_figures", "MLP accuracy, one cluster ON (points)", "paired", 0.05,
+    Declared("On", "MLP accuracy, one cluster ON (points)", "paired", 0.05,
              Wording("With a single cluster ON, the clustered models", "the unclustered ones",
                      "keep more accuracy than", "keep less accuracy than", "mean accuracy", **PCT)),
-    Declared("Sem", "05_figures", "MLP label semanticity of fc2", "paired", 0.05,
+    Declared("Sem", "MLP label semanticity of fc2", "paired", 0.05,
              Wording("The units of fc2 in the clustered models", "those of the unclustered ones",
                      "are more label-specialised than", "are less label-specialised than", "label semanticity",
                      digits=3)),
-    Declared("CircuitNone", "05_figures", "MLP circuit size, blocks / none",
+    Declared("CircuitNone", "MLP circuit size, blocks / none",
              "paired", 1.25,
              Wording("The clustered models' circuits", "those of the unclustered models", "are larger than",
                      "are smaller than", "circuit size", **SIZE), log=True),
-    Declared("CircuitRandomMask", "05_figures",
-             "MLP circuit size, blocks / random mask", "paired", 1.25,
+    Declared("CircuitRandomMask", "MLP circuit size, blocks / random mask", "paired", 1.25,
              Wording("The clustered models' circuits", "those of the random-mask models", "are larger than",
                      "are smaller than", "circuit size", **SIZE), log=True),
-    Declared("CircuitLOne", "05_figures", "MLP circuit size, blocks / L1",
+    Declared("CircuitLOne", "MLP circuit size, blocks / L1",
              "paired", 1.25,
              Wording("The clustered models' circuits", "those of the L1 models", "are larger than",
                      "are smaller than", "circuit size", **SIZE), log=True),
-    Declared("CnnAccMnist", "07_cnn", "CNN test accuracy on MNIST (points)", "paired", 0.01,
+    Declared("CnnAccMnist", "CNN test accuracy on MNIST (points)", "paired", 0.01,
              Wording("On MNIST, the clustered CNNs", "the unclustered ones", "are more accurate than",
                      "are less accurate than", "test accuracy", **PCT)),
-    Declared("CnnAccFashion", "07_cnn", "CNN test accuracy on Fashion-MNIST (points)", "paired", 0.01,
+    Declared("CnnAccFashion", "CNN test accuracy on Fashion-MNIST (points)", "paired", 0.01,
              Wording("On Fashion-MNIST, the clustered CNNs", "the unclustered ones", "are more accurate than",
                      "are less accurate than", "test accuracy", **PCT)),
-    Declared("CnnCircuitMnist", "07_cnn", "CNN circuit size on MNIST", "paired", 1.25,
+    Declared("CnnCircuitMnist", "CNN circuit size on MNIST", "paired", 1.25,
              Wording("On MNIST, the circuits of the clustered CNNs", "those of the unclustered ones",
                      "are larger than", "are smaller than", "weights kept per label", **SIZE), log=True),
-    Declared("CnnCircuitFashion", "07_cnn", "CNN circuit size on Fashion-MNIST", "paired",
+    Declared("CnnCircuitFashion", "CNN circuit size on Fashion-MNIST", "paired",
              1.25,
              Wording("On Fashion-MNIST, the circuits of the clustered CNNs", "those of the unclustered ones",
                      "are larger than", "are smaller than", "weights kept per label", **SIZE), log=True),
-    Declared("ModaddMi", "08_modadd",
-             "modular addition: MI of trained / found clusters (bits)", "paired", 0.2,
+    Declared("ModaddMi", "modular addition: MI of trained / found clusters (bits)", "paired", 0.2,
              Wording("The trained clusters of the clustered models", "the spectral clusters found after training in "
                      "the unclustered models", "say more about their neurons' frequencies than",
                      "say less about their neurons' frequencies than", "mutual information with the frequency",
@@ -387,29 +383,22 @@ def tally(verdicts: Mapping[str, Verdict], missing: Mapping[str, str]) -> str:
 
 
 def claims_macros(verdicts: Mapping[str, Verdict], missing: Mapping[str, str]) -> Macros:
-    """``\\Claim<key>Sentence``, ``...Predicate``, ``...Verdict``, ``...Cell`` per comparison, the
-    family's size and the level."""
+    """``\\Claim<key>Sentence`` and ``...Cell`` per comparison, the family's size and tally, the
+    abstract's and conclusion's findings and the level."""
     m = Macros(source=SOURCE)
     m.add("NPrimary", len(verdicts))
     m.add("Alpha", f"{ALPHA:g}")
     for key, v in verdicts.items():
         m.add(f"Claim{key}Sentence", v.sentence())
-        m.add(f"Claim{key}Predicate", v.predicate())
-        m.add(f"Claim{key}Verdict", v.direction if v.direction != "inconclusive" else "not distinguishable")
         m.add(f"Claim{key}Cell", v.cell())
-        m.add(f"Claim{key}Difference", v.difference())
     m.add("AbstractFindings", headline(verdicts, missing, full=False))
     m.add("ConclusionFindings", headline(verdicts, missing, full=True))
     m.add("PrimaryTally", tally(verdicts, missing))
     m.add("NDeclared", len(PRIMARY))
-    m.add("SparsityInference", sparsity_inference(verdicts))
     for key, why in missing.items():
         q = DECLARED[key].question.split(" (")[0]
         m.add(f"Claim{key}Sentence", f"This run does not measure the primary comparison of {q} ({why}).")
-        m.add(f"Claim{key}Predicate", "were not compared with")
-        m.add(f"Claim{key}Verdict", "not measured")
         m.add(f"Claim{key}Cell", "not measured")
-        m.add(f"Claim{key}Difference", "not measured")
     return m
 
 

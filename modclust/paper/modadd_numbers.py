@@ -67,13 +67,13 @@ def seed_values(study: Mapping[str, Any], lam: float, key: str) -> dict[int, flo
 def _sentence(study: Mapping[str, Any], a: tuple[float, str], b: tuple[float, str], wording: Wording) -> str:
     """The exploratory verdict's sentence for ``key`` at lambda ``a`` against ``b`` (each a
     (lambda, key) pair), paired by seed; or a plain statement that they cannot be compared."""
-    xs, ys = paired_values(seed_values(study, *a), seed_values(study, *b))
-    if sum(x == x and y == y for x, y in zip(xs, ys)) < 2:
+    xs, ys = seed_values(study, *a), seed_values(study, *b)
+    if sum(xs[s] == xs[s] and ys[s] == ys[s] for s in set(xs) & set(ys)) < 2:
         return (f"{wording.subject} and {wording.other} cannot be compared by {wording.quantity}: fewer than two "
                 "seeds have it defined in both.")
     with warnings.catch_warnings():  # scipy warns of precision loss on (nearly) equal samples
         warnings.simplefilter("ignore", RuntimeWarning)
-        return paired(dict(enumerate(xs)), dict(enumerate(ys)), wording).sentence()
+        return paired(xs, ys, wording).sentence()
 
 
 def primary_records(study: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -250,7 +250,6 @@ def modadd_macros(study: Mapping[str, Any]) -> Macros:
     m.add("ModAddTable", summary_table_tex(study, lam))
     rows = [modulus_row(study)] + list(study.get("other_moduli", []))
     m.add("ModAddModuli", ", ".join(str(r["p"]) for r in rows))
-    m.add("ModAddNModuli", len(rows))
     m.add("ModAddNModuliText", count_noun(len(rows), "modulus", "moduli"))
     m.add("ModAddModuliTable", moduli_table(rows))
     m.add("ModAddModuliSentence", moduli_sentence(rows))

@@ -344,7 +344,6 @@ def compile_paper(preset: str, layout: Layout = Layout(),
     write_claims(generated)  # the primary family, corrected over every stage's records
     build = Macros(source="modclust.pipeline.stages")
     n_notebooks = len(list((layout.root / "notebooks").glob("0*.ipynb")))  # one per stage, as in pipeline.mk
-    build.add("NStages", n_notebooks)
     build.add("NStagesText", number_word(n_notebooks))
     build.write(generated / "build.tex")
     tex_dir = build_dir / "paper"
