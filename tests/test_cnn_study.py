@@ -19,6 +19,7 @@ from modclust.core.cnn import make_cnn
 from modclust.core.data import Dataset
 from modclust.experiments import cnn_study as cs
 from modclust.experiments.grid import paired_difference
+from modclust.paper import cnn_figures
 from modclust.paper import cnn_numbers as cn
 
 SMALL = dict(channels=(4, 8), hidden=16, n_clusters=2)
@@ -278,7 +279,7 @@ def two_datasets(result: dict) -> dict:
 
 
 def test_figures_draw(result: dict) -> None:
-    for fn, n_axes in ((cn.tradeoff_figure, 2), (cn.ablation_figure, 4), (cn.circuit_figure, 1)):
+    for fn, n_axes in ((cnn_figures.tradeoff_figure, 2), (cnn_figures.ablation_figure, 4), (cnn_figures.circuit_figure, 1)):
         for res, rows in ((result, 1), (two_datasets(result), 2)):
             fig = fn(res)
             assert len(fig.axes) == n_axes * rows

@@ -20,6 +20,7 @@ import torch
 from modclust.analysis.fourier import ClusterAblation, NeuronFrequencies, neuron_activations, neuron_frequencies
 from modclust.core.transformer import make_transformer, modular_addition_data
 from modclust.experiments import modular_addition as ma
+from modclust.paper import modadd_figures
 from modclust.paper import modadd_numbers as report
 
 matplotlib.use("Agg")
@@ -301,12 +302,12 @@ def test_sentences_follow_the_data(tiny_study) -> None:
 
 
 def test_figures_draw_from_the_study(tiny_study) -> None:
-    for fig in (report.training_figure(tiny_study), report.summary_figure(tiny_study),
-                report.ablation_figure(tiny_study)):
+    for fig in (modadd_figures.training_figure(tiny_study), modadd_figures.summary_figure(tiny_study),
+                modadd_figures.ablation_figure(tiny_study)):
         assert len(fig.axes) >= 2
         matplotlib.pyplot.close(fig)
-    counts, left, keys = report.ablation_tables(tiny_study["records"][0])
+    counts, left, keys = modadd_figures.ablation_tables(tiny_study["records"][0])
     assert counts.shape == left.shape == (TINY.n_clusters, len(keys))
-    for fig in (report.plotly_training(tiny_study), report.plotly_summary(tiny_study),
-                report.plotly_ablation(tiny_study)):
+    for fig in (modadd_figures.plotly_training(tiny_study), modadd_figures.plotly_summary(tiny_study),
+                modadd_figures.plotly_ablation(tiny_study)):
         assert len(fig.data) >= 2

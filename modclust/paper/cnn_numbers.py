@@ -14,8 +14,7 @@ turns it into LaTeX macros, every name prefixed ``Cnn`` (letters only), and
   :func:`primary_records`), the rest is exploratory and says so;
 - two tables (``\\CnnTradeoffTable``, ``\\CnnMeasureTable``) holding a ``tabular`` each.
 
-The figures (:func:`tradeoff_figure`, :func:`ablation_figure`, :func:`circuit_figure`) take the
-same JSON and draw means with 95 % intervals over seeds.
+The section's figures are in :mod:`modclust.paper.cnn_figures`.
 """
 
 from __future__ import annotations
@@ -26,12 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-import numpy as np
-
 from modclust.core.stats import Interval
 from modclust.paper.claims import ALPHA, DECLARED, Verdict, Wording, not_measured, record
-from modclust.paper.figures import MODEL_COLORS, lambda_color, lambda_label, mean_and_half
 from modclust.paper.latex import Macros, count_noun, letters, num, p_text, pm, pm_values, tex_escape, write_macros
 from modclust.paper.numbers import by_seed, paired, paired_values
 
@@ -55,7 +50,7 @@ def dataset_word(name: str) -> tuple[str, str]:
     return word, name
 
 
-def _col(rows: Sequence[Mapping[str, Any]], key: str, lam: float | None = None) -> list[float]:
+def seed_column(rows: Sequence[Mapping[str, Any]], key: str, lam: float | None = None) -> list[float]:
     """The seeds' values of ``key`` (at ``lam``), in seed order; undefined ones (None, nan) left out."""
     picked = sorted((r for r in rows if lam is None or float(r["lam"]) == lam), key=lambda r: r["seed"])
     return [float(r[key]) for r in picked if r.get(key) is not None and r[key] == r[key]]
@@ -133,31 +128,31 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
     p = f"Cnn{word}"
     main = float(res["study"]["main_lambda"])
     rec, rows, un = res["records"], res["rows"], res["untrained"]
-    lo = lambda key: _col(rows, key, 0.0)  # noqa: E731
-    hi = lambda key: _col(rows, key, main)  # noqa: E731
+    lo = lambda key: seed_column(rows, key, 0.0)  # noqa: E731
+    hi = lambda key: seed_column(rows, key, main)  # noqa: E731
     sentences: dict[str, str] = {}
 
     # 1. trade-off
     m.add(f"{p}Name", title)
     m.add(f"{p}Majority", num(100 * res["majority_acc"], 1) + "\\,\\%")
-    m.add(f"{p}AccUntrained", _pct(_col(un, "test_acc")))
-    m.add(f"{p}AccUnclustered", _pct(_col(rec, "test_acc", 0.0)))
-    m.add(f"{p}AccMain", _pct(_col(rec, "test_acc", main)))
+    m.add(f"{p}AccUntrained", _pct(seed_column(un, "test_acc")))
+    m.add(f"{p}AccUnclustered", _pct(seed_column(rec, "test_acc", 0.0)))
+    m.add(f"{p}AccMain", _pct(seed_column(rec, "test_acc", main)))
     acc_diff = next(d for d in res["summary"]["paired_accuracy"] if float(d["lam"]) == main)
     diff = Interval(**acc_diff["difference"])
     m.add(f"{p}AccDiff", pm(diff, 1, 100))
     for layer, lw in LAYER_WORDS.items():
-        m.add(f"{p}C{lw}Main", pm_values(_col(rec, f"C_{layer}", main), 3))
-        m.add(f"{p}C{lw}Unclustered", pm_values(_col(rec, f"C_{layer}", 0.0), 3))
-        m.add(f"{p}C{lw}Untrained", pm_values(_col(un, f"C_{layer}"), 3))
+        m.add(f"{p}C{lw}Main", pm_values(seed_column(rec, f"C_{layer}", main), 3))
+        m.add(f"{p}C{lw}Unclustered", pm_values(seed_column(rec, f"C_{layer}", 0.0), 3))
+        m.add(f"{p}C{lw}Untrained", pm_values(seed_column(un, f"C_{layer}"), 3))
     verdicts = cnn_verdicts(res)
     sentences["acc"] = (
-        f"\\ClaimCnnAcc{word}Sentence{{}} Test accuracy is {_pct(_col(rec, 'test_acc', main))} against "
-        f"{_pct(_col(rec, 'test_acc', 0.0))}, where always answering the most frequent class scores "
+        f"\\ClaimCnnAcc{word}Sentence{{}} Test accuracy is {_pct(seed_column(rec, 'test_acc', main))} against "
+        f"{_pct(seed_column(rec, 'test_acc', 0.0))}, where always answering the most frequent class scores "
         f"{num(100 * res['majority_acc'], 1)}\\,\\%; the clustered models reach "
         f"$C={pm_values(hi('C_conv2'), 3)}$ on conv2 and {pm_values(hi('C_fc1'), 3)} on fc1, "
         f"against {pm_values(lo('C_conv2'), 3)} and {pm_values(lo('C_fc1'), 3)} without the loss and "
-        f"{pm_values(_col(un, 'C_conv2'), 3)} and {pm_values(_col(un, 'C_fc1'), 3)} at initialisation.")
+        f"{pm_values(seed_column(un, 'C_conv2'), 3)} and {pm_values(seed_column(un, 'C_fc1'), 3)} at initialisation.")
 
     # 2. ablations
     acc_words = ("more accurate than", "less accurate than", "not distinguishable in accuracy from")
@@ -188,7 +183,7 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
             m.add(f"{p}{tag}{lw}Main", pm_values(hi(f"{key}_{layer}"), digits))
             m.add(f"{p}{tag}{lw}Unclustered", pm_values(lo(f"{key}_{layer}"), digits))
             if key in ("sem", "sel", "mi"):
-                m.add(f"{p}{tag}{lw}Untrained", pm_values(_col(un, f"{key}_{layer}"), digits))
+                m.add(f"{p}{tag}{lw}Untrained", pm_values(seed_column(un, f"{key}_{layer}"), digits))
         unit = "channels" if layer == "conv2" else "units"
         start = f"On {title}, the" if layer == "conv2" else "The"
         untrained = "the untrained network's"
@@ -198,7 +193,7 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
             f"{clause(v[f'sem_{layer}'], 'that of unclustered ones', more)}, which is "
             f"{clause(v[f'untrained:sem_{layer}'], untrained, more)}. "
             f"A share {pm_values(hi(f'dead_{layer}'), 2)} of their {unit} never fires on the test images, against "
-            f"{pm_values(lo(f'dead_{layer}'), 2)} without the loss and {pm_values(_col(un, f'dead_{layer}'), 2)} "
+            f"{pm_values(lo(f'dead_{layer}'), 2)} without the loss and {pm_values(seed_column(un, f'dead_{layer}'), 2)} "
             f"untrained; on the live {unit}, class selectivity is "
             f"{clause(v[f'sel_live_{layer}'], 'the unclustered ones' + apos, more)}, which is "
             f"{clause(v[f'untrained:sel_live_{layer}'], untrained, more)}, and the mutual information with the "
@@ -215,8 +210,8 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
                                   ("circuit_agreement_c", "CircAgreeC", 3), ("circuit_share_c", "CircShareC", 3),
                                   ("random_balanced_agreement", "RandBal", 3),
                                   ("circuit_constant_labels", "ConstLabels", 1)):
-            m.add(f"{p}{name}{tag}", pm_values(_col(rows, key, lam), digits))
-        m.add(f"{p}CircFrac{tag}", _pct(_col(rows, "circuit_fraction", lam), 2))
+            m.add(f"{p}{name}{tag}", pm_values(seed_column(rows, key, lam), digits))
+        m.add(f"{p}CircFrac{tag}", _pct(seed_column(rows, "circuit_fraction", lam), 2))
     sentences["circuits"] = (
         f"\\ClaimCnnCircuit{word}Sentence{{}} Their balanced agreement is "
         f"{clause(verdicts['circuit_balanced_agreement'], 'that of the unclustered ones', more, digits=3)}, "
@@ -227,8 +222,8 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
     spec = []
     for layer, lw in LAYER_WORDS.items():
         for lam, tag in ((main, "Main"), (0.0, "Unclustered")):
-            m.add(f"{p}SpecC{lw}{tag}", pm_values(_col(rows, f"spectral_c_{layer}", lam), 2))
-            m.add(f"{p}NullC{lw}{tag}", pm_values(_col(rows, f"null_c_{layer}", lam), 2))
+            m.add(f"{p}SpecC{lw}{tag}", pm_values(seed_column(rows, f"spectral_c_{layer}", lam), 2))
+            m.add(f"{p}NullC{lw}{tag}", pm_values(seed_column(rows, f"null_c_{layer}", lam), 2))
         beat = [v for v in lo(f"p_c_{layer}") if v < ALPHA]
         n = len(lo(f"p_c_{layer}"))
         spec.append(f"{layer}'s found clusters beat their shuffled copies (empirical p-value below {ALPHA:g}) in "
@@ -339,11 +334,11 @@ def tradeoff_table(results: Mapping[str, Any]) -> str:
         res = results["results"][name]
         rec, un = res["records"], res["untrained"]
         diffs = {float(d["lam"]): Interval(**d["difference"]) for d in res["summary"]["paired_accuracy"]}
-        rows = [["untrained", pm_values([100 * v for v in _col(un, "test_acc")], 1),
-                 pm_values(_col(un, "C_conv2"), 3), pm_values(_col(un, "C_fc1"), 3), "--"]]
+        rows = [["untrained", pm_values([100 * v for v in seed_column(un, "test_acc")], 1),
+                 pm_values(seed_column(un, "C_conv2"), 3), pm_values(seed_column(un, "C_fc1"), 3), "--"]]
         for lam in sorted({float(r["lam"]) for r in rec}):
-            rows.append([f"$\\lambda={lam:g}$", pm_values([100 * v for v in _col(rec, "test_acc", lam)], 1),
-                         pm_values(_col(rec, "C_conv2", lam), 3), pm_values(_col(rec, "C_fc1", lam), 3),
+            rows.append([f"$\\lambda={lam:g}$", pm_values([100 * v for v in seed_column(rec, "test_acc", lam)], 1),
+                         pm_values(seed_column(rec, "C_conv2", lam), 3), pm_values(seed_column(rec, "C_fc1", lam), 3),
                          "--" if lam == 0 else pm(diffs[lam], 1, 100)])
         blocks.append((dataset_word(name)[1], rows))
     return _tabular("lrrrr", ["", "test acc.\\ (\\%)", "$C$ conv2", "$C$ fc1", "$\\Delta$ acc.\\ (points)"], blocks)
@@ -384,113 +379,13 @@ def measure_table(results: Mapping[str, Any]) -> str:
         verdicts = cnn_verdicts(res)
         rows = []
         for key, label, digits, has_untrained in MEASURES:
-            a, b = _col(res["rows"], key, main), _col(res["rows"], key, 0.0)
+            a, b = seed_column(res["rows"], key, main), seed_column(res["rows"], key, 0.0)
             v = verdicts.get(key)
             claim = f"{PRIMARY_STEMS.get(key, '')}{dataset_word(name)[0]}"
             # a primary comparison's cell is its verdict after the Holm correction, written at compile time
             cell = f"\\Claim{claim}Cell" if claim in DECLARED else "--" if v is None else v.cell()
-            base = pm_values(_col(res["untrained"], key), digits) if has_untrained else "--"
+            base = pm_values(seed_column(res["untrained"], key), digits) if has_untrained else "--"
             rows.append([label, base, pm_values(b, digits), pm_values(a, digits), cell])
         blocks.append((dataset_word(name)[1], rows))
     main = float(results["results"][results["datasets"][0]]["study"]["main_lambda"])
     return _tabular("lrrrl", ["", "untrained", "$\\lambda=0$", f"$\\lambda={main:g}$", "clustered vs.\\ not"], blocks)
-
-
-# --- figures --------------------------------------------------------------------------------------
-
-def _errorbar(ax: plt.Axes, x: np.ndarray, values: Sequence[Sequence[float]], **kw: Any) -> None:
-    v = np.asarray(values, dtype=float)  # (seeds, points)
-    m, h = mean_and_half(v)
-    ax.errorbar(x, m, yerr=h if v.shape[0] > 1 else None, marker="o", markersize=3, **kw)
-
-
-def tradeoff_figure(results: Mapping[str, Any]) -> plt.Figure:
-    """Per dataset (columns): test accuracy (top) and C of conv2 and fc1 (bottom) against lambda,
-    mean ± 95 % interval over seeds; dotted: the untrained networks' mean C (the majority-class
-    accuracy, far below, is left to the tables so that the accuracy axis resolves the seeds)."""
-    names = list(results["datasets"])
-    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 3.6), squeeze=False, sharex="col")
-    for j, name in enumerate(names):
-        res = results["results"][name]
-        rec, un = res["records"], res["untrained"]
-        lams = sorted({float(r["lam"]) for r in rec})
-        x = np.arange(len(lams))
-        acc = np.array([_col(rec, "test_acc", lam) for lam in lams]).T  # (seeds, lambdas)
-        _errorbar(axes[0, j], x, acc, color=MODEL_COLORS["clustered"])
-        axes[0, j].set_title(dataset_word(name)[1])
-        axes[0, j].set_ylabel("test accuracy")
-        for layer, color in (("conv2", "#228833"), ("fc1", "#AA3377")):
-            c = np.array([_col(rec, f"C_{layer}", lam) for lam in lams]).T
-            _errorbar(axes[1, j], x, c, color=color, label=f"C of {layer}")
-        axes[1, j].axhline(float(np.mean(_col(un, "C_conv2") + _col(un, "C_fc1"))), color="grey", ls=":", lw=0.8,
-                           label="untrained")
-        axes[1, j].set_ylim(0, 1.02)
-        axes[1, j].set_ylabel("clusterability C")
-        axes[1, j].set_xticks(x, [f"{lam:g}" for lam in lams])
-        axes[1, j].set_xlabel("λ")
-    axes[1, -1].legend(loc="center right")
-    return fig
-
-
-def ablation_figure(results: Mapping[str, Any]) -> plt.Figure:
-    """Per dataset (rows) and layer x mode (columns: conv2 OFF, conv2 ON, fc1 OFF, fc1 ON): test
-    accuracy with each cluster ablated, clusters ranked by importance per seed, unclustered and
-    clustered side by side (mean ± 95 % interval); the line is the full models' accuracy."""
-    names = list(results["datasets"])
-    fig, axes = plt.subplots(len(names), 4, figsize=(6.5, 1.7 * len(names) + 0.4), squeeze=False, sharey=True)
-    for i, name in enumerate(names):
-        res = results["results"][name]
-        main = float(res["study"]["main_lambda"])
-        abl = res["summary"]["ablation"]
-        for j, (layer, mode) in enumerate((("conv2", "off"), ("conv2", "on"), ("fc1", "off"), ("fc1", "on"))):
-            ax = axes[i, j]
-            for s, lam in enumerate((0.0, main)):
-                d = abl[f"{lam:g}"][layer]
-                v = np.asarray(d[f"{mode}_acc"], dtype=float)  # (seeds, k), ranked
-                m, h = mean_and_half(v)
-                x = np.arange(v.shape[1]) + (s - 0.5) * 0.38
-                ax.bar(x, m, 0.38, yerr=h if v.shape[0] > 1 else None, color=lambda_color(lam, [0.0, main]),
-                       label=lambda_label(lam), error_kw={"elinewidth": 0.7})
-                ax.axhline(float(np.mean(d["full_acc"])), color=lambda_color(lam, [0.0, main]), lw=0.6, ls="--")
-            ax.set_xticks(np.arange(v.shape[1]), [str(c + 1) for c in range(v.shape[1])])
-            ax.set_ylim(0, 1.02)
-            ax.set_title(f"{layer} cluster {mode.upper()}", fontsize="small")
-            if i == len(names) - 1:
-                ax.set_xlabel("cluster, by importance")
-        axes[i, 0].set_ylabel(f"{dataset_word(name)[1]}\ntest accuracy")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncols=2)
-    return fig
-
-
-def circuit_figure(results: Mapping[str, Any]) -> plt.Figure:
-    """Per dataset (rows): each label's circuit's balanced c-vs-rest agreement on test images,
-    unclustered and clustered, beside a random mask of the same size (hatched), mean ± 95 %
-    interval over seeds; the dotted line is a constant classifier's 0.5."""
-    names = list(results["datasets"])
-    fig, axes = plt.subplots(len(names), 1, figsize=(6.5, 1.8 * len(names) + 0.3), squeeze=False)
-    for i, name in enumerate(names):
-        res = results["results"][name]
-        main = float(res["study"]["main_lambda"])
-        ax = axes[i, 0]
-        classes = res["classes"]
-        for s, lam in enumerate((0.0, main)):
-            per = res["summary"]["circuits"][f"{lam:g}"]
-            labels = per["labels"]
-            x = np.arange(len(labels))
-            color = lambda_color(lam, [0.0, main])
-            for t, (key, hatch) in enumerate((("balanced_agreement", None), ("random_balanced_agreement", "///"))):
-                v = np.asarray(per[key], dtype=float)
-                m, h = mean_and_half(v)
-                off = (2 * s + t - 1.5) * 0.2
-                ax.bar(x + off, m, 0.2, yerr=h if v.shape[0] > 1 else None, color=color if hatch is None else "white",
-                       edgecolor=color, hatch=hatch, error_kw={"elinewidth": 0.6},
-                       label=lambda_label(lam) + (" (random, same size)" if hatch else ""))
-        ax.axhline(0.5, color="black", ls=":", lw=0.8, label="constant classifier")
-        ax.set_xticks(x, [classes[c] for c in labels], fontsize="x-small")
-        ax.set_ylim(0.3, 1.02)
-        ax.set_ylabel("balanced agreement")
-        ax.set_title(dataset_word(name)[1], loc="left", fontsize="small")
-    axes[-1, 0].set_xlabel("label of the circuit")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncols=3, fontsize="x-small")
-    return fig
-

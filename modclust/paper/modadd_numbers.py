@@ -2,12 +2,12 @@
 
 :func:`modadd_macros` turns the stage's result (:func:`modclust.experiments.modular_addition.run_study`)
 into LaTeX macros, every name prefixed ``ModAdd`` (letters only): numbers as means with 95 %
-half-widths over seeds, and every sentence whose direction depends on the data chosen by
-:func:`modclust.core.stats.compare` (clustered against unclustered, Welch) or by
-:func:`modclust.core.stats.direction` of the interval of a per-run difference (a measure against
-its shuffled null, random control or untrained model). :func:`write_modadd_numbers` writes them
-to ``generated/modadd.tex``. The figures (:func:`training_figure`, :func:`summary_figure`,
-:func:`ablation_figure`) and their plotly twins take the same result.
+half-widths over seeds, and every sentence whose direction depends on the data given by a
+:class:`modclust.paper.claims.Verdict`: the clustered models against the unclustered ones paired by
+seed (the trained clusters' MI is a declared primary comparison, :func:`primary_records`; the rest
+is exploratory and says so), or a measure against its shuffled null, random control or untrained
+model. :func:`write_modadd_numbers` writes them to ``generated/modadd.tex``. The section's figures
+are in :mod:`modclust.paper.modadd_figures`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-import numpy as np
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
-
-from modclust.core.stats import Interval, mean_ci
+from modclust.core.stats import Interval
 from modclust.experiments.modular_addition import modulus_row
-from modclust.paper.figures import MODEL_COLORS, lambda_label, mean_and_half
 from modclust.paper.latex import Macros, count_noun, num, pm, pm_values, table, write_macros
 from modclust.paper.claims import Verdict, Wording, record
 from modclust.paper.numbers import paired, paired_values
@@ -330,166 +324,3 @@ def moduli_sentence(rows: Sequence[Mapping[str, Any]]) -> str:
 def write_modadd_numbers(macros: Macros, out_dir: str | os.PathLike[str]) -> Path:
     """``modadd.tex`` (the stage's macros, :func:`modadd_macros`) in ``out_dir``."""
     return write_macros(Path(out_dir) / "modadd.tex", macros.items, MODADD_SOURCE)
-
-
-# -- figures ----------------------------------------------------------------------------------
-
-def _color(lam: float) -> str:
-    return MODEL_COLORS["unclustered" if lam == 0 else "clustered"]
-
-
-def _runs(study: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return sorted(study["records"], key=lambda r: (r["lam"], r["seed"]))
-
-
-def training_figure(study: Mapping[str, Any]) -> plt.Figure:
-    """Test accuracy and C(W_in) against training step, one line per run, coloured by lambda."""
-    stop = study["config"]["stop_at"]
-    fig, axes = plt.subplots(1, 2, figsize=(6.5, 2.3))
-    seen: set[float] = set()
-    for r in _runs(study):
-        h, lam = r["history"], float(r["lam"])
-        label = None if lam in seen else lambda_label(lam)
-        seen.add(lam)
-        axes[0].plot(h["step"], h["test_acc"], color=_color(lam), lw=0.8, alpha=0.8, label=label)
-        axes[1].plot(h["step"], h["c_in"], color=_color(lam), lw=0.8, alpha=0.8)
-    axes[0].axhline(stop, color="black", lw=0.6, ls="--")
-    axes[0].set_ylabel("test accuracy")
-    axes[1].set_ylabel("$C(W_{\\mathrm{in}})$")
-    for ax in axes:
-        ax.set_xlabel("training step")
-        ax.set_ylim(0, 1.03)
-    axes[0].legend(loc="lower right")
-    return fig
-
-
-def _dots(ax: plt.Axes, x: float, vals: Sequence[float], color: str, marker: str = "o") -> None:
-    if not vals:
-        return
-    jitter = np.linspace(-0.08, 0.08, len(vals)) if len(vals) > 1 else np.zeros(1)
-    ax.scatter(x + jitter, vals, s=6, color=color, alpha=0.45, marker=marker, linewidths=0)
-    mean, half = mean_and_half(np.asarray(vals, dtype=float))
-    ax.errorbar([x], [float(mean)], yerr=[float(half)] if len(vals) > 1 else None, fmt=marker, color=color,
-                markersize=4)
-
-
-def summary_figure(study: Mapping[str, Any]) -> plt.Figure:
-    """MI(cluster, frequency) against its shuffled null (left) and ablation specificity against
-    random neuron sets (right), per model; dots are runs, markers means with 95 % intervals."""
-    lam = clustered_lambda(study)
-    fig, (ax_mi, ax_sp) = plt.subplots(1, 2, figsize=(6.5, 2.4))
-    # the spectral clusters of clustered models are left out: they recover the trained blocks
-    groups = [("blocks", 0.0, "mi", "mi_null"), ("spectral", 0.0, "spectral_mi", "spectral_mi_null"),
-              ("trained", lam, "mi", "mi_null")]
-    for i, (name, v, key, null) in enumerate(groups):
-        _dots(ax_mi, i - 0.15, values(study, v, key), _color(v))
-        _dots(ax_mi, i + 0.15, values(study, v, null), "#888888", "s")
-    ax_mi.set_xticks(range(len(groups)), [f"{n}\n{'λ=0' if v == 0 else f'λ={v:g}'}" for n, v, _, _ in groups])
-    ax_mi.set_ylabel("MI(cluster, frequency), bits")
-    ax_mi.scatter([], [], color="#888888", marker="s", s=8, label="shuffled null")
-    ax_mi.legend(loc="upper left")
-    for i, v in enumerate((0.0, lam)):
-        _dots(ax_sp, i - 0.15, values(study, v, "abl_specificity"), _color(v))
-        _dots(ax_sp, i + 0.15, values(study, v, "control_specificity"), "#888888", "s")
-    ax_sp.set_xticks(range(2), ["equal blocks\nλ=0", f"trained clusters\nλ={lam:g}"])
-    ax_sp.set_ylabel("ablation specificity")
-    ax_sp.set_ylim(0, 1.03)
-    ax_sp.scatter([], [], color="#888888", marker="s", s=8, label="random neuron sets")
-    ax_sp.legend(loc="upper left")
-    ax_mi.set_xlim(-0.6, len(groups) - 0.4)
-    ax_sp.set_xlim(-0.6, 1.6)
-    return fig
-
-
-def ablation_tables(record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """One run's (k, n_key) explained-neuron counts per (cluster, key frequency), the logits'
-    remaining rms at each key frequency with each cluster ablated (after / before), and the key frequencies."""
-    counts = np.asarray(record["counts"], dtype=float).reshape(len(record["ablation"]["clusters"]), -1)
-    left = np.array([[a / b if b > 0 else np.nan for a, b in zip(c["logit_rms_after"], c["logit_rms_before"])]
-                     for c in record["ablation"]["clusters"]], dtype=float).reshape(counts.shape)
-    return counts, left, list(record["key_frequencies"])
-
-
-def ablation_figure(study: Mapping[str, Any], seed: int | None = None) -> plt.Figure:
-    """For one seed (default the first), unclustered and clustered: neurons per (cluster, key
-    frequency), and the share of the logits' rms left at each key frequency with each cluster ablated."""
-    lam = clustered_lambda(study)
-    seed = study["seeds"][0] if seed is None else seed
-    fig, axes = plt.subplots(2, 2, figsize=(6.5, 3.6), squeeze=False)
-    for row, v in enumerate((0.0, lam)):
-        rec = next(r for r in study["records"] if float(r["lam"]) == v and r["seed"] == seed)
-        counts, left, keys = ablation_tables(rec)
-        k = counts.shape[0]
-        for col, (mat, title, cmap, vmax) in enumerate(((counts, "explained neurons", "Blues", None),
-                                                       (left, "logit rms left (after / before)", "magma", 1.0))):
-            ax = axes[row, col]
-            ax.grid(False)
-            if mat.size == 0:
-                ax.text(0.5, 0.5, "no key frequency", ha="center", va="center", transform=ax.transAxes)
-                ax.set_xticks([])
-                ax.set_yticks([])
-            else:
-                im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=0, vmax=vmax)
-                ax.set_xticks(range(len(keys)), [str(f) for f in keys])
-                ax.set_yticks(range(k), [f"cluster {c + 1}" for c in range(k)])
-                fig.colorbar(im, ax=ax, shrink=0.85)
-            ax.set_title(f"{lambda_label(v)}, seed {seed}: {title}", fontsize="small", loc="left")
-            if row == 1:
-                ax.set_xlabel("key frequency")
-    return fig
-
-
-def plotly_training(study: Mapping[str, Any]) -> go.Figure:
-    """Interactive :func:`training_figure` (hover: lambda and seed)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["test accuracy", "C(W_in)"])
-    seen: set[float] = set()
-    for r in _runs(study):
-        h, lam = r["history"], float(r["lam"])
-        for col, key in ((1, "test_acc"), (2, "c_in")):
-            fig.add_trace(go.Scatter(x=h["step"], y=h[key], mode="lines", line={"color": _color(lam)},
-                                     name=lambda_label(lam), legendgroup=str(lam),
-                                     showlegend=col == 1 and lam not in seen, text=f"seed {r['seed']}"),
-                          row=1, col=col)
-        seen.add(lam)
-    fig.update_layout(title_text="Training until test accuracy reaches the stop value", plot_bgcolor="white",
-                      width=900, height=380, xaxis_title="step", xaxis2_title="step")
-    return fig
-
-
-def plotly_summary(study: Mapping[str, Any]) -> go.Figure:
-    """Interactive :func:`summary_figure`: means with 95 % intervals, beside their nulls."""
-    lam = clustered_lambda(study)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["MI(cluster, dominant frequency), bits",
-                                                        "ablation specificity"])
-    mi_groups = [("blocks λ=0", 0.0, "mi", "mi_null"), ("spectral λ=0", 0.0, "spectral_mi", "spectral_mi_null"),
-                 (f"trained λ={lam:g}", lam, "mi", "mi_null")]
-    sp_groups = [("blocks λ=0", 0.0, "abl_specificity", "control_specificity"),
-                 (f"trained λ={lam:g}", lam, "abl_specificity", "control_specificity")]
-    for col, groups, null_name in ((1, mi_groups, "shuffled null"), (2, sp_groups, "random neuron sets")):
-        for which, name in ((2, "model"), (3, null_name)):
-            iv = [mean_ci(values(study, g[1], g[which])) if values(study, g[1], g[which]) else None for g in groups]
-            fig.add_trace(go.Bar(x=[g[0] for g in groups], y=[i.mean if i else None for i in iv], name=name,
-                                 legendgroup=name, showlegend=col == 1 or which == 3,
-                                 error_y={"type": "data", "array": [(i.hi - i.lo) / 2 if i and i.n > 1 else 0
-                                                                    for i in iv]}), row=1, col=col)
-    fig.update_layout(barmode="group", plot_bgcolor="white", width=900, height=380,
-                      title_text="Do clusters line up with the key frequencies? (means over seeds, 95 % intervals)")
-    return fig
-
-
-def plotly_ablation(study: Mapping[str, Any], seed: int | None = None) -> go.Figure:
-    """Interactive :func:`ablation_figure`."""
-    lam = clustered_lambda(study)
-    seed = study["seeds"][0] if seed is None else seed
-    titles = [f"{lambda_label(v)}: {t}" for v in (0.0, lam) for t in ("explained neurons", "logit rms left")]
-    fig = make_subplots(rows=2, cols=2, subplot_titles=titles)
-    for row, v in enumerate((0.0, lam), start=1):
-        rec = next(r for r in study["records"] if float(r["lam"]) == v and r["seed"] == seed)
-        counts, left, keys = ablation_tables(rec)
-        ys = [f"cluster {c + 1}" for c in range(counts.shape[0])]
-        xs = [str(f) for f in keys]
-        fig.add_trace(go.Heatmap(z=counts, x=xs, y=ys, colorscale="Blues", showscale=False), row=row, col=1)
-        fig.add_trace(go.Heatmap(z=left, x=xs, y=ys, zmin=0, zmax=1, colorscale="Magma", showscale=row == 1),
-                      row=row, col=2)
-    fig.update_layout(width=900, height=520, title_text=f"Clusters and key frequencies, seed {seed}")
-    return fig
