@@ -1,5 +1,5 @@
-"""The rule that turns numbers into sentences: paired and Welch tests, Holm, TOST, verdicts, the
-declared primary family and its files (modclust.core.stats, modclust.paper.claims)."""
+"""How numbers become sentences (modclust.paper.claims): verdicts, the declared primary family
+and its files. The tests themselves (paired, Welch, TOST, Holm) are checked in test_stats.py."""
 
 from __future__ import annotations
 
@@ -16,55 +16,6 @@ from modclust.paper.claims import DECLARED, PRIMARY, Wording, exploratory, prima
 
 WORDS = Wording("The clustered models", "the unclustered ones", "are more accurate than", "are less accurate than",
                 "test accuracy", digits=1, scale=100.0, unit="\\,\\%", diff_unit=" percentage points")
-
-
-def test_paired_and_welch_match_scipy():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(0, 1, 6), rng.normal(0.5, 1, 6)
-    assert contrast(a, b, "paired").p == pytest.approx(st.ttest_rel(a, b).pvalue)
-    assert contrast(a, b, "welch").p == pytest.approx(st.ttest_ind(a, b, equal_var=False).pvalue)
-    d = contrast(a, b, "paired").diff
-    assert d.mean == pytest.approx((a - b).mean())
-    # the paired interval is the one-sample interval of the differences
-    half = st.t.ppf(0.975, 5) * (a - b).std(ddof=1) / math.sqrt(6)
-    assert (d.lo, d.hi) == pytest.approx(((a - b).mean() - half, (a - b).mean() + half))
-
-
-def test_a_paired_test_needs_one_value_per_seed_in_both():
-    with pytest.raises(ValueError, match="one value per seed"):
-        contrast([1, 2, 3], [1, 2], "paired")
-    with pytest.raises(ValueError, match="rule must be"):
-        contrast([1, 2], [1, 2], "student")
-    with pytest.raises(ValueError, match="margin"):
-        contrast([1, 2], [1, 3], "paired", margin=-1)
-
-
-def test_tost_is_two_one_sided_tests():
-    rng = np.random.default_rng(1)
-    a = rng.normal(0, 0.01, 8)
-    b = a + rng.normal(0, 0.01, 8)
-    t = contrast(a, b, "paired", margin=0.05)
-    d = a - b
-    lower = st.ttest_1samp(d, -0.05, alternative="greater").pvalue
-    upper = st.ttest_1samp(d, 0.05, alternative="less").pvalue
-    assert t.tost_p == pytest.approx(max(lower, upper))
-    assert t.tost_p < 0.05  # a tiny difference, well inside the margin
-    wide = contrast(a, b + 0.05, "paired", margin=0.05)
-    assert wide.tost_p > 0.05  # a difference near the margin is not equivalence
-
-
-def test_log_scale_compares_ratios():
-    t = contrast([200, 220, 180], [100, 110, 90], "paired", margin=1.25, log=True)
-    assert math.exp(t.diff.mean) == pytest.approx(2.0)
-    assert t.reach >= 2.0
-
-
-def test_holm_matches_its_definition():
-    ps = [0.01, 0.04, 0.03, 0.005]
-    # sorted 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1 -> 0.06 (monotone)
-    assert holm(ps) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert math.isnan(holm([0.01, math.nan])[1]) and holm([0.01, math.nan])[0] == pytest.approx(0.02)
-    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # capped at 1
 
 
 @pytest.mark.parametrize("a, b, direction", [
