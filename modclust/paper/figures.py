@@ -374,7 +374,7 @@ def iou_figure(iou_by_title: Mapping[str, Sequence[Sequence[float]]], class_name
     The diagonal (always 1) is left blank so the scale resolves the overlaps that matter.
     """
     n = len(iou_by_title)
-    mats = {t: np.asarray(m, dtype=float) for t, m in iou_by_title.items()}
+    mats = {t: np.array(m, dtype=float) for t, m in iou_by_title.items()}  # copies: the diagonal is blanked
     for m in mats.values():
         np.fill_diagonal(m, np.nan)
     top = max([float(np.nanmax(m)) for m in mats.values() if np.isfinite(m).any()] + [1e-6])
