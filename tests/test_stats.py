@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from modclust.core.stats import contrast, holm, mean_ci, pareto_front, size_at_faithfulness, t_half_width
+from modclust.core.stats import (Interval, contrast, direction, holm, mean_ci, pareto_front, size_at_faithfulness,
+                                 t_half_width)
+
+NAN, INF = math.nan, math.inf
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -89,3 +92,51 @@ def test_size_at_faithfulness_interpolates_log_size():
     assert size_at_faithfulness(pts, 0.8) == pytest.approx(100.0)
     assert math.isnan(size_at_faithfulness(pts, 0.7))  # the sweep does not reach it
     assert size_at_faithfulness([(0.9, 50.0)], 0.9) == 50.0
+
+
+def test_stats_check_their_numbers():
+    for level in (0.0, 1.0, NAN, 1.5, 95):
+        with pytest.raises(ValueError, match=r"level must be a finite number in \(0, 1\)"):
+            mean_ci([1.0, 2.0, 3.0], level)
+    for bad in (NAN, INF):
+        with pytest.raises(ValueError, match=r"mean_ci values must hold finite numbers, got (nan|inf) at index 1"):
+            mean_ci([1.0, bad, 3.0])
+    with pytest.raises(ValueError, match=r"mean_ci values needs at least 1 value, got 0"):
+        mean_ci([])
+    with pytest.raises(TypeError, match=r"mean_ci values must hold finite numbers, got None at index 0"):
+        mean_ci([None, 1.0])
+    with pytest.raises(ValueError, match=r"level must be a finite number, got nan"):
+        size_at_faithfulness([(0.5, 10.0), (0.9, 20.0)], NAN)
+    with pytest.raises(ValueError, match=r"digits must be an int >= 0, got -1"):
+        Interval(1.0, 0.5, 1.5, 0.1, 3).fmt(-1)
+    iv = mean_ci([1, 2, np.float64(3.0)])  # valid inputs: the same numbers as before
+    assert iv.mean == 2.0 and iv.n == 3 and iv.lo < 2.0 < iv.hi
+    assert math.isnan(mean_ci([4.0]).lo)
+
+
+def test_t_half_width_is_scipys_t_interval():
+    vals = [0.91, 0.93, 0.92, 0.95, 0.90]
+    std, n = float(np.std(vals, ddof=1)), len(vals)
+    for level in (0.95, 0.9, 0.5):
+        lo, hi = st.t.interval(level, n - 1, loc=np.mean(vals), scale=std / math.sqrt(n))
+        assert t_half_width(std, n, level) == pytest.approx((hi - lo) / 2, rel=1e-12)
+        iv = mean_ci(vals, level)
+        assert (iv.hi - iv.lo) / 2 == pytest.approx(t_half_width(std, n, level), rel=1e-12)
+    assert t_half_width(2.0, 2) == pytest.approx(st.t.ppf(0.975, 1) * 2.0 / math.sqrt(2))
+    stds = np.array([0.0, 1.0, 2.5])
+    np.testing.assert_allclose(t_half_width(stds, 4), st.t.ppf(0.975, 3) * stds / 2.0)
+    # no interval below two values: 0, as a float or one per entry of an array
+    assert t_half_width(1.3, 1) == 0.0 and t_half_width(1.3, 0) == 0.0
+    assert t_half_width(np.array([1.0, 2.0]), 1).tolist() == [0.0, 0.0]
+
+
+def test_direction_reads_the_side_of_zero():
+    assert direction(mean_ci([0.1, 0.2, 0.15])) == "higher"
+    assert direction(mean_ci([-0.1, -0.2, -0.15])) == "lower"
+    straddling = mean_ci([-0.1, 0.2, 0.05])
+    assert straddling.lo < 0 < straddling.hi and direction(straddling) == "indistinguishable"
+    assert direction(mean_ci([5.0])) == "indistinguishable"  # one value: no interval
+    assert direction(Interval(1.0, NAN, NAN, NAN, 1)) == "indistinguishable"
+    assert direction(mean_ci([0.3, 0.3, 0.3])) == "higher"  # a constant positive difference
+    assert direction(mean_ci([0.0, 0.0])) == "indistinguishable"  # touching 0 is not above it
+    assert direction(Interval(0.5, 0.0, 1.0, 0.3, 3)) == "indistinguishable"

@@ -73,34 +73,6 @@ def direction(iv: Interval) -> str:
     return "higher" if iv.lo > 0 else "lower" if iv.hi < 0 else "indistinguishable"
 
 
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value of Welch's t-test of ``a`` against ``b`` (nan when it is undefined)."""
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    return float(_st.ttest_ind(list(a), list(b), equal_var=False).pvalue)
-
-
-def compare(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> str:
-    """'higher', 'lower' or 'indistinguishable': values ``a`` against ``b`` by Welch's t-test.
-
-    Used to generate sentences whose direction depends on the data, so a rerun with other
-    parameters cannot leave a false claim in the paper. ``a`` and ``b`` must be finite;
-    ``alpha`` (the significance level) lies strictly between 0 and 1.
-    """
-    alpha = check_open_unit("alpha", alpha, hint="the significance level, e.g. 0.05")
-    a = check_finite_numbers("compare's a", a, hint="drop undefined (nan) values before comparing")
-    b = check_finite_numbers("compare's b", b, hint="drop undefined (nan) values before comparing")
-    if len(a) < 2 or len(b) < 2:
-        return "indistinguishable"
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    if ma == mb:
-        return "indistinguishable"
-    p = welch_p(a, b)
-    if not p < alpha:  # also catches nan (both samples constant)
-        return "indistinguishable"
-    return "higher" if ma > mb else "lower"
-
-
 @dataclass(frozen=True)
 class Contrast:
     """One comparison of ``a`` against ``b`` over seeds, by one stated rule.

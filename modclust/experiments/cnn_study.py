@@ -34,9 +34,8 @@ parameters under the same names), cut at the first layer a measurement touches
 the many ablated or masked passes runs only the rest. The results are those of the whole
 network (tested), at a fraction of the cost: conv1 on 28 x 28 images is most of a forward pass.
 
-Summaries over seeds (:func:`summarise`) give 95 % intervals (:func:`modclust.core.stats.mean_ci`)
-and the clustered (main lambda) against unclustered (lambda 0) verdicts of
-:func:`modclust.core.stats.compare` (Welch), from which the paper's sentences are written.
+Summaries over seeds (:func:`summarise`) give 95 % intervals (:func:`modclust.core.stats.mean_ci`);
+the paper's comparisons pair the runs by seed (:mod:`modclust.paper.cnn_numbers`).
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ from modclust.core.cnn import CNN, VIEW_LAYERS, cnn_as_sequential, make_cnn
 from modclust.core.data import Dataset, balanced_indices
 from modclust.core.ensemble import OPTIMIZERS, ModuleConfig, ModuleRun, train_ensemble
 from modclust.core.progress import track
-from modclust.core.stats import compare, mean_ci, welch_p
+from modclust.core.stats import mean_ci
 from modclust.core.units import UnitClusters
 from modclust.experiments.grid import paired_difference, summary_table
 
@@ -420,33 +419,15 @@ def semanticity_row(sem: dict[str, Any]) -> dict[str, float]:
     return row
 
 
-COMPARED = ("test_acc", "C_conv2", "C_fc1",
-            "off_mean_conv2", "on_mean_conv2", "off_min_conv2", "spread_conv2",
-            "off_mean_fc1", "on_mean_fc1", "off_min_fc1", "spread_fc1",
-            "sem_conv2", "sel_conv2", "sel_live_conv2", "dead_conv2", "mi_conv2", "csel_conv2", "cmi_conv2",
-            "sem_fc1", "sel_fc1", "sel_live_fc1", "dead_fc1", "mi_fc1", "csel_fc1", "cmi_fc1",
-            "circuit_size", "circuit_balanced_agreement", "circuit_balanced_min", "circuit_agreement_rest",
-            "random_balanced_agreement",
-            "spectral_c_conv2", "z_c_conv2", "spectral_c_fc1", "z_c_fc1")
-"""The per-run scalars compared between clustered (main lambda) and unclustered (lambda 0) models."""
-
-UNTRAINED_COMPARED = ("sem_conv2", "sel_conv2", "sel_live_conv2", "dead_conv2", "mi_conv2",
+UNTRAINED_SUMMARISED = ("sem_conv2", "sel_conv2", "sel_live_conv2", "dead_conv2", "mi_conv2",
                       "sem_fc1", "sel_fc1", "sel_live_fc1", "dead_fc1", "mi_fc1")
-"""The scalars each trained model is compared on with the untrained network of its seed."""
+"""The scalars summarised over the untrained networks too (the paper reads them beside the trained ones)."""
 
 
 def _values(rows: Sequence[dict[str, Any]], key: str, lam: float | None = None) -> list[float]:
     """The seeds' values of ``key`` (at ``lam`` when given), in seed order, undefined ones left out."""
     picked = sorted((r for r in rows if lam is None or r["lam"] == lam), key=lambda r: r["seed"])
     return [float(r[key]) for r in picked if r.get(key) is not None and r[key] == r[key]]
-
-
-def comparison(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """``a`` against ``b`` over seeds: both intervals, Welch's p and :func:`~modclust.core.stats.compare`'s verdict."""
-    a, b = list(a), list(b)
-    if not a or not b:
-        return {"a": None, "b": None, "p": float("nan"), "direction": "indistinguishable"}
-    return {"a": mean_ci(a).to_dict(), "b": mean_ci(b).to_dict(), "p": welch_p(a, b), "direction": compare(a, b)}
 
 
 def ranked_ablation(runs: Sequence[dict[str, Any]], layer: str) -> dict[str, Any]:
@@ -538,8 +519,8 @@ def run_dataset(data: Dataset, study: CnnStudy, progress: bool = True) -> dict[s
 
 def summarise(res: dict[str, Any]) -> dict[str, Any]:
     """Summaries over seeds of one dataset's results (:func:`run_dataset`): the trade-off table, the
-    paired accuracy differences, clustered against unclustered on every :data:`COMPARED` scalar,
-    each trained group against the untrained networks, ranked ablations and per-label circuits."""
+    paired accuracy differences, the untrained networks' values, ranked ablations and per-label
+    circuits."""
     study = res["study"]
     main = float(study["main_lambda"])
     records, rows, untrained = res["records"], res["rows"], res["untrained"]
@@ -548,11 +529,7 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
         "tradeoff": summary_table(records, metrics=["test_acc", "C_conv2", "C_fc1", "C_clustered"], by=("lam",)),
         "paired_accuracy": paired_difference(records, "test_acc", baseline_lam=0.0),
         "untrained": {key: mean_ci(_values(untrained, key)).to_dict()
-                      for key in ("test_acc", "C_conv2", "C_fc1", *UNTRAINED_COMPARED)},
-        "clustered_vs_unclustered": {key: comparison(_values(rows, key, main), _values(rows, key, 0.0))
-                                     for key in COMPARED},
-        "vs_untrained": {f"{key}@{lam:g}": comparison(_values(rows, key, lam), _values(untrained, key))
-                         for lam in (0.0, main) for key in UNTRAINED_COMPARED},
+                      for key in ("test_acc", "C_conv2", "C_fc1", *UNTRAINED_SUMMARISED)},
         "ablation": {f"{lam:g}": {layer: ranked_ablation(by_lam[lam], layer) for layer in CLUSTERED_LAYERS}
                      for lam in (0.0, main)},
         "circuits": {f"{lam:g}": per_label_circuits(by_lam[lam]) for lam in (0.0, main)},

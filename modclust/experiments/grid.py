@@ -41,7 +41,7 @@ from modclust.core.data import Dataset, load
 from modclust.core.io import read_json, write_atomic, write_json
 from modclust.core.model import layer_names, layers_label
 from modclust.core.progress import track
-from modclust.core.stats import Interval, compare, direction, mean_ci
+from modclust.core.stats import Interval, direction, mean_ci
 from modclust.core.train import TrainConfig, TrainResult, batch_key, run_name, setting_of, train_many
 
 
@@ -342,8 +342,7 @@ def paired_difference(records: Sequence[Mapping[str, Any]], metric: str = "test_
 
     Pairing by seed removes the init and data-order noise the two runs share. ``direction`` is
     :func:`modclust.core.stats.direction` of the paired 95 % interval of the difference
-    ("higher", "lower", or "indistinguishable", also with fewer than two seeds); ``welch`` is
-    the unpaired verdict of ``stats.compare``, for reference.
+    ("higher", "lower", or "indistinguishable", also with fewer than two seeds).
     """
     base: dict[tuple, float] = {}
     for r in records:
@@ -362,7 +361,7 @@ def paired_difference(records: Sequence[Mapping[str, Any]], metric: str = "test_
     for (layers, lam), pairs in groups.items():
         iv = mean_ci([a - b for a, b in pairs])
         rows.append({"layers": layers, "lam": lam, "metric": metric, "n": len(pairs), "difference": iv.to_dict(),
-                     "direction": direction(iv), "welch": compare([a for a, _ in pairs], [b for _, b in pairs])})
+                     "direction": direction(iv)})
     return rows
 
 

@@ -30,9 +30,9 @@ split, so the two lambdas of one seed start from the same model on the same data
 
 :func:`summarise_study` gives means with 95 % intervals over seeds per lambda
 (:func:`modclust.experiments.grid.summary_table`) and the comparisons the paper's sentences come
-from: clustered against unclustered by Welch's test (:func:`modclust.core.stats.compare`), and
-each measure against its null or control by the 95 % interval of the per-run difference
-(:func:`modclust.core.stats.direction`).
+from: each measure against its null or control by the 95 % interval of the per-run difference
+(:func:`modclust.core.stats.direction`). Clustered against unclustered models is compared in the
+paper, paired by seed (:mod:`modclust.paper.modadd_numbers`).
 
 Measured on this project's 2-core CPU (2 threads, no other job running), p = 59, d_mlp = 256,
 half the pairs for training, stop at 0.99, seeds 0-4: lambda 0 got there in 600-1200 steps
@@ -48,7 +48,6 @@ CPU that another process keeps busy ran up to 12 times slower (124 ms a step): u
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -64,7 +63,7 @@ from modclust.analysis.spectral import spectral_partition, weight_clusterability
 from modclust.core.checks import check_choice, check_float, check_fraction, check_int, check_ints
 from modclust.core.model import SEED_MAX
 from modclust.core.progress import track
-from modclust.core.stats import Interval, compare, direction, mean_ci, welch_p
+from modclust.core.stats import Interval, direction, mean_ci
 from modclust.core.transformer import (ModAddData, ModAddTransformer, TransformerRun, make_transformer,
                                        modular_addition_data, neuron_clusters, train_transformer)
 from modclust.experiments.grid import summary_table
@@ -85,11 +84,6 @@ SUMMARY_METRICS = (
     "control_power_specificity", "control_purity", "specificity_excess",
 )
 """The per-run scalars :func:`summarise_study` summarises over seeds (None where undefined)."""
-
-COMPARED = ("steps", "seconds", "test_acc", "n_key", "explained_share", "logit_key_share", "mi", "mi_z", "mi_norm",
-            "spectral_mi", "spectral_mi_norm", "abl_test_acc_after", "abl_specificity", "abl_power_specificity",
-            "abl_purity")
-"""Metrics compared between clustered and unclustered runs (Welch)."""
 
 AGAINST_NULL = {"mi": "mi_null", "spectral_mi": "spectral_mi_null", "abl_specificity": "control_specificity",
                 "abl_power_specificity": "control_power_specificity", "abl_purity": "control_purity",
@@ -434,20 +428,15 @@ def summarise_study(records: Sequence[Mapping[str, Any]], lambdas: Sequence[floa
     """Summaries over seeds per lambda, the clustered-vs-unclustered comparisons and each measure against its null.
 
     ``"summary"``: :func:`modclust.experiments.grid.summary_table` of :data:`SUMMARY_METRICS` by
-    lambda. ``"compare"``: per clustered lambda and metric of :data:`COMPARED`, the Welch
-    verdict of the clustered runs' values against the unclustered ones (``"direction"``
-    'higher'/'lower'/'indistinguishable', ``"p"``, both intervals). ``"against_null"``: per
+    lambda. ``"against_null"``: per
     lambda and metric of :data:`AGAINST_NULL`, the interval of the per-run difference to its
     null and its :func:`~modclust.core.stats.direction`. ``"generalised"``: per lambda, the runs
     and the seeds that did not reach ``stop_at``.
     """
     lams = check_study_lambdas(lambdas)
     by_lam = {lam: sorted((r for r in records if float(r["lam"]) == lam), key=lambda r: r["seed"]) for lam in lams}
-    out: dict[str, Any] = {"summary": summary_table(list(records), SUMMARY_METRICS, by=("lam",)), "compare": {},
+    out: dict[str, Any] = {"summary": summary_table(list(records), SUMMARY_METRICS, by=("lam",)),
                            "against_null": {}, "generalised": {}}
-
-    def col(lam: float, key: str) -> list[float]:
-        return [float(r[key]) for r in by_lam[lam] if r.get(key) is not None]
 
     for lam, rows in by_lam.items():
         out["generalised"][str(lam)] = {"n_runs": len(rows), "n_generalised": sum(bool(r["generalised"]) for r in rows),
@@ -459,25 +448,7 @@ def summarise_study(records: Sequence[Mapping[str, Any]], lambdas: Sequence[floa
             nulls[key] = {"null": base, "n": len(diffs), "difference": None if iv is None else iv.to_dict(),
                           "direction": "indistinguishable" if iv is None else direction(iv)}
         out["against_null"][str(lam)] = nulls
-    with warnings.catch_warnings():  # scipy warns of precision loss on (nearly) equal samples; compare copes
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out["compare"] = {str(lam): _compare_rows(col, lam) for lam in lams[1:]}
     return out
-
-
-def _verdict(a: list[float], b: list[float], names: tuple[str, str] = ("clustered", "unclustered")) -> dict[str, Any]:
-    """Welch's verdict of ``a`` against ``b`` (``stats.compare``), its p-value and both intervals, under ``names``."""
-    return {"direction": compare(a, b), "p": _finite(welch_p(a, b)) if len(a) > 1 and len(b) > 1 else None,
-            names[0]: mean_ci(a).to_dict() if a else None, names[1]: mean_ci(b).to_dict() if b else None}
-
-
-def _compare_rows(col: Any, lam: float) -> dict[str, Any]:
-    """Welch verdicts of the runs at ``lam`` against lambda = 0 (``col(lam, key)``: the seeds' values), and of
-    the clusters found after training in the unclustered models against the clustered models' trained ones."""
-    rows = {key: _verdict(col(lam, key), col(0.0, key)) for key in COMPARED}
-    rows["spectral_unclustered_vs_trained"] = _verdict(col(0.0, "spectral_mi"), col(lam, "mi"),
-                                                       ("spectral_unclustered", "trained_clustered"))
-    return rows
 
 
 def run_study(config: ModAddConfig, seeds: Sequence[int], lambdas: Sequence[float],
