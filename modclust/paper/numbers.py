@@ -75,7 +75,8 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     """Every number and data-dependent sentence of the paper, from the four stages' JSON.
 
     Returns the macros and the tables (name -> tabular). The comparison throughout is the
-    main lambda against lambda = 0 over the seeds both share.
+    main lambda against lambda = 0 over the seeds both share. One function per part, in the
+    paper's order: the set-up, training, ablations, label semanticity, circuits, and the main table.
     """
     runs = train["runs"]
     main = float(train["main_lambda"])
@@ -83,14 +84,24 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     if 0.0 not in lams:
         raise ValueError("the paper compares with unclustered models: add lambda 0 to lambdas")
     cfg = runs[0]["config"]
-    spec = DATASETS[cfg["dataset"]]
     m = Macros(source=PAPER_SOURCE)
+    setup_macros(m, cfg, runs, lams, main, preset)
+    training_macros(m, runs, main, int(cfg["n_clusters"]))
+    tables = {"table_ablation": ablation_macros(m, ablation["rows"], main)}
+    sem_by_layer = semanticity_macros(m, interp, main)
+    size = circuit_macros(m, circ, cfg, main)
+    tables["table_main"] = main_table(runs, lams, sem_by_layer, size)
+    return m, tables
+
+
+def setup_macros(m: Macros, cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], lams: Sequence[float],
+                 main: float, preset: str) -> None:
+    """The preset, the command that rebuilds the paper, the dataset and the training recipe."""
+    spec = DATASETS[cfg["dataset"]]
     m.add("PresetName", tex_escape(preset))
     m.add("ReproCommand", tex_escape("make paper" + ("" if preset == "paper" else f" PRESET={preset}")))
     m.add("DatasetName", {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(cfg["dataset"], cfg["dataset"]))
-    acc = group(runs, "test_acc")
-    clus = group(runs, "clusterability")
-    m.add("NSeeds", min(len(v) for v in acc.values()))
+    m.add("NSeeds", min(len(v) for v in group(runs, "test_acc").values()))
     m.add("NRuns", len(runs))
     m.add("Epochs", cfg["epochs"])
     m.add("EpochsText", count_noun(int(cfg["epochs"]), "epoch"))
@@ -106,20 +117,26 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     m.add("BatchSize", cfg["batch_size"])
     m.add("NClasses", len(spec.classes))
 
+
+def training_macros(m: Macros, runs: Sequence[Mapping[str, Any]], main: float, n_clusters: int) -> None:
+    """Test accuracy and clusterability of the clustered and unclustered models."""
+    acc = group(runs, "test_acc")
     m.add("AccClustered", pm(mean_ci(acc[main]), 2, 100) + "\\,\\%")
     m.add("AccUnclustered", pm(mean_ci(acc[0.0]), 2, 100) + "\\,\\%")
     cmp_c = paired(by_seed(runs, "clusterability", main), by_seed(runs, "clusterability", 0.0),
                    Wording("The clustered models", "the unclustered ones", "", "", "clusterability"))
     m.add("ClustClustered", pm(cmp_c.test.a, 3))
     m.add("ClustUnclustered", pm(cmp_c.test.b, 3))
-    m.add("ClustChance", f"{1 / cfg['n_clusters']:.2f}")
+    m.add("ClustChance", f"{1 / n_clusters:.2f}")
     m.add("ClustVerb", {"higher": "raises", "lower": "lowers"}.get(cmp_c.direction, "does not measurably change"))
 
-    # ablations: per seed, clusters ranked by importance (lowest OFF accuracy first)
-    abl = ablation["rows"]
+
+def ablation_macros(m: Macros, rows: Sequence[Mapping[str, Any]], main: float) -> str:
+    """Each cluster OFF and ON, per seed with the clusters ranked by importance (lowest OFF
+    accuracy first): the means over clusters, the worst OFF and best ON; returns the table by rank."""
     def ranked(key: str, lam: float) -> list[list[float]]:
-        return [[r[key][i] for i in order_by_importance(r["off_acc"])] for r in abl if float(r["lam"]) == lam]
-    k = len(abl[0]["off_acc"])
+        return [[r[key][i] for i in order_by_importance(r["off_acc"])] for r in rows if float(r["lam"]) == lam]
+    k = len(rows[0]["off_acc"])
     for lam, tag in ((main, "Clustered"), (0.0, "Unclustered")):
         off = ranked("off_acc", lam)
         on = ranked("on_acc", lam)
@@ -127,17 +144,14 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
         m.add(f"OnAccMean{tag}", pm(mean_ci([sum(v) / k for v in on]), 1, 100) + "\\,\\%")
         m.add(f"OffAccWorst{tag}", pm(mean_ci([v[0] for v in off]), 1, 100) + "\\,\\%")
         m.add(f"OnAccBest{tag}", pm(mean_ci([max(v) for v in on]), 1, 100) + "\\,\\%")
-    off_c, on_c, off_u, on_u = ranked("off_acc", main), ranked("on_acc", main), ranked("off_acc", 0.0), ranked("on_acc", 0.0)
-    abl_rows = []
-    for i in range(k):
-        cells = [f"{i + 1}"]
-        for data in (off_c, on_c, off_u, on_u):
-            cells.append(pm(mean_ci([v[i] for v in data]), 1, 100))
-        abl_rows.append(cells)
-    tables = {"table_ablation": table(["rank", "OFF, clustered", "ON, clustered", "OFF, unclustered",
-                                       "ON, unclustered"], abl_rows)}
+    columns = [ranked("off_acc", main), ranked("on_acc", main), ranked("off_acc", 0.0), ranked("on_acc", 0.0)]
+    abl_rows = [[f"{i + 1}"] + [pm(mean_ci([v[i] for v in data]), 1, 100) for data in columns] for i in range(k)]
+    return table(["rank", "OFF, clustered", "ON, clustered", "OFF, unclustered", "ON, unclustered"], abl_rows)
 
-    # label semanticity
+
+def semanticity_macros(m: Macros, interp: Mapping[str, Any], main: float) -> dict[str, dict[float, list[float]]]:
+    """Label semanticity per layer (fc2's comparison is primary, the others' exploratory sentences);
+    returns each layer's scores by lambda."""
     sem_rows = interp["rows"]
     m.add("TopK", interp["top_k"])
     sem_by_layer: dict[str, dict[float, list[float]]] = {}
@@ -153,20 +167,39 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
                 f"The units of {layer} in the clustered models", "those of the unclustered ones",
                 "are more label-specialised than", "are less label-specialised than", "label semanticity",
                 digits=3)).sentence())
+    return sem_by_layer
 
-    # circuits: the headline uses the faithful objective; the seed's is reported for what it is
+
+SMALLER = {"higher": "larger", "lower": "smaller"}
+"""A size verdict's direction as a comparative."""
+
+
+def _per_lam(rows: Sequence[Mapping[str, Any]], key: str) -> dict[float, list[float]]:
+    """Each run's mean of ``key`` over its circuits, grouped by lambda."""
+    return group(rows, lambda r: mean_over_circuits(r, key))
+
+
+def _pct(vals: Sequence[float]) -> str:
+    return pm(mean_ci(vals), 1, 100) + "\\,\\%"
+
+
+def _size_verdict(rows: Sequence[Mapping[str, Any]], main: float, subject: str,
+                  quantity: str = "mean circuit size") -> Verdict:
+    get = lambda r: mean_over_circuits(r, "size")  # noqa: E731
+    return paired(by_seed(rows, get, main), by_seed(rows, get, 0.0),
+                  Wording(subject, "those of the unclustered ones", "are larger than", "are smaller than", quantity,
+                          digits=1, unit=" weights"), log=True)
+
+
+def circuit_macros(m: Macros, circ: Mapping[str, Any], cfg: Mapping[str, Any], main: float
+                   ) -> dict[float, list[float]]:
+    """The circuits of stage 4: the search, the faithful objective's sizes and faithfulness (the
+    headline), the notebook's and the KL objectives for what they are, sizes at matched
+    faithfulness, the seed's pruning cell; returns the faithful sizes by lambda."""
     thr, fo = float(circ["threshold"]), circ["faithful_objective"]
     faithful = select_rows(circ["rows"], fo, thr)
-    def per_lam(rows: Sequence[dict], key: str) -> dict[float, list[float]]:
-        return group(rows, lambda r: mean_over_circuits(r, key))
-    def size_verdict(rows: Sequence[dict], subject: str, quantity: str = "mean circuit size") -> Verdict:
-        get = lambda r: mean_over_circuits(r, "size")  # noqa: E731
-        return paired(by_seed(rows, get, main), by_seed(rows, get, 0.0),
-                      Wording(subject, "those of the unclustered ones", "are larger than", "are smaller than", quantity,
-                              digits=1, unit=" weights"), log=True)
-    size = per_lam(faithful, "size")
-    cmp_k = size_verdict(faithful, "Faithful per-label circuits of the clustered models")
-    total_w = sum(int(a) * int(b) for a, b in zip(cfg["widths"][:-1], cfg["widths"][1:]))
+    size = _per_lam(faithful, "size")
+    cmp_k = _size_verdict(faithful, main, "Faithful per-label circuits of the clustered models")
     searched = sum(int(cfg["widths"][int(ly[2:]) - 1]) * int(cfg["widths"][int(ly[2:])]) for ly in circ["layers"])
     m.add("CircuitLayers", " and ".join(circ["layers"]))
     m.add("CircuitWeightsSearched", searched)
@@ -179,37 +212,43 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     m.add("CircuitClustered", pm(cmp_k.test.a, 1))
     m.add("CircuitUnclustered", pm(cmp_k.test.b, 1))
     m.add("CircuitSentence", cmp_k.sentence())
-    smaller = {"higher": "larger", "lower": "smaller"}
-    m.add("CircuitDirection", smaller.get(cmp_k.direction, "not distinguishable in size"))
-    pct1 = lambda vals: pm(mean_ci(vals), 1, 100) + "\\,\\%"  # noqa: E731
+    m.add("CircuitDirection", SMALLER.get(cmp_k.direction, "not distinguishable in size"))
     for key, tag in (("agreement", "Agree"), ("balanced_agreement", "Balanced"), ("share_c", "ShareC"),
                      ("full_share_c", "FullShareC")):
-        vals = per_lam(faithful, key)
-        m.add(f"Circuit{tag}Clustered", pct1(vals[main]))
-        m.add(f"Circuit{tag}Unclustered", pct1(vals[0.0]))
+        vals = _per_lam(faithful, key)
+        m.add(f"Circuit{tag}Clustered", _pct(vals[main]))
+        m.add(f"Circuit{tag}Unclustered", _pct(vals[0.0]))
     worst = min(mean_over_circuits(r, "agreement") for r in faithful)
     m.add("CircuitAgreeWorstRun", f"{100 * worst:.1f}\\,\\%")
     if "seed" in circ["objectives"]:
         seed_rows = select_rows(circ["rows"], "seed", thr)
-        cmp_seed = size_verdict(seed_rows, "By the notebook's objective, the circuits of the clustered models")
+        cmp_seed = _size_verdict(seed_rows, main, "By the notebook's objective, the circuits of the clustered models")
         m.add("SeedCircuitClustered", pm(cmp_seed.test.a, 1))
         m.add("SeedCircuitUnclustered", pm(cmp_seed.test.b, 1))
         m.add("SeedCircuitSentence", cmp_seed.sentence())
-        all_seed = [v for vals in per_lam(seed_rows, "share_c").values() for v in vals]
-        m.add("SeedCircuitShareC", pct1(all_seed))
-        m.add("SeedCircuitAgree", pct1([v for vals in per_lam(seed_rows, "agreement").values() for v in vals]))
-        m.add("SeedCircuitBalanced",
-              pct1([v for vals in per_lam(seed_rows, "balanced_agreement").values() for v in vals]))
+        for key, tag in (("share_c", "ShareC"), ("agreement", "Agree"), ("balanced_agreement", "Balanced")):
+            m.add(f"SeedCircuit{tag}", _pct([v for vals in _per_lam(seed_rows, key).values() for v in vals]))
     if "kl" in circ["objectives"]:
         kl_rows = select_rows(circ["rows"], "kl", thr)
-        kl_size, kl_top = per_lam(kl_rows, "size"), per_lam(kl_rows, "top1_agreement")
+        kl_size, kl_top = _per_lam(kl_rows, "size"), _per_lam(kl_rows, "top1_agreement")
         m.add("KlCircuitClustered", pm(mean_ci(kl_size[main]), 1))
         m.add("KlCircuitUnclustered", pm(mean_ci(kl_size[0.0]), 1))
-        m.add("KlTopOneClustered", pct1(kl_top[main]))
-        m.add("KlTopOneUnclustered", pct1(kl_top[0.0]))
-    # sizes at matched faithfulness, from the faithful objective's threshold sweep
+        m.add("KlTopOneClustered", _pct(kl_top[main]))
+        m.add("KlTopOneUnclustered", _pct(kl_top[0.0]))
+    matched_macros(m, circ, main)
+    m.add("SeedCellSentence", seed_cell_sentence(circ["seed_cell"], DATASETS[cfg["dataset"]].classes))
+    ss = circ["search_space"]["per_cluster"]
+    m.add("SearchSpacePruned", f"{100 * sum(ss) / len(ss):.2f}\\,\\%")
+    total_w = sum(int(a) * int(b) for a, b in zip(cfg["widths"][:-1], cfg["widths"][1:]))
+    m.add("TotalWeights", f"{total_w:,}".replace(",", "{,}"))
+    return size
+
+
+def matched_macros(m: Macros, circ: Mapping[str, Any], main: float) -> None:
+    """Circuit sizes at equal faithfulness, interpolated on each run's threshold sweep of the
+    faithful objective, compared when the sweep brackets the level for two or more seeds of both."""
     match_on, level = circ["match_on"], float(circ["match_level"])
-    sweep = select_rows(circ["rows"], fo)
+    sweep = select_rows(circ["rows"], circ["faithful_objective"])
     m.add("SweepThresholds", ", ".join(f"{t:g}" for t in circ["sweep_thresholds"]))
     m.add("MatchOn", {"balanced_agreement": "balanced c-vs-rest agreement", "agreement": "c-vs-rest agreement",
                       "top1_agreement": "top-1 agreement"}.get(match_on, tex_escape(match_on)))
@@ -230,16 +269,17 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
             "At equal faithfulness, the circuits of the clustered models", "those of the unclustered ones",
             "are larger than", "are smaller than", "circuit size", digits=1, unit=" weights"), log=True)
         m.add("MatchedSentence", cmp_m.sentence())
-        m.add("MatchedDirection", smaller.get(cmp_m.direction, "not distinguishable in size"))
+        m.add("MatchedDirection", SMALLER.get(cmp_m.direction, "not distinguishable in size"))
     else:
         m.add("MatchedSentence", f"The threshold sweep brackets this level for too few runs ({n_main} clustered, "
                                  f"{n_zero} unclustered) to compare sizes at equal faithfulness.")
         m.add("MatchedDirection", "not comparable in size")
-    m.add("SeedCellSentence", seed_cell_sentence(circ["seed_cell"], spec.classes))
-    ss = circ["search_space"]["per_cluster"]
-    m.add("SearchSpacePruned", f"{100 * sum(ss) / len(ss):.2f}\\,\\%")
-    m.add("TotalWeights", f"{total_w:,}".replace(",", "{,}"))
 
+
+def main_table(runs: Sequence[Mapping[str, Any]], lams: Sequence[float],
+               sem_by_layer: Mapping[str, Mapping[float, list[float]]], size: Mapping[float, list[float]]) -> str:
+    """One row per lambda: seeds, test accuracy, C, fc2's semanticity and the faithful circuit size."""
+    acc, clus = group(runs, "test_acc"), group(runs, "clusterability")
     main_rows = []
     for lam in lams:
         a, c = mean_ci(acc[lam]), mean_ci(clus[lam])
@@ -247,9 +287,8 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
         ks = size.get(lam)
         main_rows.append([f"{lam:g}", str(len(acc[lam])), pm(a, 2, 100), pm(c, 3),
                           pm(mean_ci(s2), 3) if s2 else "--", pm(mean_ci(ks), 1) if ks else "--"])
-    tables["table_main"] = table(["$\\lambda$", "seeds", "test acc. (\\%)", "$C$ (fc2)",
-                                  "semanticity (fc2)", "circuit size"], main_rows)
-    return m, tables
+    return table(["$\\lambda$", "seeds", "test acc. (\\%)", "$C$ (fc2)", "semanticity (fc2)", "circuit size"],
+                 main_rows)
 
 
 def primary_records(train: dict, ablation: dict, interp: dict) -> list[dict[str, Any]]:
