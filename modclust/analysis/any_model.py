@@ -632,7 +632,8 @@ def masked_logits(model: nn.Module, kept: Mapping[str, Tensor], x: Tensor) -> Te
 
 
 def param_mask_circuit(model: nn.Module, x: Tensor, label: int | None, params: Sequence[str],
-                       objective: str | ObjectiveKind = "margin", sparsity: float = 1e-4, steps: int = 300, lr: float = 0.1,
+                       objective: str | ObjectiveKind = "margin", sparsity: float = 1e-4, steps: int = 300,
+                       lr: float = 0.1,
                        init_logit: float = 3.0, threshold: float = 0.5, log_every: int = 10,
                        progress: bool = False) -> MaskCircuit:
     """A learned mask over the chosen parameters of any model that keeps ``objective`` low.

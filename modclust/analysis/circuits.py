@@ -283,11 +283,14 @@ class _FastPruner:
         self.xs = xs = [o.x for o in objectives]
         self.means_p = means_p = [ablation_means(ws, o.x, ablation) for ws, o in zip(weight_sets, objectives)]
         if mean:
-            self.abar_p = abar_p = [torch.stack([m[k] for m in means_p]) for k in range(n_layers)]  # type: ignore[index]  # (P, in)
+            # (P, in) each layer's mean input
+            self.abar_p = abar_p = [torch.stack([m[k] for m in means_p]) for k in range(n_layers)]  # type: ignore[index]
             self.abar64 = [a.to(f64) for a in abar_p]
-            self.bp = bp = [torch.zeros(n_prob, wp[k].shape[1], dtype=dtype, device=dev) for k in range(n_layers)]  # (P, out)
+            # (P, out) each layer's bias
+            self.bp = bp = [torch.zeros(n_prob, wp[k].shape[1], dtype=dtype, device=dev) for k in range(n_layers)]
             self.b64 = [b.to(f64) for b in bp]
-        self.full_plain = full_plain = [o.loss(forward([w[p] for w in wp], o.x)).item() for p, o in enumerate(objectives)]
+        self.full_plain = full_plain = [o.loss(forward([w[p] for w in wp], o.x)).item()
+                                        for p, o in enumerate(objectives)]
 
         # Batched float64 state: inputs padded to the largest input set; padding has weight 0.
         counts = [len(x) for x in xs]

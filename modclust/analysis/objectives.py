@@ -34,9 +34,11 @@ The objective decides what the circuit is a circuit *of*:
     reference for how small the network's whole function can be.
 
 Each objective is a weighted sum over its inputs of a per-input loss, ``sum_n w_n f(z_n)``,
-with the weights summing to 1. :func:`objective_loss` computes it for logits with any leading
-dims, so one definition serves the plain loop, the batched pruner (float64, many problems at
-once) and the learned masks (autograd).
+with the weights summing to 1. Each objective is an :class:`ObjectiveKind` object (``SEED``,
+``MARGIN``, ``KL``; :func:`objective_kind` maps the names presets and results use to them) that
+says which labels it makes circuits for, which inputs it reads, and computes its loss for logits
+with any leading dims, so one definition serves the plain loop, the batched pruner (float64,
+many problems at once) and the learned masks (autograd).
 
 Ablation: a pruned weight is set to zero (``"zero"``, the default and the seed's choice) or
 replaced by its mean contribution (``"mean"``): W_ij a_j(x) becomes W_ij mean_x a_j, with the
@@ -140,7 +142,8 @@ class ObjectiveKind:
         if labels is None:
             return sorted(set(y.tolist()))
         if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
-            raise TypeError(f"labels must be a sequence of class indices (or None for every label in y), got {labels!r}")
+            raise TypeError(f"labels must be a sequence of class indices (or None for every label in y), "
+                            f"got {labels!r}")
         return [check_label(c) for c in labels]
 
     def inputs(self, x: Tensor, y: Tensor, label: int | None) -> Tensor:
@@ -236,7 +239,8 @@ class MarginObjective(ObjectiveKind):
         if isinstance(label, int):
             is_c = (torch.arange(n_classes, device=logits.device) == label)[None]  # (1, C)
         else:
-            is_c = torch.arange(n_classes, device=logits.device) == label[..., None, None]  # type: ignore[index]  # (..., 1, C)
+            # (..., 1, C)
+            is_c = torch.arange(n_classes, device=logits.device) == label[..., None, None]  # type: ignore[index]
         rival = logits.masked_fill(is_c, float("-inf")).amax(-1)  # max_{j != c} z_j
         m = _label_column(logits, label) - rival  # type: ignore[arg-type]  # > 0 exactly when argmax is c
         # the logistic loss of the decision margin: t softplus(-m) + (1 - t) softplus(m)
