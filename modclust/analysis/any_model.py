@@ -59,10 +59,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from modclust.analysis.ablation import AblationResult, classwise_correct
-from modclust.analysis.circuits import (Circuit, Faithfulness, check_threshold, circuit_labels, decision_faithfulness,
-                                        objective_inputs)
+from modclust.analysis.circuits import Circuit, Faithfulness, check_threshold, decision_faithfulness
 from modclust.analysis.masks import MaskCircuit, check_mask_options, learn_mask
-from modclust.analysis.objectives import check_objective, objective_from_logits
+from modclust.analysis.objectives import ObjectiveKind, check_objective, objective_from_logits, objective_kind
 from modclust.analysis.selectivity import (ClusterSelectivity, UnitSelectivity, cluster_selectivity, live_split,
                                            cluster_top_examples, label_entropy, mutual_information,
                                            selectivity_index)
@@ -633,7 +632,8 @@ def masked_logits(model: nn.Module, kept: Mapping[str, Tensor], x: Tensor) -> Te
 
 
 def param_mask_circuit(model: nn.Module, x: Tensor, label: int | None, params: Sequence[str],
-                       objective: str = "margin", sparsity: float = 1e-4, steps: int = 300, lr: float = 0.1,
+                       objective: str | ObjectiveKind = "margin", sparsity: float = 1e-4, steps: int = 300,
+                       lr: float = 0.1,
                        init_logit: float = 3.0, threshold: float = 0.5, log_every: int = 10,
                        progress: bool = False) -> MaskCircuit:
     """A learned mask over the chosen parameters of any model that keeps ``objective`` low.
@@ -677,20 +677,21 @@ def param_mask_circuit(model: nn.Module, x: Tensor, label: int | None, params: S
         full = obj.loss(full_logits).item()
     return MaskCircuit(label=obj.label, baseline="mask", threshold=threshold, layers=names,
                        kept={n: k.cpu() for n, k in kept.items()}, full_loss=full, final_loss=final,
-                       objective=objective, ablation="zero", means=None, sparsity=sparsity, steps=steps, lr=lr,
+                       objective=obj.name, ablation="zero", means=None, sparsity=sparsity, steps=steps, lr=lr,
                        soft_loss=soft, history=history)
 
 
 def _per_label(find: Callable[..., Circuit], model: nn.Module, x: Tensor, y: Tensor, params: Sequence[str],
-               labels: Sequence[int] | None, objective: str, kwargs: Mapping[str, object]) -> list[Circuit]:
-    """``find(model, inputs, label, params, objective=..., **kwargs)`` for each label of
-    :func:`~modclust.analysis.circuits.circuit_labels`, on the inputs its objective reads."""
-    return [find(model, objective_inputs(objective, x, y, c), c, params, objective=objective, **kwargs)
-            for c in circuit_labels(objective, y, labels)]
+               labels: Sequence[int] | None, objective: str | ObjectiveKind,
+               kwargs: Mapping[str, object]) -> list[Circuit]:
+    """``find(model, inputs, label, params, objective=..., **kwargs)`` for each label the objective
+    makes circuits for (:meth:`ObjectiveKind.labels`), on the inputs it reads."""
+    kind = objective_kind(objective)
+    return [find(model, kind.inputs(x, y, c), c, params, objective=kind, **kwargs) for c in kind.labels(y, labels)]
 
 
 def param_mask_circuits(model: nn.Module, x: Tensor, y: Tensor, params: Sequence[str],
-                        labels: Sequence[int] | None = None, objective: str = "margin",
+                        labels: Sequence[int] | None = None, objective: str | ObjectiveKind = "margin",
                         **kwargs: object) -> list[MaskCircuit]:
     """:func:`param_mask_circuit` for each label (default: every label in ``y``), on the inputs its
     objective reads (all of ``x`` but for "seed"); "kl" gives one circuit, of label None."""
@@ -699,7 +700,8 @@ def param_mask_circuits(model: nn.Module, x: Tensor, y: Tensor, params: Sequence
 
 @torch.no_grad()
 def param_greedy_circuit(model: nn.Module, x: Tensor, label: int | None, params: Sequence[str],
-                         objective: str = "margin", threshold: float = 1e-4, baseline: str = "current",
+                         objective: str | ObjectiveKind = "margin", threshold: float = 1e-4,
+                         baseline: str = "current",
                          progress: bool = False) -> Circuit:
     """Greedy pruning over the chosen parameters of any model: the plain loop of
     :func:`modclust.analysis.circuits.greedy_circuit`, by ``torch.func.functional_call``.
@@ -756,11 +758,11 @@ def param_greedy_circuit(model: nn.Module, x: Tensor, label: int | None, params:
         bar.close()
         final = loss()
     return Circuit(obj.label, baseline, threshold, names, {n: (subs[n] != 0).cpu() for n in names}, full, final,
-                   objective, "zero")
+                   obj.name, "zero")
 
 
 def param_greedy_circuits(model: nn.Module, x: Tensor, y: Tensor, params: Sequence[str],
-                          labels: Sequence[int] | None = None, objective: str = "margin",
+                          labels: Sequence[int] | None = None, objective: str | ObjectiveKind = "margin",
                           **kwargs: object) -> list[Circuit]:
     """:func:`param_greedy_circuit` for each label (default: every label in ``y``), on the inputs its
     objective reads (all of ``x`` but for "seed"); "kl" gives one circuit, of label None."""

@@ -14,7 +14,6 @@ changes nothing in the result.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,8 +24,8 @@ from torch import Tensor
 from modclust.core.checks import check_float
 from modclust.analysis.ablation import classwise_correct
 from modclust.core.model import MLP, check_widths, forward, layer_shapes
-from modclust.analysis.objectives import (LABEL_FREE, Objective, ablation_means, check_has_examples, check_label,
-                                 check_objective, circuit_weights, make_objective, objective_loss)
+from modclust.analysis.objectives import (Objective, ObjectiveKind, ablation_means, check_objective, circuit_weights,
+                                          make_objective, objective_kind)
 from modclust.core.partition import Partition
 from modclust.core.progress import bar as progress_bar
 
@@ -114,7 +113,7 @@ class Circuit:
 
 
 def check_prune_args(model: MLP, layers: Sequence[str] | None, baseline: str, threshold: float,
-                      objective: str = "seed", ablation: str = "zero") -> list[str]:
+                      objective: str | ObjectiveKind = "seed", ablation: str = "zero") -> list[str]:
     """The checks every circuit search shares: baseline, threshold, objective, ablation and layers.
 
     Returns the layer names to prune (every layer for None).
@@ -148,7 +147,7 @@ def pruned_layer_means(means: Sequence[Tensor] | None, model: MLP, names: Sequen
 @torch.no_grad()
 def greedy_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str] | None = None,
                    threshold: float = 1e-4, baseline: str = "current", progress: bool = False,
-                   objective: str = "seed", ablation: str = "zero") -> Circuit:
+                   objective: str | ObjectiveKind = "seed", ablation: str = "zero") -> Circuit:
     """Greedy pruning for one label, one candidate at a time (the plain loop).
 
     ``x`` are the inputs the objective reads: for ``"seed"`` the images of class ``label``, for
@@ -194,7 +193,7 @@ def greedy_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[st
     bar.close()
     final = obj.loss(forward(weights, obj.x, biases)).item()
     return Circuit(obj.label, baseline, threshold, names, {n: m.cpu() for n, m in kept.items()}, full, final,
-                   objective, ablation, pruned_layer_means(means, model, names))
+                   obj.name, ablation, pruned_layer_means(means, model, names))
 
 
 # --- Fast greedy pruning ---------------------------------------------------------------------
@@ -253,115 +252,129 @@ def _first_layer(weight_sets: Sequence[Sequence[Tensor]], xs: Sequence[Tensor], 
     return out
 
 
-def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], objectives: Sequence[Objective], layer_ids: Sequence[int],
-                threshold: float, baseline: str, ablation: str, progress: bool, tol: float | None
-                ) -> list[tuple[list[Tensor], list[Tensor] | None, float, float]]:
-    """Greedy pruning of many problems at once (one objective kind for all).
+class _FastPruner:
+    """Greedy pruning of many problems at once (one objective kind for all): the batched float64
+    state, the plain loop's state for the exact re-check, and the candidate loop.
 
-    Per problem: the final weights, the mean-ablation means (None for zero ablation), the full
-    and the final loss.
+    ``run`` gives, per problem: the final weights, the mean-ablation means (None for zero
+    ablation), the full and the final loss.
     """
-    tol = check_tol(tol)
-    n_prob = len(objectives)
-    kind = objectives[0].kind
-    n_layers = len(weight_sets[0])
-    last = n_layers - 1
-    dev = objectives[0].x.device
-    dtype = weight_sets[0][0].dtype
-    tol = _eps_tol(dtype) if tol is None else tol
-    f64 = torch.float64
-    current = baseline == "current"
-    mean = ablation == "mean"
 
-    # The plain loop's state, stacked (P, out, in) in the model's dtype: the exact re-check
-    # reads its weights (and, under mean ablation, its biases and means) from here.
-    wp = [torch.stack([ws[k].detach() for ws in weight_sets]).clone() for k in range(n_layers)]
-    xs = [o.x for o in objectives]
-    means_p = [ablation_means(ws, o.x, ablation) for ws, o in zip(weight_sets, objectives)]
-    if mean:
-        abar_p = [torch.stack([m[k] for m in means_p]) for k in range(n_layers)]  # type: ignore[index]  # (P, in)
-        abar64 = [a.to(f64) for a in abar_p]
-        bp = [torch.zeros(n_prob, wp[k].shape[1], dtype=dtype, device=dev) for k in range(n_layers)]  # (P, out)
-        b64 = [b.to(f64) for b in bp]
-    full_plain = [o.loss(forward([w[p] for w in wp], o.x)).item() for p, o in enumerate(objectives)]
+    def __init__(self, weight_sets: Sequence[Sequence[Tensor]], objectives: Sequence[Objective],
+                 layer_ids: Sequence[int], threshold: float, baseline: str, ablation: str, tol: float | None) -> None:
+        tol = check_tol(tol)
+        self.objectives = objectives
+        self.layer_ids = layer_ids
+        self.threshold = threshold
+        self.n_prob = n_prob = len(objectives)
+        self.kind = kind = objectives[0].kind
+        self.n_layers = n_layers = len(weight_sets[0])
+        self.last = last = n_layers - 1
+        self.dev = dev = objectives[0].x.device
+        self.dtype = dtype = weight_sets[0][0].dtype
+        self.tol = _eps_tol(dtype) if tol is None else tol
+        f64 = torch.float64
+        self.current = baseline == "current"
+        self.mean = mean = ablation == "mean"
 
-    # Batched float64 state: inputs padded to the largest input set; padding has weight 0.
-    counts = [len(x) for x in xs]
-    n_max = max(counts)
-    weight64 = torch.zeros(n_prob, n_max, dtype=f64, device=dev)
-    for p, o in enumerate(objectives):
-        weight64[p, :counts[p]] = o.weight.to(f64)
-    target64 = None
-    if objectives[0].target is not None:
-        target64 = torch.zeros(n_prob, n_max, *objectives[0].target.shape[1:], dtype=f64, device=dev)
+        # The plain loop's state, stacked (P, out, in) in the model's dtype: the exact re-check
+        # reads its weights (and, under mean ablation, its biases and means) from here.
+        self.wp = wp = [torch.stack([ws[k].detach() for ws in weight_sets]).clone() for k in range(n_layers)]
+        self.xs = xs = [o.x for o in objectives]
+        self.means_p = means_p = [ablation_means(ws, o.x, ablation) for ws, o in zip(weight_sets, objectives)]
+        if mean:
+            # (P, in) each layer's mean input
+            self.abar_p = abar_p = [torch.stack([m[k] for m in means_p]) for k in range(n_layers)]  # type: ignore[index]
+            self.abar64 = [a.to(f64) for a in abar_p]
+            # (P, out) each layer's bias
+            self.bp = bp = [torch.zeros(n_prob, wp[k].shape[1], dtype=dtype, device=dev) for k in range(n_layers)]
+            self.b64 = [b.to(f64) for b in bp]
+        self.full_plain = full_plain = [o.loss(forward([w[p] for w in wp], o.x)).item()
+                                        for p, o in enumerate(objectives)]
+
+        # Batched float64 state: inputs padded to the largest input set; padding has weight 0.
+        counts = [len(x) for x in xs]
+        n_max = max(counts)
+        self.weight64 = weight64 = torch.zeros(n_prob, n_max, dtype=f64, device=dev)
         for p, o in enumerate(objectives):
-            target64[p, :counts[p]] = o.target.to(f64)  # type: ignore[union-attr]
-    lab = None if kind in LABEL_FREE else torch.tensor([int(o.label) for o in objectives], device=dev)  # type: ignore[arg-type]
-    offset64 = torch.tensor([o.offset for o in objectives], dtype=f64, device=dev)
+            weight64[p, :counts[p]] = o.weight.to(f64)
+        self.target64 = None
+        if objectives[0].target is not None:
+            self.target64 = torch.zeros(n_prob, n_max, *objectives[0].target.shape[1:], dtype=f64, device=dev)
+            for p, o in enumerate(objectives):
+                self.target64[p, :counts[p]] = o.target.to(f64)  # type: ignore[union-attr]
+        self.lab = kind.stacked_labels([o.label for o in objectives], dev)
+        self.offset64 = torch.tensor([o.offset for o in objectives], dtype=f64, device=dev)
 
-    def loss_of(logits: Tensor) -> Tensor:  # (P, N, C) -> (P,)
-        return objective_loss(kind, logits, lab, target64, weight64, offset64, unshifted=True)
+        # acts[k]: layer k's input; pre[k]: layer k's pre-activation (logits last)
+        self.acts = acts = [_batched_inputs(xs, n_max, dev) if 0 in layer_ids else torch.empty(0)]
+        self.pre = pre = [_first_layer(weight_sets, xs, n_max, dev)]
+        for k in range(n_layers):
+            if k > 0:
+                pre.append(torch.bmm(acts[k], wp[k].to(f64).mT))
+            if k < last:
+                acts.append(torch.relu(pre[k]))
+        self.w64 = [w.to(f64) for w in wp]
+        # the logits live class-major in memory (a (P, C, N) tensor seen as (P, N, C)): a candidate's
+        # rank-one update, its exp and its sum over classes then run along contiguous examples, and
+        # elementwise results keep that layout
+        pre[last] = pre[last].mT.contiguous().mT
+        self.full64 = self.loss_of(pre[last])
+        self.ref64 = self.full64.clone()
+        self.ref_plain: list[float | None] = list(full_plain)  # current baseline's exact reference, None = recompute
+        self.h_cache: dict[int, Tensor] = {}
+        # While a layer is pruned, the columns its candidates read and write (input unit j, output
+        # unit i) are kept as contiguous rows: transposed copies (P, in, N) and (P, out, N).
+        self.a_in_t = self.pre_t = self.a_out_t = torch.empty(0)
 
-    acts: list[Tensor] = [_batched_inputs(xs, n_max, dev) if 0 in layer_ids else torch.empty(0)]  # acts[k]: layer k's input
-    pre: list[Tensor] = [_first_layer(weight_sets, xs, n_max, dev)]  # pre[k]: layer k's pre-activation (logits last)
-    for k in range(n_layers):
-        if k > 0:
-            pre.append(torch.bmm(acts[k], wp[k].to(f64).mT))
-        if k < last:
-            acts.append(torch.relu(pre[k]))
-    w64 = [w.to(f64) for w in wp]
-    # the logits live class-major in memory (a (P, C, N) tensor seen as (P, N, C)): a candidate's
-    # rank-one update, its exp and its sum over classes then run along contiguous examples, and
-    # elementwise results keep that layout
-    pre[last] = pre[last].mT.contiguous().mT
-    full64 = loss_of(pre[last])
-    ref64 = full64.clone()
-    ref_plain: list[float | None] = list(full_plain)  # current baseline's exact reference, None = recompute
+    def loss_of(self, logits: Tensor) -> Tensor:  # (P, N, C) -> (P,)
+        return self.kind.loss(logits, self.lab, self.target64, self.weight64, self.offset64, unshifted=True)
 
-    h_cache: dict[int, Tensor] = {}
+    def plain_biases(self, p: int, lo: int) -> list[Tensor] | None:
+        return None if not self.mean else [b[p].clone() for b in self.bp[lo:]]
 
-    def plain_biases(p: int, lo: int) -> list[Tensor] | None:
-        return None if not mean else [b[p].clone() for b in bp[lo:]]
-
-    def plain_input(p: int, layer: int) -> Tensor:
+    def plain_input(self, p: int, layer: int) -> Tensor:
         """What the plain loop feeds layer ``layer`` for problem p (computed once per layer)."""
-        if p not in h_cache:
-            bs = None if not mean else [b[p] for b in bp[:layer]]
-            h_cache[p] = torch.relu(forward([w[p] for w in wp[:layer]], xs[p], bs)) if layer > 0 else xs[p]
-        return h_cache[p]
+        if p not in self.h_cache:
+            bs = None if not self.mean else [b[p] for b in self.bp[:layer]]
+            self.h_cache[p] = (torch.relu(forward([w[p] for w in self.wp[:layer]], self.xs[p], bs)) if layer > 0
+                               else self.xs[p])
+        return self.h_cache[p]
 
-    def plain_loss(p: int, layer: int, flat_index: int | None) -> float:
-        rest = [w[p].clone() for w in wp[layer:]]
-        rest_b = plain_biases(p, layer)
+    def plain_loss(self, p: int, layer: int, flat_index: int | None) -> float:
+        rest = [w[p].clone() for w in self.wp[layer:]]
+        rest_b = self.plain_biases(p, layer)
         if flat_index is not None:
             i, j = divmod(flat_index, rest[0].shape[1])
             if rest_b is not None:
-                rest_b[0][i] = rest_b[0][i] + rest[0][i, j] * abar_p[layer][p, j]
+                rest_b[0][i] = rest_b[0][i] + rest[0][i, j] * self.abar_p[layer][p, j]
             rest[0][i, j] = 0.0
-        return objectives[p].loss(forward(rest, plain_input(p, layer), rest_b)).item()
+        return self.objectives[p].loss(forward(rest, self.plain_input(p, layer), rest_b)).item()
 
-    def decide_exactly(p: int, li: int, flat_index: int) -> bool:
+    def decide_exactly(self, p: int, li: int, flat_index: int) -> bool:
         """The plain loop's own decision for problem p's candidate (and its reference update)."""
-        new = plain_loss(p, li, flat_index)
-        if current:
-            if ref_plain[p] is None:
-                ref_plain[p] = plain_loss(p, li, None)
-            base = ref_plain[p]
+        new = self.plain_loss(p, li, flat_index)
+        if self.current:
+            if self.ref_plain[p] is None:
+                self.ref_plain[p] = self.plain_loss(p, li, None)
+            base = self.ref_plain[p]
         else:
-            base = full_plain[p]
-        ok = new - base < threshold  # type: ignore[operator]
-        if ok and current:
-            ref_plain[p] = new
+            base = self.full_plain[p]
+        ok = new - base < self.threshold  # type: ignore[operator]
+        if ok and self.current:
+            self.ref_plain[p] = new
         return ok
 
-    def one_candidate(li: int, i: int, j: int) -> Tensor:
+    def one_candidate(self, li: int, i: int, j: int) -> Tensor:
         """Evaluate and decide one candidate for every problem; returns the accept mask (P,)."""
-        nonlocal ref64
+        last, pre, w64, mean, current = self.last, self.pre, self.w64, self.mean, self.current
+        wp, threshold = self.wp, self.threshold
+        pre_t, a_out_t = self.pre_t, self.a_out_t
         n_in = wp[li].shape[2]
         w = w64[li][:, i, j].clone()  # (P,)
         pre_i = pre_t[:, i] if li < last else pre[li][:, :, i]
         # zeroing moves the pre-activation by -w * a_j; mean ablation adds back w * mean(a_j)
-        a_j = a_in_t[:, j] - abar64[li][:, j, None] if mean else a_in_t[:, j]
+        a_j = self.a_in_t[:, j] - self.abar64[li][:, j, None] if mean else self.a_in_t[:, j]
         col = pre_i - a_j * w[:, None]  # (P, N)
         new_pre: list[Tensor] = []  # the candidate's pre-activations of layers li+1 .. last
         if li == last:
@@ -371,28 +384,29 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], objectives: Sequence[Ob
             logits = torch.addcmul(pre[li + 1], (torch.relu(col) - a_out_t[:, i])[:, :, None],
                                    w64[li + 1][:, None, :, i])
             new_pre.append(logits)
-            for k in range(li + 2, n_layers):
+            for k in range(li + 2, self.n_layers):
                 logits = torch.bmm(torch.relu(logits), w64[k].mT)
                 if mean:
-                    logits = logits + b64[k][:, None, :]
+                    logits = logits + self.b64[k][:, None, :]
                 new_pre.append(logits)
-        loss = loss_of(logits)
-        ref = ref64 if current else full64
+        loss = self.loss_of(logits)
+        ref = self.ref64 if current else self.full64
         diff = loss - ref
         accept = diff < threshold
-        near = (diff - threshold).abs() <= tol * (1.0 + ref.abs())
+        near = (diff - threshold).abs() <= self.tol * (1.0 + ref.abs())
         for p in near.nonzero().flatten().tolist():
-            accept[p] = decide_exactly(p, li, i * n_in + j)
+            accept[p] = self.decide_exactly(p, li, i * n_in + j)
         if bool(accept.any()):
             if current:  # a fast accept leaves the exact reference to be recomputed when needed
                 for p in (accept & ~near).nonzero().flatten().tolist():
-                    ref_plain[p] = None
-                ref64 = torch.where(accept, loss, ref64)
+                    self.ref_plain[p] = None
+                self.ref64 = torch.where(accept, loss, self.ref64)
             if mean:
+                b64, bp, abar64, abar_p = self.b64, self.bp, self.abar64, self.abar_p
                 b64[li][:, i] = torch.where(accept, b64[li][:, i] + w * abar64[li][:, j], b64[li][:, i])
                 bp[li][:, i] = torch.where(accept, bp[li][:, i] + wp[li][:, i, j] * abar_p[li][:, j], bp[li][:, i])
             w64[li][:, i, j] = torch.where(accept, 0.0, w)
-            wp[li][:, i, j] = torch.where(accept, zero, wp[li][:, i, j])
+            wp[li][:, i, j] = torch.where(accept, self.zero, wp[li][:, i, j])
             # the layers after li take the candidate's values already computed above
             if li < last:
                 pre_t[:, i] = torch.where(accept[:, None], col, pre_i)
@@ -400,64 +414,68 @@ def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], objectives: Sequence[Ob
             else:
                 pre[li][:, :, i] = torch.where(accept[:, None], col, pre_i)
             keep = accept[:, None, None]
+            acts = self.acts
             for k, z in enumerate(new_pre, start=li + 1):
                 pre[k] = torch.where(keep, z, pre[k])
                 if k < last:
                     acts[k + 1] = torch.relu(pre[k])
         return accept
 
-    zero = torch.zeros((), dtype=dtype, device=dev)
-    total = sum(wp[k][0].numel() for k in layer_ids)
-    bar = progress_bar(total * n_prob, f"prune {n_prob} {kind} circuit{'s' if n_prob > 1 else ''}",
-                       disable=not progress)
-    for li in layer_ids:
-        h_cache.clear()
-        # While layer li is pruned, the columns its candidates read and write (input unit j,
-        # output unit i) are kept as contiguous rows: transposed copies, written back after it.
-        a_in_t = acts[li].mT.contiguous()  # (P, in, N)
-        if li < last:
-            pre_t, a_out_t = pre[li].mT.contiguous(), acts[li + 1].mT.contiguous()  # (P, out, N)
-        n_out, n_in = wp[li].shape[1:]
-        for i in range(n_out):
-            for j in range(n_in):
-                one_candidate(li, i, j)
-            bar.update(n_in * n_prob)
-        if li < last:
-            pre[li], acts[li + 1] = pre_t.mT, a_out_t.mT
-    bar.close()
-    out = []
-    for p, o in enumerate(objectives):
-        ws = [w[p].clone() for w in wp]
-        bs = None if not mean else [b[p] for b in bp]
-        out.append((ws, means_p[p], full_plain[p], o.loss(forward(ws, o.x, bs)).item()))
-    return out
+    def run(self, progress: bool) -> list[tuple[list[Tensor], list[Tensor] | None, float, float]]:
+        """Visit every candidate of the layers in turn; the result per problem (see the class)."""
+        wp, pre, acts, last, n_prob = self.wp, self.pre, self.acts, self.last, self.n_prob
+        self.zero = torch.zeros((), dtype=self.dtype, device=self.dev)
+        total = sum(wp[k][0].numel() for k in self.layer_ids)
+        bar = progress_bar(total * n_prob, f"prune {n_prob} {self.kind.name} circuit{'s' if n_prob > 1 else ''}",
+                           disable=not progress)
+        for li in self.layer_ids:
+            self.h_cache.clear()
+            self.a_in_t = acts[li].mT.contiguous()  # (P, in, N)
+            if li < last:
+                self.pre_t, self.a_out_t = pre[li].mT.contiguous(), acts[li + 1].mT.contiguous()  # (P, out, N)
+            n_out, n_in = wp[li].shape[1:]
+            for i in range(n_out):
+                for j in range(n_in):
+                    self.one_candidate(li, i, j)
+                bar.update(n_in * n_prob)
+            if li < last:
+                pre[li], acts[li + 1] = self.pre_t.mT, self.a_out_t.mT
+        bar.close()
+        out = []
+        for p, o in enumerate(self.objectives):
+            ws = [w[p].clone() for w in wp]
+            bs = None if not self.mean else [b[p] for b in self.bp]
+            out.append((ws, self.means_p[p], self.full_plain[p], o.loss(forward(ws, o.x, bs)).item()))
+        return out
 
 
-def circuit_labels(objective: str, y: Tensor, labels: Sequence[int] | None) -> list[int | None]:
+def _fast_prune(weight_sets: Sequence[Sequence[Tensor]], objectives: Sequence[Objective], layer_ids: Sequence[int],
+                threshold: float, baseline: str, ablation: str, progress: bool, tol: float | None
+                ) -> list[tuple[list[Tensor], list[Tensor] | None, float, float]]:
+    """Greedy pruning of many problems at once (one objective kind for all): :class:`_FastPruner`.
+
+    Per problem: the final weights, the mean-ablation means (None for zero ablation), the full
+    and the final loss.
+    """
+    return _FastPruner(weight_sets, objectives, layer_ids, threshold, baseline, ablation, tol).run(progress)
+
+
+def circuit_labels(objective: str | ObjectiveKind, y: Tensor, labels: Sequence[int] | None) -> list[int | None]:
     """The labels to find circuits for: [None] for a label-free objective, else ``labels`` or every label in y."""
-    if objective in LABEL_FREE:
-        return [None]
-    if labels is None:
-        return sorted(set(y.tolist()))
-    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
-        raise TypeError(f"labels must be a sequence of class indices (or None for every label in y), got {labels!r}")
-    return [check_label(c) for c in labels]
+    return objective_kind(objective).labels(y, labels)
 
 
-def objective_inputs(objective: str, x: Tensor, y: Tensor, label: int | None) -> Tensor:
+def objective_inputs(objective: str | ObjectiveKind, x: Tensor, y: Tensor, label: int | None) -> Tensor:
     """The inputs ``objective`` reads for ``label``: the label's images for "seed", all of ``x`` otherwise."""
-    if objective != "seed":
-        return x
-    xc = x[y == label]
-    check_has_examples(len(xc), label, "the data")
-    return xc
+    return objective_kind(objective).inputs(x, y, label)
 
 
 @torch.no_grad()
 def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labels: Sequence[int] | None = None,
                          layers: Sequence[str] | None = None, threshold: float = 1e-4,
                          baseline: str = "current", progress: bool = False, tol: float | None = None,
-                         objective: str = "seed", ablation: str = "zero") -> list[dict[int | None, Circuit]]:
+                         objective: str | ObjectiveKind = "seed", ablation: str = "zero"
+                         ) -> list[dict[int | None, Circuit]]:
     """Greedy circuits of every label for every model, all pruned together.
 
     For each model, ``{label: circuit}`` with each circuit identical to ``greedy_circuit(model,
@@ -477,10 +495,11 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
     names = check_prune_args(model_list[0], layers, baseline, threshold, objective, ablation)
     threshold = check_threshold(threshold)
     check_tol(tol)
-    label_list = circuit_labels(objective, y, labels)
-    inputs = [objective_inputs(objective, x.flatten(1), y, c) for c in label_list]
+    kind = objective_kind(objective)
+    label_list = kind.labels(y, labels)
+    inputs = [kind.inputs(x.flatten(1), y, c) for c in label_list]
     weight_sets = [[w.detach() for w in m.weights()] for m in model_list for _ in label_list]
-    objectives = [make_objective(objective, ws, inputs[p % len(label_list)].to(ws[0]), label_list[p % len(label_list)])
+    objectives = [make_objective(kind, ws, inputs[p % len(label_list)].to(ws[0]), label_list[p % len(label_list)])
                   for p, ws in enumerate(weight_sets)]
     layer_ids = [model_list[0].layer_index(n) for n in names]
     # Problems are independent: pruned in chunks, whose per-candidate tensors stay small enough
@@ -496,7 +515,7 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
         for ci, c in enumerate(label_list):
             ws, means, full, final = results[mi * len(label_list) + ci]
             kept = {n: (ws[li] != 0).cpu() for n, li in zip(names, layer_ids)}
-            circuits[c] = Circuit(c, baseline, threshold, names, kept, full, final, objective, ablation,
+            circuits[c] = Circuit(c, baseline, threshold, names, kept, full, final, kind.name, ablation,
                                   pruned_layer_means(means, model_list[0], names))
         out.append(circuits)
     return out
@@ -505,7 +524,8 @@ def greedy_circuits_fast(models: MLP | Sequence[MLP], x: Tensor, y: Tensor, labe
 @torch.no_grad()
 def greedy_circuit_fast(model: MLP, x: Tensor, label: int | None, layers: Sequence[str] | None = None,
                         threshold: float = 1e-4, baseline: str = "current", progress: bool = False,
-                        tol: float | None = None, objective: str = "seed", ablation: str = "zero") -> Circuit:
+                        tol: float | None = None, objective: str | ObjectiveKind = "seed", ablation: str = "zero"
+                        ) -> Circuit:
     """``greedy_circuit`` with the fast candidate evaluation: the same arguments, the same circuit."""
     names = check_prune_args(model, layers, baseline, threshold, objective, ablation)
     threshold = check_threshold(threshold)  # a Python float: numpy's would make numpy bools of decisions
@@ -515,7 +535,7 @@ def greedy_circuit_fast(model: MLP, x: Tensor, label: int | None, layers: Sequen
     obj = make_objective(objective, ws0, x.to(ws0[0]), label)
     (ws, means, full, final), = _fast_prune([ws0], [obj], layer_ids, threshold, baseline, ablation, progress, tol)
     kept = {n: (ws[li] != 0).cpu() for n, li in zip(names, layer_ids)}
-    return Circuit(obj.label, baseline, threshold, names, kept, full, final, objective, ablation,
+    return Circuit(obj.label, baseline, threshold, names, kept, full, final, obj.name, ablation,
                    pruned_layer_means(means, model, names))
 
 
@@ -571,11 +591,6 @@ class Faithfulness:
         return dict(self.__dict__)
 
 
-def _share(mask: Tensor, of: Tensor) -> float:
-    n = int(of.sum())
-    return float("nan") if n == 0 else int((mask & of).sum()) / n
-
-
 @torch.no_grad()
 def faithfulness(model: MLP, circuit: Circuit, x: Tensor, y: Tensor, n_classes: int | None = None) -> Faithfulness:
     """How faithful ``circuit`` is to ``model`` on inputs ``x`` (labels ``y``): see :class:`Faithfulness`.
@@ -591,29 +606,18 @@ def faithfulness(model: MLP, circuit: Circuit, x: Tensor, y: Tensor, n_classes: 
     return decision_faithfulness(pred, full_pred, y, circuit.label, circuit.objective, n_classes)
 
 
-def decision_faithfulness(pred: Tensor, full_pred: Tensor, y: Tensor, label: int | None, objective: str,
-                          n_classes: int) -> Faithfulness:
+def decision_faithfulness(pred: Tensor, full_pred: Tensor, y: Tensor, label: int | None,
+                          objective: str | ObjectiveKind, n_classes: int) -> Faithfulness:
     """:class:`Faithfulness` from the cut-down model's predictions ``pred`` (N,), the full model's
-    ``full_pred`` (N,) and the labels ``y`` (N,), for a circuit of ``label`` (None: label-free)."""
+    ``full_pred`` (N,) and the labels ``y`` (N,), for a circuit of ``label`` (None: label-free);
+    ``objective`` judges the decisions (:meth:`ObjectiveKind.decisions`)."""
+    kind = objective_kind(objective)
     classwise = classwise_correct(pred, y, n_classes).tolist()
     acc = float((pred == y).double().mean())
     top1 = float((pred == full_pred).double().mean())
-    nan = float("nan")
-    if label is None:
-        return Faithfulness(None, objective, classwise, acc, top1, nan, nan, nan, nan, nan, nan)
-    c = int(label)
-    says_c, full_c = pred == c, full_pred == c
-    same = says_c == full_c
-    everything = torch.ones_like(same)
-    agree_c, agree_rest = _share(same, full_c), _share(same, ~full_c)
-    balanced = _nanmean_pair(agree_c, agree_rest)
-    return Faithfulness(c, objective, classwise, acc, top1, _share(says_c, everything),
-                        _share(full_c, everything), _share(same, everything), agree_c, agree_rest, balanced)
-
-
-def _nanmean_pair(a: float, b: float) -> float:
-    vals = [v for v in (a, b) if not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else float("nan")
+    d = kind.decisions(pred, full_pred, label)
+    return Faithfulness(None if label is None else int(label), kind.name, classwise, acc, top1, d.share_c,
+                        d.full_share_c, d.agreement, d.agreement_c, d.agreement_rest, d.balanced_agreement)
 
 
 # --- Circuit overlap between labels, and the share of a circuit inside one cluster ------------

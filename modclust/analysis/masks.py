@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 
 from modclust.core.checks import check_float, check_int, check_open_unit
-from modclust.analysis.circuits import Circuit, check_prune_args, circuit_labels, pruned_layer_means, objective_inputs
+from modclust.analysis.circuits import Circuit, check_prune_args, pruned_layer_means
 from modclust.core.model import MLP, forward
 from modclust.core.progress import track
-from modclust.analysis.objectives import ablation_means, circuit_weights, make_objective
+from modclust.analysis.objectives import ObjectiveKind, ablation_means, circuit_weights, make_objective, objective_kind
 
 
 @dataclass
@@ -88,8 +88,8 @@ def learn_mask(masked_loss: Callable[[Sequence[Tensor]], Tensor], like: Sequence
 
 def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str] | None = None,
                  sparsity: float = 1e-4, steps: int = 300, lr: float = 0.1, init_logit: float = 3.0,
-                 threshold: float = 0.5, log_every: int = 10, progress: bool = False, objective: str = "seed",
-                 ablation: str = "zero") -> MaskCircuit:
+                 threshold: float = 0.5, log_every: int = 10, progress: bool = False,
+                 objective: str | ObjectiveKind = "seed", ablation: str = "zero") -> MaskCircuit:
     """Learn a weight mask that keeps ``objective`` low on ``x`` with few weights.
 
     ``x`` are the inputs the objective reads, as for :func:`modclust.analysis.circuits.greedy_circuit`.
@@ -121,15 +121,16 @@ def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str]
         full = obj.loss(forward(weights, obj.x)).item()
     return MaskCircuit(label=obj.label, baseline="mask", threshold=threshold, layers=names,
                        kept={n: k.cpu() for n, k in kept.items()}, full_loss=full, final_loss=final,
-                       objective=objective, ablation=ablation, means=pruned_layer_means(means, model, names),
+                       objective=obj.name, ablation=ablation, means=pruned_layer_means(means, model, names),
                        sparsity=sparsity, steps=steps, lr=lr, soft_loss=soft, history=history)
 
 
-def mask_circuits(model: MLP, x: Tensor, y: Tensor, labels: Sequence[int] | None = None, objective: str = "seed",
-                  **kwargs: object) -> list[MaskCircuit]:
+def mask_circuits(model: MLP, x: Tensor, y: Tensor, labels: Sequence[int] | None = None,
+                  objective: str | ObjectiveKind = "seed", **kwargs: object) -> list[MaskCircuit]:
     """``mask_circuit`` for each label (default: every label in ``y``), on the inputs its objective reads.
 
     A label-free objective ("kl") gives one circuit, of label None.
     """
-    return [mask_circuit(model, objective_inputs(objective, x, y, c), c, objective=objective, **kwargs)  # type: ignore[arg-type]
-            for c in circuit_labels(objective, y, labels)]
+    kind = objective_kind(objective)
+    return [mask_circuit(model, kind.inputs(x, y, c), c, objective=kind, **kwargs)  # type: ignore[arg-type]
+            for c in kind.labels(y, labels)]

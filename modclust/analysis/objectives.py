@@ -34,9 +34,11 @@ The objective decides what the circuit is a circuit *of*:
     reference for how small the network's whole function can be.
 
 Each objective is a weighted sum over its inputs of a per-input loss, ``sum_n w_n f(z_n)``,
-with the weights summing to 1. :func:`objective_loss` computes it for logits with any leading
-dims, so one definition serves the plain loop, the batched pruner (float64, many problems at
-once) and the learned masks (autograd).
+with the weights summing to 1. Each objective is an :class:`ObjectiveKind` object (``SEED``,
+``MARGIN``, ``KL``; :func:`objective_kind` maps the names presets and results use to them) that
+says which labels it makes circuits for, which inputs it reads, and computes its loss for logits
+with any leading dims, so one definition serves the plain loop, the batched pruner (float64,
+many problems at once) and the learned masks (autograd).
 
 Ablation: a pruned weight is set to zero (``"zero"``, the default and the seed's choice) or
 replaced by its mean contribution (``"mean"``): W_ij a_j(x) becomes W_ij mean_x a_j, with the
@@ -47,8 +49,10 @@ choice is known to move circuit metrics, so it is reported with every circuit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -57,18 +61,7 @@ from torch import Tensor
 from modclust.core.checks import check_int
 from modclust.core.model import forward
 
-OBJECTIVES = ("seed", "margin", "kl")
 ABLATIONS = ("zero", "mean")
-LABEL_FREE = ("kl",)  # objectives whose circuit is one per model, not one per label
-
-
-def check_objective(objective: str, ablation: str = "zero") -> None:
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES} ('seed' is the seed notebook's, degenerate; "
-                         f"'margin' keeps the c-vs-rest decisions; 'kl' the whole output), got {objective!r}")
-    if ablation not in ABLATIONS:
-        raise ValueError(f"ablation must be 'zero' (pruned weights set to 0) or 'mean' (replaced by their mean "
-                         f"contribution), got {ablation!r}")
 
 
 def check_label(label: object, n_outputs: int | None = None) -> int:
@@ -88,26 +81,8 @@ def check_has_examples(n: int, label: int | None, what: str = "the inputs") -> N
 
 def _lse(z: Tensor, unshifted: bool) -> Tensor:
     # exp-sum-log without the max shift is several times faster than logsumexp on a short last
-    # dim; float64 overflows only past logits of ~700, and objective_loss then redoes it stably
+    # dim; float64 overflows only past logits of ~700, and ObjectiveKind.loss then redoes it stably
     return z.exp().sum(-1).log() if unshifted else torch.logsumexp(z, -1)
-
-
-def objective_loss(kind: str, logits: Tensor, label: Tensor | int | None, target: Tensor | None,
-                   weight: Tensor, offset: Tensor | float = 0.0, unshifted: bool = False) -> Tensor:
-    """``sum_n weight_n f(logits_n)`` for logits (..., N, C): shape (...).
-
-    ``label``: an int, or a (...) long tensor of per-problem labels (unused by "kl").
-    ``target``: "margin": (..., N) the full model's decisions as 0./1.; "kl": (..., N, C) its
-    probabilities; "seed": unused. ``weight``: (..., N), summing to 1 over N. ``offset``: added
-    (for "kl", sum_n w_n sum_j p log p, which makes the loss a KL divergence).
-    ``unshifted``: a faster log-sum-exp for float64 (the result is recomputed stably if it
-    overflows).
-    """
-    if unshifted:
-        out = _objective_loss(kind, logits, label, target, weight, offset, True)
-        if bool(torch.isfinite(out).all()):
-            return out
-    return _objective_loss(kind, logits, label, target, weight, offset, False)
 
 
 def _label_column(logits: Tensor, label: Tensor | int) -> Tensor:
@@ -118,50 +93,248 @@ def _label_column(logits: Tensor, label: Tensor | int) -> Tensor:
     return logits.gather(-1, idx).squeeze(-1)
 
 
-def _objective_loss(kind: str, logits: Tensor, label: Tensor | int | None, target: Tensor | None,
-                    weight: Tensor, offset: Tensor | float, unshifted: bool) -> Tensor:
-    if kind == "seed":
-        per = _lse(logits, unshifted) - _label_column(logits, label)  # type: ignore[arg-type]
-    elif kind == "margin":
+def _share(mask: Tensor, of: Tensor) -> float:
+    n = int(of.sum())
+    return float("nan") if n == 0 else int((mask & of).sum()) / n
+
+
+def _nanmean_pair(a: float, b: float) -> float:
+    vals = [v for v in (a, b) if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """How a cut-down model's c-vs-rest decisions (argmax == c) compare with the full model's:
+    the fields of the same names of :class:`modclust.analysis.circuits.Faithfulness` (nan for a
+    label-free objective, whose circuit has no label to decide on)."""
+
+    share_c: float
+    full_share_c: float
+    agreement: float
+    agreement_c: float
+    agreement_rest: float
+    balanced_agreement: float
+
+
+_NO_DECISIONS = Decisions(*([float("nan")] * 6))
+
+
+@dataclass(frozen=True)
+class ObjectiveKind:
+    """What a circuit is a circuit *of*: one of ``seed``, ``margin`` and ``kl`` (see above).
+
+    A kind says which labels it makes circuits for (:meth:`labels`), which inputs a circuit of a
+    label reads (:meth:`inputs`), how the full model's logits on them weight and target the
+    loss (:meth:`bind`), the loss of logits with any leading dims (:meth:`loss`, one definition
+    for the plain loop, the batched pruner and the learned masks) and how a circuit's decisions
+    are judged (:meth:`decisions`). ``name`` is the string presets, results and records use.
+    """
+
+    name: ClassVar[str] = ""
+    label_free: ClassVar[bool] = False  # one circuit per model (label None), not one per label
+
+    def __str__(self) -> str:
+        return self.name
+
+    def labels(self, y: Tensor, labels: Sequence[int] | None) -> list[int | None]:
+        """The labels to find circuits for: ``labels``, or every label in ``y`` (None)."""
+        if labels is None:
+            return sorted(set(y.tolist()))
+        if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
+            raise TypeError(f"labels must be a sequence of class indices (or None for every label in y), "
+                            f"got {labels!r}")
+        return [check_label(c) for c in labels]
+
+    def inputs(self, x: Tensor, y: Tensor, label: int | None) -> Tensor:
+        """The inputs the circuit of ``label`` reads, from inputs ``x`` of every class, labels ``y``."""
+        return x
+
+    def circuit_label(self, label: object, n_outputs: int) -> int | None:
+        """``label`` checked against a model with ``n_outputs`` outputs (None for a label-free kind)."""
+        if label is None:
+            raise ValueError(f"the {self.name!r} objective is per label: give the label")
+        return check_label(label, n_outputs)
+
+    def stacked_labels(self, labels: Sequence[int | None], device: torch.device) -> Tensor | None:
+        """The labels of many problems as the batched loss reads them: a (P,) long tensor."""
+        return torch.tensor([int(c) for c in labels], device=device)  # type: ignore[arg-type]
+
+    def targets(self, full: Tensor, label: int | None, weight: Tensor) -> tuple[Tensor, Tensor | None, float]:
+        """The weights, target and offset of the loss, from the full model's logits ``full`` (N, C)
+        and uniform weights ``weight`` (N,)."""
+        return weight, None, 0.0
+
+    def per_input(self, logits: Tensor, label: Tensor | int | None, target: Tensor | None,
+                  unshifted: bool) -> Tensor:
+        """The per-input loss f(logits_n): (..., N)."""
+        raise NotImplementedError
+
+    def loss(self, logits: Tensor, label: Tensor | int | None, target: Tensor | None, weight: Tensor,
+             offset: Tensor | float = 0.0, unshifted: bool = False) -> Tensor:
+        """``sum_n weight_n f(logits_n)`` for logits (..., N, C): shape (...).
+
+        ``label``: an int, or a (...) long tensor of per-problem labels (unused by "kl").
+        ``target``: "margin": (..., N) the full model's decisions as 0./1.; "kl": (..., N, C)
+        its probabilities; "seed": unused. ``weight``: (..., N), summing to 1 over N.
+        ``offset``: added (for "kl", sum_n w_n sum_j p log p, which makes the loss a KL
+        divergence). ``unshifted``: a faster log-sum-exp for float64 (the result is recomputed
+        stably if it overflows).
+        """
+        if unshifted:
+            out = (weight * self.per_input(logits, label, target, True)).sum(-1) + offset
+            if bool(torch.isfinite(out).all()):
+                return out
+        return (weight * self.per_input(logits, label, target, False)).sum(-1) + offset
+
+    def decisions(self, pred: Tensor, full_pred: Tensor, label: int | None) -> Decisions:
+        """The c-vs-rest decisions of the cut-down model (predictions ``pred`` (N,)) against the
+        full model's (``full_pred``), for a circuit of ``label``."""
+        if label is None:
+            return _NO_DECISIONS
+        c = int(label)
+        says_c, full_c = pred == c, full_pred == c
+        same = says_c == full_c
+        everything = torch.ones_like(same)
+        agree_c, agree_rest = _share(same, full_c), _share(same, ~full_c)
+        balanced = _nanmean_pair(agree_c, agree_rest)
+        return Decisions(_share(says_c, everything), _share(full_c, everything), _share(same, everything), agree_c,
+                         agree_rest, balanced)
+
+
+@dataclass(frozen=True)
+class SeedObjective(ObjectiveKind):
+    """The seed's: the mean cross-entropy towards the label, on the images of that label only."""
+
+    name: ClassVar[str] = "seed"
+
+    def inputs(self, x: Tensor, y: Tensor, label: int | None) -> Tensor:
+        xc = x[y == label]
+        check_has_examples(len(xc), label, "the data")
+        return xc
+
+    def per_input(self, logits: Tensor, label: Tensor | int | None, target: Tensor | None,
+                  unshifted: bool) -> Tensor:
+        return _lse(logits, unshifted) - _label_column(logits, label)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class MarginObjective(ObjectiveKind):
+    """The faithful per-label one: the logistic loss of the c-vs-rest decision margin against the
+    full model's decisions, the two sides weighted half each."""
+
+    name: ClassVar[str] = "margin"
+
+    def targets(self, full: Tensor, label: int | None, weight: Tensor) -> tuple[Tensor, Tensor | None, float]:
+        n = len(full)
+        target = (full.argmax(-1) == label).to(full.dtype)
+        n_pos = int(target.sum())
+        if 0 < n_pos < n:
+            weight = torch.where(target > 0, 0.5 / n_pos, 0.5 / (n - n_pos)).to(full.dtype)
+        return weight, target, 0.0
+
+    def per_input(self, logits: Tensor, label: Tensor | int | None, target: Tensor | None,
+                  unshifted: bool) -> Tensor:
         n_classes = logits.shape[-1]
         if isinstance(label, int):
             is_c = (torch.arange(n_classes, device=logits.device) == label)[None]  # (1, C)
         else:
-            is_c = torch.arange(n_classes, device=logits.device) == label[..., None, None]  # type: ignore[index]  # (..., 1, C)
+            # (..., 1, C)
+            is_c = torch.arange(n_classes, device=logits.device) == label[..., None, None]  # type: ignore[index]
         rival = logits.masked_fill(is_c, float("-inf")).amax(-1)  # max_{j != c} z_j
         m = _label_column(logits, label) - rival  # type: ignore[arg-type]  # > 0 exactly when argmax is c
         # the logistic loss of the decision margin: t softplus(-m) + (1 - t) softplus(m)
-        per = F.softplus(m) - target * m  # type: ignore[operator]
-    elif kind == "kl":
-        per = _lse(logits, unshifted) - (target * logits).sum(-1)  # type: ignore[operator]
-    else:
-        check_objective(kind)
-        raise AssertionError
-    return (weight * per).sum(-1) + offset
+        return F.softplus(m) - target * m  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class KLObjective(ObjectiveKind):
+    """The whole function: KL(p_full || p_circuit) on inputs of every class; no label."""
+
+    name: ClassVar[str] = "kl"
+    label_free: ClassVar[bool] = True
+
+    def labels(self, y: Tensor, labels: Sequence[int] | None) -> list[int | None]:
+        return [None]
+
+    def circuit_label(self, label: object, n_outputs: int) -> int | None:
+        return None
+
+    def stacked_labels(self, labels: Sequence[int | None], device: torch.device) -> Tensor | None:
+        return None
+
+    def targets(self, full: Tensor, label: int | None, weight: Tensor) -> tuple[Tensor, Tensor | None, float]:
+        target = torch.softmax(full, -1)
+        logp = torch.log_softmax(full, -1)
+        return weight, target, float((weight * (target * logp).sum(-1)).sum())
+
+    def per_input(self, logits: Tensor, label: Tensor | int | None, target: Tensor | None,
+                  unshifted: bool) -> Tensor:
+        return _lse(logits, unshifted) - (target * logits).sum(-1)  # type: ignore[operator]
+
+    def decisions(self, pred: Tensor, full_pred: Tensor, label: int | None) -> Decisions:
+        return _NO_DECISIONS
+
+
+SEED, MARGIN, KL = SeedObjective(), MarginObjective(), KLObjective()
+KINDS: dict[str, ObjectiveKind] = {k.name: k for k in (SEED, MARGIN, KL)}
+"""The objective kinds by the name presets, results and records use."""
+OBJECTIVES = tuple(KINDS)
+LABEL_FREE = tuple(n for n, k in KINDS.items() if k.label_free)  # kinds whose circuit is one per model
+
+
+def objective_kind(objective: str | ObjectiveKind) -> ObjectiveKind:
+    """The kind named ``objective`` ("seed", "margin", "kl"), or ``objective`` itself if it is one."""
+    if isinstance(objective, ObjectiveKind):
+        return objective
+    if isinstance(objective, str) and objective in KINDS:
+        return KINDS[objective]
+    raise ValueError(f"objective must be one of {OBJECTIVES} ('seed' is the seed notebook's, degenerate; "
+                     f"'margin' keeps the c-vs-rest decisions; 'kl' the whole output), got {objective!r}")
+
+
+def check_objective(objective: str | ObjectiveKind, ablation: str = "zero") -> ObjectiveKind:
+    """The objective's kind (see :func:`objective_kind`), with ``ablation`` checked."""
+    kind = objective_kind(objective)
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be 'zero' (pruned weights set to 0) or 'mean' (replaced by their mean "
+                         f"contribution), got {ablation!r}")
+    return kind
+
+
+def objective_loss(kind: str | ObjectiveKind, logits: Tensor, label: Tensor | int | None, target: Tensor | None,
+                   weight: Tensor, offset: Tensor | float = 0.0, unshifted: bool = False) -> Tensor:
+    """:meth:`ObjectiveKind.loss` of the kind ``kind`` (a name or a kind)."""
+    return objective_kind(kind).loss(logits, label, target, weight, offset, unshifted)
 
 
 @dataclass
 class Objective:
     """One circuit search's objective: the inputs it reads and what it asks of the logits.
 
-    ``x`` (N, d_in) are the inputs; ``weight`` (N,) their weights (summing to 1); ``target`` the
-    full model's decisions (margin, (N,)) or probabilities (kl, (N, C)); ``offset`` the constant
-    that makes "kl" a divergence. ``label`` is None for "kl".
+    ``kind`` is the :class:`ObjectiveKind`; ``x`` (N, d_in) are the inputs; ``weight`` (N,)
+    their weights (summing to 1); ``target`` the full model's decisions (margin, (N,)) or
+    probabilities (kl, (N, C)); ``offset`` the constant that makes "kl" a divergence. ``label``
+    is None for "kl".
     """
 
-    kind: str
+    kind: ObjectiveKind
     label: int | None
     x: Tensor
     weight: Tensor
     target: Tensor | None
     offset: float
 
+    @property
+    def name(self) -> str:
+        return self.kind.name
+
     def loss(self, logits: Tensor) -> Tensor:
         """The objective of logits (N, C): a 0-d tensor."""
-        return objective_loss(self.kind, logits, self.label, self.target, self.weight, self.offset)
+        return self.kind.loss(logits, self.label, self.target, self.weight, self.offset)
 
 
-def objective_from_logits(kind: str, full_logits: Tensor, x: Tensor, label: int | None) -> Objective:
+def objective_from_logits(kind: str | ObjectiveKind, full_logits: Tensor, x: Tensor, label: int | None) -> Objective:
     """The objective ``kind`` for ``label`` on inputs ``x`` (N, ...), from the full model's logits
     (N, C) on them: any model's (``modclust.analysis.any_model``) or the MLP's (:func:`make_objective`).
 
@@ -169,45 +342,29 @@ def objective_from_logits(kind: str, full_logits: Tensor, x: Tensor, label: int 
     half each, so a constant "always c" pays at least log 2 / 2; "kl" has no label; "seed" reads
     ``x`` as the label's images. ``Objective.x`` is ``x`` as given.
     """
-    check_objective(kind)
+    rule = objective_kind(kind)
     if full_logits.ndim != 2 or len(full_logits) != len(x):
         raise ValueError(f"full_logits must be (N, C) for the N inputs, got {tuple(full_logits.shape)} for {len(x)}")
     n = len(x)
-    if kind in LABEL_FREE:
-        label = None
-    elif label is None:
-        raise ValueError(f"the {kind!r} objective is per label: give the label")
-    else:
-        label = check_label(label, int(full_logits.shape[-1]))
-    check_has_examples(n, label, f"the inputs of the {kind!r} objective")
+    label = rule.circuit_label(label, int(full_logits.shape[-1]))
+    check_has_examples(n, label, f"the inputs of the {rule.name!r} objective")
     full = full_logits.detach()
-    dtype = full.dtype
-    weight = torch.full((n,), 1.0 / n, dtype=dtype, device=full.device)
-    target: Tensor | None = None
-    offset = 0.0
-    if kind == "margin":
-        target = (full.argmax(-1) == label).to(dtype)
-        n_pos = int(target.sum())
-        if 0 < n_pos < n:
-            weight = torch.where(target > 0, 0.5 / n_pos, 0.5 / (n - n_pos)).to(dtype)
-    elif kind == "kl":
-        target = torch.softmax(full, -1)
-        logp = torch.log_softmax(full, -1)
-        offset = float((weight * (target * logp).sum(-1)).sum())
-    return Objective(kind, label, x, weight, target, offset)
+    weight = torch.full((n,), 1.0 / n, dtype=full.dtype, device=full.device)
+    weight, target, offset = rule.targets(full, label, weight)
+    return Objective(rule, label, x, weight, target, offset)
 
 
-def make_objective(kind: str, weights: Sequence[Tensor], x: Tensor, label: int | None) -> Objective:
+def make_objective(kind: str | ObjectiveKind, weights: Sequence[Tensor], x: Tensor, label: int | None) -> Objective:
     """The objective ``kind`` for ``label`` on inputs ``x``, against the full model ``weights``.
 
     ``x`` are the inputs the objective reads: for "seed", the images of class ``label``; for
     "margin" and "kl", inputs of every class (a class-balanced set is best).
     """
-    check_objective(kind)
+    rule = objective_kind(kind)
     x = x.flatten(1)
     with torch.no_grad():
         full = forward([w.detach() for w in weights], x)  # (N, C)
-    return objective_from_logits(kind, full, x, label)
+    return objective_from_logits(rule, full, x, label)
 
 
 def ablation_means(weights: Sequence[Tensor], x: Tensor, ablation: str) -> list[Tensor] | None:

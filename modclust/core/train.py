@@ -371,110 +371,43 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
     lp_hist = torch.empty(m, total_steps, device=device)  # summed log-prob of the labels: -B * CE
     c_hist = torch.empty(m, total_steps, device=device)
     acc_hist = [eval_accuracies(weights, data)] if test_every_epoch else []  # device tensors: no sync
-    bar = progress_bar(total_steps, f"train {m} model{'s' if m > 1 else ''}", disable=not progress)
+    bar = _StepBar(total_steps, f"train {m} model{'s' if m > 1 else ''}", progress)
 
-    # Static mode: every full batch is one step that reads its batch position and step number
-    # from device tensors and writes its history in place, so on CUDA it can be captured once
-    # as a CUDA graph and replayed (one launch per step instead of ~30 kernel launches from
-    # Python). The same static step runs eagerly on the CPU when asked for (tests use it).
-    if static:
-        order_buf = torch.empty(m, n_train, dtype=torch.long, device=device)
-        cursor = torch.zeros(1, dtype=torch.long, device=device)  # first example of the batch
-        step_t = torch.zeros(1, dtype=torch.long, device=device)  # global step number
-        batch_pos = torch.arange(bs, device=device)
-
-        def static_step() -> None:
-            lp, c = sgd_step(*_batch(data, y_rows, order_buf.index_select(1, cursor + batch_pos), m))
-            lp_hist.index_copy_(1, step_t, lp.unsqueeze(1))
-            c_hist.index_copy_(1, step_t, c.unsqueeze(1))
-            cursor.add_(bs)
-            step_t.add_(1)
-
-    # Each member's data order: one permutation per epoch from its own generator, drawn on the
-    # CPU (in threads when there are many members) while the device runs the previous epoch.
-    pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1)) if m >= 16 and device.type == "cuda" else None
-
-    def draw_orders() -> Tensor:
-        perm = lambda g: torch.randperm(n_train, generator=g)  # noqa: E731
-        out = torch.stack(list(pool.map(perm, gens)) if pool else [perm(g) for g in gens])
-        return out.pin_memory() if device.type == "cuda" else out
-
-    # Non-finite loss: each epoch's history is checked once it is written, on the device, and
-    # the verdict read back without stalling it (on CUDA one epoch later, through an event),
-    # so a diverged run stops within an epoch or two with the first bad step named.
+    # Two batching modes. Static: every full batch is one step of _StaticStep (a CUDA graph on
+    # CUDA), then the last, partial batch (if any) eagerly. Eager: every batch by _eager_epoch.
+    static_step = _StaticStep(sgd_step, data, y_rows, lp_hist, c_hist, bs) if static else None
+    orders = _EpochOrders(gens, n_train, device)
+    # Non-finite loss: each epoch's history is checked once it is written (see _FiniteWatch).
     watch = _FiniteWatch(lp_hist, c_hist, configs, steps, bs, n_train, cfg0.epochs)
-
-    def stop(err: Exception) -> None:
-        bar.close()
-        if pool is not None:
-            pool.shutdown()
-        raise err
-
-    graph = None
-    warmups = 0
     step = 0
-    host_order = draw_orders() if cfg0.epochs else None
-    for epoch in range(cfg0.epochs):
-        assert host_order is not None
-        first = 0
-        if static:
-            order_buf.copy_(host_order, non_blocking=True)  # runs after the last epoch's steps
-            cursor.zero_()
-            first = n_full
-            for _ in range(n_full):
-                if graph is not None:
-                    graph.replay()
-                elif device.type != "cuda":
+    try:
+        host_order = orders.draw() if cfg0.epochs else None
+        for epoch in range(cfg0.epochs):
+            assert host_order is not None
+            first = 0
+            if static_step is not None:
+                static_step.start_epoch(host_order)  # runs after the last epoch's steps
+                first = n_full
+                for _ in range(n_full):
                     static_step()
-                elif warmups < 3:  # warm up on a side stream before capture, as CUDA graphs need
-                    side = torch.cuda.Stream(device)
-                    side.wait_stream(torch.cuda.current_stream(device))
-                    with torch.cuda.stream(side):
-                        static_step()
-                    torch.cuda.current_stream(device).wait_stream(side)
-                    warmups += 1
-                else:
-                    graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph):
-                        static_step()  # recorded, not run
-                    graph.replay()
-                step += 1
-                if step % 50 == 0 or step == total_steps:
-                    bar.update(step - bar.n)
-        order = order_buf if static else host_order.to(device, non_blocking=True)
-        eager = _eager_batches(order, bs, first)
-        # the epoch's labels gathered once, cut like the indices
-        labels = _eager_batches(y_rows.gather(1, order), bs, first) if eager else []
-        lps, cs = [], []  # the eager steps' history, written once per epoch
-        for idx, y in zip(eager, labels):  # every step eagerly, or the last, partial batch
-            x = data.train_x.index_select(0, idx)
-            lp, c = sgd_step(x.view(m, -1, x.shape[1]), y.view(m, -1))
-            lps.append(lp)
-            cs.append(c)
-            step += 1
-            if step % 50 == 0 or step == total_steps:
-                bar.update(step - bar.n)
-        if eager:
-            cols = slice(step - len(eager), step)
-            lp_hist[:, cols] = torch.stack(lps, 1)
-            c_hist[:, cols] = torch.tensor(cs).view(m, -1) if sgd_step.host_scalars else torch.stack(cs, 1)
-            if static:
-                step_t.add_(len(eager))
-        err = watch.epoch_done(epoch)
-        if err is not None:
-            stop(err)
-        if epoch + 1 < cfg0.epochs:
-            host_order = draw_orders()
-        if test_every_epoch or epoch + 1 == cfg0.epochs:
+                    step += 1
+                    bar.at(step)
+            order = static_step.order if static_step is not None else host_order.to(device, non_blocking=True)
+            n_eager = _eager_epoch(sgd_step, data, y_rows, order, bs, first, lp_hist, c_hist, step, bar)
+            step += n_eager
+            if static_step is not None and n_eager:
+                static_step.skip(n_eager)
+            watch.raise_if_diverged(epoch)
+            if epoch + 1 < cfg0.epochs:
+                host_order = orders.draw()
+            if test_every_epoch or epoch + 1 == cfg0.epochs:
+                acc_hist.append(eval_accuracies(weights, data))
+        if not acc_hist:  # no epochs and no per-epoch log: the accuracy of the init
             acc_hist.append(eval_accuracies(weights, data))
-    if not acc_hist:  # no epochs and no per-epoch log: the accuracy of the init
-        acc_hist.append(eval_accuracies(weights, data))
-    err = watch.finished(weights)
-    if err is not None:
-        stop(err)
-    bar.close()
-    if pool is not None:
-        pool.shutdown()
+        watch.raise_if_weights_diverged(weights)
+    finally:
+        bar.close()
+        orders.close()
     acc_rows = torch.stack(acc_hist).tolist()  # (epochs + 1, M)
 
     sizes = torch.full((steps,), float(bs))  # each step's batch size: the last one may be short
@@ -491,6 +424,124 @@ def train_many(configs: Sequence[TrainConfig], data: Dataset, progress: bool = T
         }
         results.append(TrainResult(cfg, model, cfg.partitions(), history))
     return results
+
+
+class _StepBar:
+    """The progress bar of a training run, moved every 50 steps and at the last."""
+
+    def __init__(self, total_steps: int, desc: str, progress: bool) -> None:
+        self.total = total_steps
+        self.bar = progress_bar(total_steps, desc, disable=not progress)
+
+    def at(self, step: int) -> None:
+        if step % 50 == 0 or step == self.total:
+            self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _EpochOrders:
+    """Each member's data order: one permutation per epoch from its own generator, drawn on the
+    CPU (in threads when there are many members on CUDA) while the device runs the previous epoch."""
+
+    def __init__(self, gens: Sequence[torch.Generator], n_train: int, device: torch.device) -> None:
+        self.gens, self.n_train, self.cuda = gens, n_train, device.type == "cuda"
+        self.pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1)) if len(gens) >= 16 and self.cuda else None
+
+    def draw(self) -> Tensor:
+        """(M, N) this epoch's orders (pinned on CUDA, to be copied without waiting)."""
+        perm = lambda g: torch.randperm(self.n_train, generator=g)  # noqa: E731
+        out = torch.stack(list(self.pool.map(perm, self.gens)) if self.pool else [perm(g) for g in self.gens])
+        return out.pin_memory() if self.cuda else out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+class _StaticStep:
+    """The training step on static buffers: a full batch whose position and step number are read
+    from device tensors, its history written in place.
+
+    So on CUDA it is captured once as a CUDA graph and replayed (one launch per step instead of
+    ~30 kernel launches from Python), after three warm-up runs on a side stream as CUDA graphs
+    need. On the CPU the same step runs eagerly (tests use it).
+    """
+
+    def __init__(self, sgd_step: _BatchedSGD, data: Dataset, y_rows: Tensor, lp_hist: Tensor, c_hist: Tensor,
+                 batch_size: int) -> None:
+        self.sgd_step, self.data, self.y_rows, self.lp_hist, self.c_hist = sgd_step, data, y_rows, lp_hist, c_hist
+        self.bs = batch_size
+        self.m, n_train = y_rows.shape
+        device = self.device = data.device
+        self.order = torch.empty(self.m, n_train, dtype=torch.long, device=device)  # this epoch's orders
+        self.cursor = torch.zeros(1, dtype=torch.long, device=device)  # first example of the batch
+        self.step_t = torch.zeros(1, dtype=torch.long, device=device)  # global step number
+        self.batch_pos = torch.arange(batch_size, device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.warmups = 0
+
+    def start_epoch(self, host_order: Tensor) -> None:
+        """Load the epoch's orders (M, N) and go back to its first batch."""
+        self.order.copy_(host_order, non_blocking=True)
+        self.cursor.zero_()
+
+    def skip(self, n: int) -> None:
+        """Count ``n`` steps run elsewhere (the eager last batch)."""
+        self.step_t.add_(n)
+
+    def _step(self) -> None:
+        idx = self.order.index_select(1, self.cursor + self.batch_pos)
+        lp, c = self.sgd_step(*_batch(self.data, self.y_rows, idx, self.m))
+        self.lp_hist.index_copy_(1, self.step_t, lp.unsqueeze(1))
+        self.c_hist.index_copy_(1, self.step_t, c.unsqueeze(1))  # type: ignore[union-attr]
+        self.cursor.add_(self.bs)
+        self.step_t.add_(1)
+
+    def __call__(self) -> None:
+        """One step: replayed, run eagerly (CPU), run as a warm-up, or captured then replayed."""
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.device.type != "cuda":
+            self._step()
+        elif self.warmups < 3:  # warm up on a side stream before capture, as CUDA graphs need
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self._step()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            self.warmups += 1
+        else:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._step()  # recorded, not run
+            self.graph.replay()
+
+
+def _eager_epoch(sgd_step: _BatchedSGD, data: Dataset, y_rows: Tensor, order: Tensor, batch_size: int,
+                 first: int, lp_hist: Tensor, c_hist: Tensor, step: int, bar: _StepBar) -> int:
+    """The epoch's batches from batch ``first`` on (all of them, or the last, partial one after
+    the static steps), one eager step each, after global step ``step``; their history is written
+    once. Returns the number of steps run."""
+    m = order.shape[0]
+    eager = _eager_batches(order, batch_size, first)
+    # the epoch's labels gathered once, cut like the indices
+    labels = _eager_batches(y_rows.gather(1, order), batch_size, first) if eager else []
+    lps, cs = [], []
+    for idx, y in zip(eager, labels):
+        x = data.train_x.index_select(0, idx)
+        lp, c = sgd_step(x.view(m, -1, x.shape[1]), y.view(m, -1))
+        lps.append(lp)
+        cs.append(c)
+        step += 1
+        bar.at(step)
+    if eager:
+        cols = slice(step - len(eager), step)
+        lp_hist[:, cols] = torch.stack(lps, 1)
+        c_hist[:, cols] = (torch.tensor(cs).view(m, -1) if sgd_step.host_scalars
+                           else torch.stack(cs, 1))  # type: ignore[arg-type]
+    return len(eager)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -557,6 +608,18 @@ class _FiniteWatch:
         event.record(torch.cuda.current_stream(flag.device))
         self.pending = (host, event)
         return err
+
+    def raise_if_diverged(self, epoch: int) -> None:
+        """:meth:`epoch_done`, raising its error."""
+        err = self.epoch_done(epoch)
+        if err is not None:
+            raise err
+
+    def raise_if_weights_diverged(self, weights: Sequence[Tensor]) -> None:
+        """:meth:`finished`, raising its error."""
+        err = self.finished(weights)
+        if err is not None:
+            raise err
 
     def _read_pending(self, current: int) -> TrainingDivergedError | None:
         """The verdict of the epoch before ``current`` (or of the last one, at the end)."""
