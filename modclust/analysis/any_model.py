@@ -26,8 +26,8 @@ Helpers for any model: :func:`unit_activations` (a module's output as ``[N, unit
 :func:`layer_top_inputs`, :func:`layer_cluster_top_inputs` (max-activating inputs),
 :func:`layer_cluster_selectivity`, :func:`connection_matrix`, :func:`layer_spectral_partition`.
 
-Unit clusters are a plain mapping ``{module name: k clusters of unit indices}`` (names as in
-``model.named_modules()``), e.g. ``{"conv1": [[0, 1, 2], [3, 4, 5]]}``.
+A module's unit clusters are k lists of its unit indices, e.g. ``[[0, 1, 2], [3, 4, 5]]`` for
+``"conv1"`` (modules named as in ``model.named_modules()``; ``UnitClusters.groups[name]``).
 
 Units. A module's *units* lie along one dim of its output: dim 1 (channels) for conv and batch
 norm modules, the last dim (features) for every other module: a Linear's output features,
@@ -82,9 +82,6 @@ from modclust.core.progress import bar as progress_bar
 
 Clusters = Sequence[Sequence[int]]
 """k clusters of one module's unit indices: ``clusters[c]`` lists cluster c's units."""
-ClusterMap = Mapping[str, Clusters]
-"""Module name (as in ``model.named_modules()``) -> its k clusters of output-unit indices
-(e.g. ``modclust.core.units.UnitClusters.groups``)."""
 Post = Callable[[Tensor], Tensor]
 
 REDUCTIONS = ("mean", "max")
@@ -257,7 +254,7 @@ def _activations(model: nn.Module, x: Tensor, layer: str, reduce: str, post: Pos
 
 def unit_activations(model: nn.Module, x: Tensor, layer: str, reduce: str = "mean", post: Post | None = None,
                      unit_dim: int | None = None, batch_size: int | None = None) -> Tensor:
-    """(N, units) activations of module ``layer``'s units on inputs ``x`` (N, ...), by a forward hook.
+    """(N, units) activations of module ``layer``'s units on inputs ``x`` (N, ...), read by a forward hook.
 
     ``post`` (e.g. ``torch.relu`` for a Linear or conv followed by a ReLU) is applied to the
     module's output first. A conv's output (N, C, H, W) is then reduced over space to (N, C)
