@@ -9,7 +9,7 @@ Parts (each prints its timings and ratio; the last line is one JSON object):
    pass at the end (``test_every_epoch=False``); same model, batch, epochs.
 2. label semanticity of fc2 (k = 50): the seed's way (one pass over the test DataLoader per unit,
    ``np.argsort``, made stable so ties break like the library) against
-   ``modclust.analysis.semanticity.label_semanticity``, on the same trained model; the scores must agree.
+   ``modclust.label_semanticity`` (the MLP path), on the same trained model; the scores must agree.
 3. an ensemble of M configurations (``train_many``) against M sequential ``train`` calls (each
    tested once, at the end, on both sides).
 4. greedy circuits of every label of two models: the plain loop (``greedy_circuit``) against
@@ -62,7 +62,7 @@ from modclust.core import paths  # noqa: E402
 from modclust.analysis.circuits import greedy_circuit, greedy_circuits_fast, objective_inputs  # noqa: E402
 from modclust.core.data import balanced_indices  # noqa: E402
 from modclust.core.ensemble import ModuleConfig, train_ensemble, train_module  # noqa: E402
-from modclust.analysis.semanticity import label_semanticity  # noqa: E402
+from modclust.analysis.any_model import label_semanticity  # noqa: E402
 from modclust.core.train import TrainConfig, train, train_many  # noqa: E402
 
 
@@ -217,7 +217,7 @@ def bench_seed(data: modclust.Dataset, epochs: int, repeats: int, out: dict[str,
         for a, w in zip((seed_model.fc1, seed_model.fc2, seed_model.fc3), result.model.weights()):
             a.weight.copy_(w)
     seed_score, seed_sem_s = timed(lambda: seed_semanticity(seed_model, test_set))
-    ours, ours_sem_s = timed(lambda: label_semanticity(result.model, data.test_x, data.test_y, "fc2", k=50))
+    ours, ours_sem_s = timed(lambda: label_semanticity(result.model, "fc2", data.test_x, data.test_y, k=50))
     out["semanticity_speedup"] = row("label semanticity fc2, 64 units, k=50", seed_sem_s, ours_sem_s)
     agree = abs(seed_score - ours.score) < 1e-12
     print(f"  semanticity: seed {seed_score:.4f}, modclust {ours.score:.4f}, same model: "

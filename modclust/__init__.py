@@ -2,20 +2,18 @@
 
 The names a user needs, from the two layers below the experiments: the model, its partitions
 and clusterability, data, training, the optimizer and checkpoints (:mod:`modclust.core`), and
-the measurements of a trained model (:mod:`modclust.analysis`). The experiment grid, the paper
-and the pipeline (:mod:`modclust.experiments`, ``modclust.paper``, ``modclust.pipeline``) are
-imported from their own modules; nothing here imports them.
+the measurements of a trained model (:mod:`modclust.analysis`): one function per analysis, for
+any ``nn.Module`` (the seed's MLP runs on its fast kernels): :func:`ablate` (cluster OFF / ON),
+:func:`label_semanticity`, :func:`unit_selectivity`, :func:`spectral_null` (clusters found after
+training against shuffled weights), :func:`greedy_circuits` and :func:`mask_circuits` (per-label
+circuits), :func:`faithfulness` (how a circuit behaves on held-out inputs), and
+:func:`unit_activations`. The experiment grid, the paper and the pipeline
+(:mod:`modclust.experiments`, ``modclust.paper``, ``modclust.pipeline``) are imported from their
+own modules; nothing here imports them.
 """
 
-from modclust.analysis.any_model import (ablate_clusters, ablate_units, layer_selectivity, layer_semanticity,
-                                         layer_spectral_null, masked_faithfulness, param_greedy_circuits,
-                                         param_mask_circuits, unit_activations)
-from modclust.analysis.ablation import ablate
-from modclust.analysis.circuits import faithfulness, greedy_circuit, greedy_circuits_fast
-from modclust.analysis.masks import mask_circuits
-from modclust.analysis.selectivity import unit_selectivity
-from modclust.analysis.semanticity import label_semanticity
-from modclust.analysis.spectral import spectral_null
+from modclust.analysis.any_model import (ablate, faithfulness, greedy_circuits, label_semanticity, mask_circuits,
+                                         spectral_null, unit_activations, unit_selectivity)
 from modclust.core.checkpoint import load as load_run
 from modclust.core.clusterability import clusterability, clusterability_and_grad, clusterability_grad
 from modclust.core.data import DataCorruptError, Dataset, DataUnavailableError, balanced_indices, load
@@ -37,26 +35,17 @@ __all__ = [
     "TrainingDivergedError",
     "UnitClusters",
     "ablate",
-    "ablate_clusters",
-    "ablate_units",
     "balanced_indices",
     "clusterability",
     "clusterability_and_grad",
     "clusterability_grad",
     "clusterability_loss",
     "faithfulness",
-    "greedy_circuit",
-    "greedy_circuits_fast",
+    "greedy_circuits",
     "label_semanticity",
-    "layer_selectivity",
-    "layer_semanticity",
-    "layer_spectral_null",
     "load",
     "load_run",
     "mask_circuits",
-    "masked_faithfulness",
-    "param_greedy_circuits",
-    "param_mask_circuits",
     "spectral_null",
     "train",
     "train_many",

@@ -1,5 +1,6 @@
-"""Analyses of any nn.Module (modclust.analysis.any_model): equal to the MLP path on the seed's
-MLP, and right on a tiny CNN and a tiny transformer-MLP-like block."""
+"""Analyses of any nn.Module (modclust.analysis.any_model): one function per analysis, whose general
+path (hooks, functional_call) equals the MLP's fast kernels on the seed's MLP, and right on a tiny
+CNN and a tiny transformer-MLP-like block."""
 
 from __future__ import annotations
 
@@ -14,22 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modclust.analysis.ablation import AblationResult, ablate, classwise_correct
-from modclust.analysis.any_model import (LayerClusterSelectivity, LayerSelectivity, LayerSemanticity,
-                                         ablate_clusters, ablate_partition, ablate_units, connection_matrix,
-                                         eval_mode, layer_cluster_selectivity, layer_cluster_top_inputs,
-                                         layer_selectivity, layer_semanticity, layer_spectral_null,
-                                         layer_spectral_partition, layer_top_inputs,
-                                         masked_faithfulness, masked_logits, mlp_as_sequential,
-                                         param_greedy_circuit, param_greedy_circuits, param_mask_circuit,
-                                         param_mask_circuits, unit_activations)
-from modclust.analysis.circuits import Circuit, faithfulness, greedy_circuit
-from modclust.analysis.masks import mask_circuit
+from modclust.analysis.ablation import AblationResult, ablate_mlp, classwise_correct
+from modclust.analysis.any_model import (LayerClusterSelectivity, LayerSelectivity, LayerSemanticity, ablate,
+                                         connection_matrix, eval_mode, faithfulness, greedy_circuits,
+                                         label_semanticity, layer_cluster_selectivity, layer_cluster_top_inputs,
+                                         layer_spectral_partition, layer_top_inputs, mask_circuits, masked_logits,
+                                         mlp_fast_path, spectral_null, unit_activations, unit_selectivity)
+from modclust.analysis.circuits import Circuit, faithfulness_mlp, greedy_circuit, greedy_circuits_fast
+from modclust.analysis.masks import mask_circuit_mlp, mask_circuits_mlp
 from modclust.analysis.objectives import make_objective, objective_from_logits
 from modclust.analysis.selectivity import (ClusterSelectivity, UnitSelectivity, cluster_selectivity,
-                                           cluster_top_examples, selectivity_index, unit_selectivity)
-from modclust.analysis.semanticity import Semanticity, label_semanticity, layer_activations, top_k_indices
-from modclust.analysis.spectral import spectral_null, spectral_partition, weight_clusterability
+                                           cluster_top_examples, label_entropy, live_split, mutual_information,
+                                           selectivity_index)
+from modclust.analysis.semanticity import Semanticity, layer_activations, semanticity_from_top_k, top_k_indices
+from modclust.analysis.spectral import matrix_spectral_null, spectral_partition, weight_clusterability
 from modclust.core.model import MLP
 from modclust.core.partition import Partition
 
@@ -135,18 +134,69 @@ def manual_ablation(model: nn.Module, layer: str, x: Tensor, y: Tensor, n_classe
                           [a for a, _ in ons], [b for _, b in ons])
 
 
-# --- the seed's MLP: the general path gives the MLP path's numbers --------------------------------------
+# --- the seed's MLP: the fast kernels and the general path give the same numbers ---------------------------
+#
+# On the MLP each public function takes the fast kernel (the old MLP path); ``post=torch.relu``,
+# ``unit_dim=-1`` or parameter names ("fc2.weight") send it down the general path instead.
 
-def test_mlp_view_and_activations_equal_the_mlp_path() -> None:
+def old_label_semanticity(mlp: MLP, x: Tensor, y: Tensor, layer: str, k: int, n_classes: int) -> Semanticity:
+    """The MLP path the public function replaced (``semanticity.label_semanticity``), verbatim."""
+    return semanticity_from_top_k(top_k_indices(layer_activations(mlp, x, layer), k), y, n_classes, layer)
+
+
+def old_unit_selectivity(mlp: MLP, x: Tensor, y: Tensor, layer: str, n_classes: int, n_bins: int) -> UnitSelectivity:
+    """The MLP path the public function replaced (``selectivity.unit_selectivity``), verbatim."""
+    acts = layer_activations(mlp, x, layer).cpu()
+    sel = selectivity_index(acts, y, n_classes)
+    mi = mutual_information(acts, y, n_classes, n_bins)
+    return UnitSelectivity(layer, sel.tolist(), mi.tolist(), float(sel.mean()), float(mi.mean()),
+                           label_entropy(y, n_classes), n_bins, *live_split(acts, sel))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mlp_forward_calls_its_layers_with_the_kernel_s_logits(dtype: torch.dtype) -> None:
+    """MLP.forward runs fc1 .. fcL as modules (hooks fire) and its logits are bitwise those of the
+    batched kernel ``forward(weights, x)`` the paper's numbers were computed with."""
+    from modclust.core.model import forward
+    for widths in ((784, 64, 64, 10), (16, 12, 12, N_CLASSES), (5, 3)):
+        mlp = MLP(widths, seed=3).to(dtype)
+        for n in (1, 7, 300):
+            x = torch.randn(n, widths[0], generator=torch.Generator().manual_seed(n)).to(dtype)
+            with torch.no_grad():
+                assert torch.equal(mlp(x), forward(mlp.weights(), x))
+                assert torch.equal(mlp(x.view(n, 1, -1)), mlp(x))
+        fired: list[str] = []
+        handles = [getattr(mlp, n).register_forward_hook(lambda m, a, o, n=n: fired.append(n))
+                   for n in mlp.layer_names]
+        with torch.no_grad():
+            mlp(x)
+        for h in handles:
+            h.remove()
+        assert fired == mlp.layer_names
+
+
+def test_mlp_fast_path_dispatch(cnn: tuple[TinyCNN, Tensor, Tensor]) -> None:
+    mlp, _, _ = mlp_setup()
+
+    class Doubled(MLP):
+        def forward(self, x: Tensor) -> Tensor:
+            return 2 * super().forward(x)
+
+    assert mlp_fast_path(mlp, "fc2") and mlp_fast_path(mlp, ["fc2", "fc3"]) and mlp_fast_path(mlp, None)
+    assert not mlp_fast_path(mlp, "fc2.weight") and not mlp_fast_path(mlp, ["fc2", "fc2.weight"])
+    assert not mlp_fast_path(mlp, "fc4") and not mlp_fast_path(mlp, [])
+    assert not mlp_fast_path(Doubled((16, 12, N_CLASSES)), "fc1")  # its own forward: the kernels do not apply
+    assert not mlp_fast_path(cnn[0], "head")
+
+
+def test_mlp_activations_equal_the_mlp_path() -> None:
     mlp, x, _ = mlp_setup()
-    view = mlp_as_sequential(mlp)
-    assert list(dict(view.named_parameters())) == list(dict(mlp.named_parameters()))
-    assert view.fc2 is mlp.fc2
-    assert torch.equal(view(x), mlp(x).detach())
     for layer in ("fc1", "fc2"):
-        assert torch.equal(unit_activations(mlp, x, layer, post=torch.relu), layer_activations(mlp, x, layer))
-    assert torch.equal(unit_activations(mlp, x, "relu2"), layer_activations(mlp, x, "fc2"))
+        want = layer_activations(mlp, x, layer)
+        assert torch.equal(unit_activations(mlp, x, layer), want)  # the MLP path: post-ReLU
+        assert torch.equal(unit_activations(mlp, x, layer, post=torch.relu), want)  # hooks on fc
     assert torch.equal(unit_activations(mlp, x, "fc3", reduce="max"), layer_activations(mlp, x, "fc3"))
+    assert torch.equal(unit_activations(mlp, x, "fc3", unit_dim=-1), layer_activations(mlp, x, "fc3"))
     assert torch.equal(unit_activations(mlp, x, "fc2", post=torch.relu, batch_size=64),
                        layer_activations(mlp, x, "fc2"))
 
@@ -154,17 +204,17 @@ def test_mlp_view_and_activations_equal_the_mlp_path() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layer", ["fc1", "fc2", "fc3"])
 def test_mlp_ablation_equals_ablate(dtype: torch.dtype, layer: str) -> None:
-    """ablate zeroes rows U_c and columns V_c of the layer's weight; zeroing the layer's output
+    """The kernel zeroes rows U_c and columns V_c of the layer's weight; zeroing the layer's output
     units U_c (forward hook) and input units V_c (pre-hook) makes the same decisions."""
     mlp, x, y = mlp_setup(dtype)
     shape = tuple(getattr(mlp, layer).weight.shape)
     parts = [Partition.equal_blocks(shape, min(3, *shape)),
              Partition.from_labels([(i % 3) - 1 for i in range(shape[0])], [(2 - j % 3) - 1 for j in range(shape[1])])]
     for part in parts:
-        want = ablate(mlp, part, x, y, layer, N_CLASSES)
-        got = ablate_partition(mlp, part, layer, x, y, N_CLASSES)
-        assert got == want
-        assert ablate_units(mlp, part.rows, layer, x, y, N_CLASSES, input_clusters=part.cols, batch_size=50) == want
+        want = ablate_mlp(mlp, part, x, y, layer, N_CLASSES)
+        assert ablate(mlp, part, layer, x, y, N_CLASSES) == want  # the fast kernel
+        assert ablate(mlp, part, layer, x, y, N_CLASSES, unit_dim=-1) == want  # the hooks
+        assert ablate(mlp, part, layer, x, y, N_CLASSES, unit_dim=-1, batch_size=50) == want
 
 
 def test_mlp_unit_ablation_equals_zeroing_weight_rows() -> None:
@@ -176,27 +226,33 @@ def test_mlp_unit_ablation_equals_zeroing_weight_rows() -> None:
         for c in off:
             m.fc2.weight[clusters[c]] = 0
 
-    got = ablate_units(mlp, clusters, "fc2", x, y, N_CLASSES)
+    got = ablate(mlp, clusters, "fc2", x, y, N_CLASSES)
     assert got == manual_ablation(mlp, "fc2", x, y, N_CLASSES, 3, zero)
-    assert ablate_clusters(mlp, {"fc2": clusters}, x, y, N_CLASSES) == {"fc2": got}
     assert 0 < got.full_acc < 1 and got.off_acc != got.on_acc
 
 
 def test_mlp_semanticity_selectivity_equal_the_mlp_path() -> None:
     mlp, x, y = mlp_setup()
-    for layer, post in (("fc2", torch.relu), ("fc1", torch.relu), ("fc3", None)):
-        sem = layer_semanticity(mlp, x, y, layer, k=20, n_classes=N_CLASSES, post=post)
-        assert isinstance(sem, LayerSemanticity) and sem.reduce == "none"
-        assert sem.post == ("relu" if post else "none")
-        assert parent_fields(sem, Semanticity) == asdict(label_semanticity(mlp, x, y, layer, 20, N_CLASSES))
-        sel = layer_selectivity(mlp, x, y, layer, N_CLASSES, n_bins=5, post=post)
-        assert isinstance(sel, LayerSelectivity)
-        assert parent_fields(sel, UnitSelectivity) == asdict(unit_selectivity(mlp, x, y, layer, N_CLASSES, 5))
+    for layer in ("fc2", "fc1", "fc3"):
+        hidden = layer != "fc3"
+        want_sem = asdict(old_label_semanticity(mlp, x, y, layer, 20, N_CLASSES))
+        want_sel = asdict(old_unit_selectivity(mlp, x, y, layer, N_CLASSES, 5))
+        hooks = {"post": torch.relu} if hidden else {"unit_dim": -1}
+        for kw in ({}, hooks):
+            sem = label_semanticity(mlp, layer, x, y, k=20, n_classes=N_CLASSES, **kw)
+            assert isinstance(sem, LayerSemanticity) and sem.reduce == "none"
+            assert sem.post == ("relu" if hidden else "none")
+            assert parent_fields(sem, Semanticity) == want_sem
+            sel = unit_selectivity(mlp, layer, x, y, N_CLASSES, n_bins=5, **kw)
+            assert isinstance(sel, LayerSelectivity) and sel.post == sem.post
+            assert parent_fields(sel, UnitSelectivity) == want_sel
     groups = [[0, 3, 5], [1, 2], [4, 6, 7, 8, 9]]
     acts = layer_activations(mlp, x, "fc2")
-    cs = layer_cluster_selectivity(mlp, x, y, groups, "fc2", N_CLASSES, 5, post=torch.relu)
-    assert isinstance(cs, LayerClusterSelectivity) and cs.layer == "fc2"
-    assert parent_fields(cs, ClusterSelectivity) == asdict(cluster_selectivity(acts, y, groups, N_CLASSES, 5))
+    for post in (None, torch.relu):
+        cs = layer_cluster_selectivity(mlp, x, y, groups, "fc2", N_CLASSES, 5, post=post)
+        assert isinstance(cs, LayerClusterSelectivity) and cs.layer == "fc2" and cs.post == "relu"
+        assert parent_fields(cs, ClusterSelectivity) == asdict(cluster_selectivity(acts, y, groups, N_CLASSES, 5))
+    assert torch.equal(layer_top_inputs(mlp, x, "fc2", 7), top_k_indices(acts, 7))
     assert torch.equal(layer_top_inputs(mlp, x, "fc2", 7, post=torch.relu), top_k_indices(acts, 7))
     assert torch.equal(layer_cluster_top_inputs(mlp, x, groups, "fc2", 7, post=torch.relu),
                        cluster_top_examples(acts, groups, 7))
@@ -206,8 +262,8 @@ def test_mlp_spectral_equals_the_weight_call() -> None:
     mlp, _, _ = mlp_setup()
     assert torch.equal(connection_matrix(mlp.fc2), mlp.fc2.weight)
     assert layer_spectral_partition(mlp, "fc2", 3, seed=1) == spectral_partition(mlp.fc2.weight, 3, seed=1)
-    got = layer_spectral_null(mlp, "fc2", 3, n_draws=3, seed=2)
-    assert got.to_dict() == spectral_null(mlp.fc2.weight, 3, n_draws=3, seed=2).to_dict()
+    got = spectral_null(mlp, "fc2", 3, n_draws=3, seed=2)
+    assert got.to_dict() == matrix_spectral_null(mlp.fc2.weight.detach().cpu(), 3, n_draws=3, seed=2).to_dict()
 
 
 @pytest.mark.parametrize("kind", ["margin", "kl", "seed"])
@@ -225,43 +281,80 @@ def test_objective_from_logits_equals_make_objective(kind: str) -> None:
     assert got.offset == want.offset
 
 
-def test_mlp_mask_circuit_equals_mask_circuit() -> None:
+def _by_param(c: Circuit) -> Circuit:
+    """``c`` with its kept masks keyed by parameter name: judged by the general path."""
+    return replace(c, kept={f"{n}.weight": m for n, m in c.kept.items()}, layers=[f"{n}.weight" for n in c.layers])
+
+
+def test_mlp_mask_circuits_equal_mask_circuit() -> None:
     """Same gates, same loss arithmetic (functional_call runs the MLP's own forward), same Adam:
-    identical masks, losses and history."""
+    identical masks, losses and history on both paths, and the same faithfulness."""
     mlp, x, y = mlp_setup(torch.float64)
     xt, yt = x[:150], y[:150]
-    want = mask_circuit(mlp, xt, 1, ["fc2"], sparsity=1e-3, steps=40, objective="margin")
-    got = param_mask_circuit(mlp, xt, 1, ["fc2"], objective="margin", sparsity=1e-3, steps=40)
+    want = mask_circuit_mlp(mlp, xt, 1, ["fc2"], sparsity=1e-3, steps=40, objective="margin")
+    fast, = mask_circuits(mlp, ["fc2"], xt, yt, labels=[1], sparsity=1e-3, steps=40)  # objective: margin
+    assert fast.layers == ["fc2"] and torch.equal(fast.kept["fc2"], want.kept["fc2"])
+    got, = mask_circuits(mlp, ["fc2.weight"], xt, yt, labels=[1], objective="margin", sparsity=1e-3, steps=40)
     assert got.layers == ["fc2.weight"]
     assert torch.equal(got.kept["fc2.weight"], want.kept["fc2"])
-    assert (got.full_loss, got.final_loss, got.soft_loss, got.history) == \
-        (want.full_loss, want.final_loss, want.soft_loss, want.history)
-    # faithfulness of today's circuit (kept keyed "fc2", read as fc2.weight) on held-out inputs
-    assert same_dicts(masked_faithfulness(mlp, want, x[150:], y[150:]).to_dict(),
-                      faithfulness(mlp, want, x[150:], y[150:]).to_dict())
-    assert len(param_mask_circuits(mlp, xt, yt, ["fc2"], labels=[0, 1], steps=2)) == 2
+    for c in (fast, got):
+        assert (c.full_loss, c.final_loss, c.soft_loss, c.history) == \
+            (want.full_loss, want.final_loss, want.soft_loss, want.history)
+    # faithfulness: the kernel (kept keyed "fc2") and the general path (keyed "fc2.weight")
+    want_f = faithfulness_mlp(mlp, want, x[150:], y[150:]).to_dict()
+    assert same_dicts(faithfulness(mlp, want, x[150:], y[150:]).to_dict(), want_f)
+    assert same_dicts(faithfulness(mlp, got, x[150:], y[150:]).to_dict(), want_f)
+    assert [c.label for c in mask_circuits(mlp, ["fc2"], xt, yt, labels=[0, 1], steps=2)] == [0, 1]
+    assert mask_circuits(mlp, None, xt, yt, labels=[0], steps=2)[0].layers == mlp.layer_names
+    seed_objective = mask_circuits_mlp(mlp, xt, yt, [0, 1], "seed", layers=["fc3"], steps=5)
+    for a, b in zip(seed_objective, mask_circuits(mlp, ["fc3"], xt, yt, labels=[0, 1], objective="seed", steps=5)):
+        assert torch.equal(a.kept["fc3"], b.kept["fc3"]) and a.history == b.history
 
 
 @pytest.mark.parametrize("objective,baseline", [("margin", "current"), ("seed", "current"), ("margin", "full")])
-def test_mlp_greedy_circuit_equals_greedy_circuit(objective: str, baseline: str) -> None:
-    """The generic plain loop on the MLP: the same forward arithmetic (functional_call runs the
-    MLP's own forward), the same decisions, so the same kept masks and losses."""
+def test_mlp_greedy_circuits_equal_greedy_circuit(objective: str, baseline: str) -> None:
+    """The batched kernel (the MLP path) and the generic plain loop on the MLP (functional_call
+    runs the MLP's own forward): the same decisions, so the same kept masks and losses."""
     mlp, x, y = mlp_setup()
     with torch.no_grad():
         mlp.fc3.weight[0, :3] = 0.0  # entries already zero: skipped by the generic loop, not kept by either
     label = 1
     xs = x[:120] if objective != "seed" else x[:120][y[:120] == label]
     want = greedy_circuit(mlp, xs, label, ["fc2", "fc3"], threshold=1e-3, baseline=baseline, objective=objective)
-    got = param_greedy_circuit(mlp, xs, label, ["fc2", "fc3"], threshold=1e-3, baseline=baseline, objective=objective)
-    assert got.layers == ["fc2.weight", "fc3.weight"]
+    kw = dict(labels=[label], threshold=1e-3, baseline=baseline, objective=objective)
+    fast, = greedy_circuits(mlp, ["fc2", "fc3"], x[:120], y[:120], **kw)
+    got, = greedy_circuits(mlp, ["fc2.weight", "fc3.weight"], x[:120], y[:120], **kw)
+    assert fast.layers == ["fc2", "fc3"] and got.layers == ["fc2.weight", "fc3.weight"]
     for name in ("fc2", "fc3"):
+        assert torch.equal(fast.kept[name], want.kept[name])
         assert torch.equal(got.kept[f"{name}.weight"], want.kept[name])
     assert 0 < got.size < sum(w.numel() for w in (mlp.fc2.weight, mlp.fc3.weight))
-    assert (got.full_loss, got.final_loss, got.objective, got.baseline) == \
-        (want.full_loss, want.final_loss, objective, baseline)
-    many = param_greedy_circuits(mlp, x[:120], y[:120], ["fc3"], labels=[0, 1], objective=objective,
-                                 threshold=1e-3)
+    for c in (fast, got):
+        assert (c.full_loss, c.final_loss, c.objective, c.baseline) == \
+            (want.full_loss, want.final_loss, objective, baseline)
+    many = greedy_circuits(mlp, ["fc3"], x[:120], y[:120], labels=[0, 1], objective=objective, threshold=1e-3)
     assert [c.label for c in many] == [0, 1]
+    batched = greedy_circuits_fast(mlp, x[:120], y[:120], labels=[0, 1], layers=["fc3"], objective=objective,
+                                   threshold=1e-3)[0]
+    assert all(torch.equal(c.kept["fc3"], batched[c.label].kept["fc3"]) for c in many)
+
+
+def test_mean_ablation_is_the_mlp_s_only(cnn: tuple[TinyCNN, Tensor, Tensor]) -> None:
+    mlp, x, y = mlp_setup(torch.float64)
+    c, = greedy_circuits(mlp, ["fc3"], x[:100], y[:100], labels=[1], threshold=1e-3, ablation="mean")
+    assert c.ablation == "mean" and c.means is not None
+    assert same_dicts(faithfulness(mlp, c, x[100:], y[100:]).to_dict(),
+                      faithfulness_mlp(mlp, c, x[100:], y[100:]).to_dict())
+    with pytest.raises(ValueError, match="mean"):
+        faithfulness(mlp, _by_param(c), x[100:], y[100:])
+    model, cx, cy = cnn
+    for find in (greedy_circuits, mask_circuits):
+        with pytest.raises(ValueError, match="zero ablation"):
+            find(model, ["head"], cx, cy, labels=[0], ablation="mean")
+        with pytest.raises(ValueError, match="MLP only"):
+            find(model, None, cx, cy, labels=[0])
+        with pytest.raises(ValueError, match="at least one"):
+            find(model, [], cx, cy, labels=[0])
 
 
 def test_greedy_circuit_of_a_cnn_head_is_faithful(cnn: tuple[TinyCNN, Tensor, Tensor]) -> None:
@@ -269,15 +362,15 @@ def test_greedy_circuit_of_a_cnn_head_is_faithful(cnn: tuple[TinyCNN, Tensor, Te
     with torch.no_grad():
         model.head.weight.mul_(20)  # a confident model, whose decisions a circuit must keep
     before = {n: p.clone() for n, p in model.named_parameters()}
-    circ = param_greedy_circuit(model, x[:80], 0, ["head"], threshold=1e-2, baseline="full")
+    circ, = greedy_circuits(model, ["head"], x[:80], y[:80], labels=[0], threshold=1e-2, baseline="full")
     assert 0 < circ.size < model.head.weight.numel()
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # the model is untouched
-    held_out = masked_faithfulness(model, circ, x[80:], y[80:])
+    held_out = faithfulness(model, circ, x[80:], y[80:])
     assert held_out.balanced_agreement > 0.6  # a constant classifier scores 0.5
     with pytest.raises(ValueError, match="baseline"):
-        param_greedy_circuit(model, x, 0, ["head"], baseline="start")
+        greedy_circuits(model, ["head"], x, y, labels=[0], baseline="start")
     with pytest.raises(ValueError, match="unknown parameter"):
-        param_greedy_circuit(model, x, 0, ["body"])
+        greedy_circuits(model, ["body"], x, y, labels=[0])
 
 
 # --- a tiny CNN ---------------------------------------------------------------------------------------------
@@ -293,7 +386,7 @@ def test_cnn_activations_reduce_space(cnn: tuple[TinyCNN, Tensor, Tensor]) -> No
                        torch.relu(out).amax((2, 3)))
     assert torch.equal(unit_activations(model, x, "relu", reduce="max", unit_dim=1), torch.relu(out).amax((2, 3)))
     assert torch.allclose(unit_activations(model, x, "conv"), out.mean((2, 3)), rtol=1e-6, atol=1e-7)
-    sem = layer_semanticity(model, x, torch.zeros(120, dtype=torch.long), "conv", k=10, n_classes=3, reduce="max")
+    sem = label_semanticity(model, "conv", x, torch.zeros(120, dtype=torch.long), k=10, n_classes=3, reduce="max")
     assert sem.reduce == "max" and sem.distinct == [1] * 6 and sem.score == pytest.approx(1 - 1 / 3)
 
 
@@ -306,7 +399,7 @@ def test_cnn_channel_ablation_equals_zeroing_the_kernels(cnn: tuple[TinyCNN, Ten
             m.conv.weight[clusters[c]] = 0
             m.conv.bias[clusters[c]] = 0
 
-    got = ablate_units(model, clusters, "conv", x, y, 3)
+    got = ablate(model, clusters, "conv", x, y, 3)
     assert got == manual_ablation(model, "conv", x, y, 3, 3, zero_out)
     assert 0 < got.full_acc < 1
     # a partition of the conv's (out, in) channels: rows zero output channels, columns input ones
@@ -318,7 +411,7 @@ def test_cnn_channel_ablation_equals_zeroing_the_kernels(cnn: tuple[TinyCNN, Ten
             m.conv.bias[list(part.rows[c])] = 0
             m.conv.weight[:, list(part.cols[c])] = 0
 
-    assert ablate_partition(model, part, "conv", x, y, 3) == manual_ablation(model, "conv", x, y, 3, 2, zero_block)
+    assert ablate(model, part, "conv", x, y, 3) == manual_ablation(model, "conv", x, y, 3, 2, zero_block)
     # the head's Linear: output features are logits
     logit_groups = [[0], [1, 2]]
 
@@ -327,17 +420,17 @@ def test_cnn_channel_ablation_equals_zeroing_the_kernels(cnn: tuple[TinyCNN, Ten
             m.head.weight[logit_groups[c]] = 0
             m.head.bias[logit_groups[c]] = 0
 
-    assert ablate_units(model, logit_groups, "head", x, y, 3, batch_size=32) == \
+    assert ablate(model, logit_groups, "head", x, y, 3, batch_size=32) == \
         manual_ablation(model, "head", x, y, 3, 2, zero_logits)
     with pytest.raises(ValueError, match="does not match"):
-        ablate_partition(model, Partition.equal_blocks((6, 5), 2), "conv", x, y, 3)
+        ablate(model, Partition.equal_blocks((6, 5), 2), "conv", x, y, 3)
 
 
 def test_cnn_selectivity(cnn: tuple[TinyCNN, Tensor, Tensor]) -> None:
     model, x, y = cnn
     with torch.no_grad():
         acts = torch.relu(model.conv(x)).amax((2, 3))
-    sel = layer_selectivity(model, x, y, "conv", 3, reduce="max", post=torch.relu)
+    sel = unit_selectivity(model, "conv", x, y, 3, reduce="max", post=torch.relu)
     assert sel.reduce == "max" and sel.post == "relu"
     assert sel.selectivity == selectivity_index(acts, y, 3).tolist()
     cs = layer_cluster_selectivity(model, x, y, [[0, 1, 2], [3, 4, 5]], "conv", 3, reduce="max", post=torch.relu)
@@ -360,8 +453,8 @@ def test_conv_connection_matrix_and_spectral() -> None:
     with torch.no_grad():
         one.weight.copy_(lin.weight[:, :, None, None])
     assert torch.equal(connection_matrix(one), lin.weight.detach().abs())
-    a = layer_spectral_null(nn.Sequential(OrderedDict([("l", lin)])), "l", 3, n_draws=3, seed=4)
-    b = layer_spectral_null(nn.Sequential(OrderedDict([("l", one)])), "l", 3, n_draws=3, seed=4)
+    a = spectral_null(nn.Sequential(OrderedDict([("l", lin)])), "l", 3, n_draws=3, seed=4)
+    b = spectral_null(nn.Sequential(OrderedDict([("l", one)])), "l", 3, n_draws=3, seed=4)
     assert a.to_dict() == b.to_dict()
     # grouped: zero between groups; transposed: read as (out, in)
     grouped = nn.Conv2d(4, 6, 3, groups=2)
@@ -388,13 +481,13 @@ def test_block_hidden_neurons(block: tuple[TinyBlock, Tensor, Tensor]) -> None:
             m.mlp.fc.weight[clusters[c]] = 0
             m.mlp.fc.bias[clusters[c]] = 0
 
-    got = ablate_units(model, clusters, "mlp.fc", x, y, 3)
+    got = ablate(model, clusters, "mlp.fc", x, y, 3)
     assert got == manual_ablation(model, "mlp.fc", x, y, 3, 3, zero)
     # GELU(0) = 0: zeroing the neurons after the activation is the same ablation
-    assert ablate_units(model, clusters, "mlp.act", x, y, 3) == replace(got, layer="mlp.act")
-    sem = layer_semanticity(model, x, y, "mlp.act", k=10, n_classes=3)
+    assert ablate(model, clusters, "mlp.act", x, y, 3) == replace(got, layer="mlp.act")
+    sem = label_semanticity(model, "mlp.act", x, y, k=10, n_classes=3)
     assert sem.reduce == "mean" and len(sem.distinct) == 12 and all(1 <= d <= 3 for d in sem.distinct)
-    sel = layer_selectivity(model, x, y, "mlp.act", 3)
+    sel = unit_selectivity(model, "mlp.act", x, y, 3)
     assert len(sel.mi) == 12 and all(v >= 0 for v in sel.mi)
     assert layer_spectral_partition(model, "mlp.fc", 2) == spectral_partition(model.mlp.fc.weight, 2)
 
@@ -414,7 +507,7 @@ def test_constant_classifier_scores_badly_and_a_learned_mask_does_not(cnn: tuple
                        kept={"head.weight": torch.zeros_like(model.head.weight, dtype=torch.bool)},
                        full_loss=float("nan"), final_loss=float("nan"), objective="margin")
     assert (masked_logits(model, constant.kept, x).argmax(-1) == c).all()
-    bad = masked_faithfulness(model, constant, x, y)
+    bad = faithfulness(model, constant, x, y)
     assert bad.share_c == 1.0 and bad.agreement_c == 1.0 and bad.agreement_rest == 0.0
     assert bad.balanced_agreement == 0.5
     assert bad.agreement == bad.full_share_c > 0.5  # plain agreement would flatter it; the balanced one does not
@@ -422,10 +515,10 @@ def test_constant_classifier_scores_badly_and_a_learned_mask_does_not(cnn: tuple
         obj = objective_from_logits("margin", model(x), x, c)
         const_loss = obj.loss(masked_logits(model, constant.kept, x)).item()
     assert const_loss >= 0.5 * math.log(2)
-    circ = param_mask_circuit(model, x, c, ["conv", "head.weight"], sparsity=1e-4, steps=60)
+    circ, = mask_circuits(model, ["conv", "head.weight"], x, y, labels=[c], sparsity=1e-4, steps=60)
     assert set(circ.kept) == {"conv.weight", "head.weight"} and 0 < circ.size
     assert circ.final_loss < const_loss
-    good = masked_faithfulness(model, circ, x, y)
+    good = faithfulness(model, circ, x, y)
     assert good.balanced_agreement > 0.8 and good.agreement_rest > 0.8
     assert model.head.weight.grad is None  # the model's own parameters are untouched
 
@@ -450,19 +543,19 @@ def test_errors_and_modes(cnn: tuple[TinyCNN, Tensor, Tensor]) -> None:
     with pytest.raises(RuntimeError, match="not called"):
         unit_activations(Functional(), torch.randn(4, 3), "lin")
     with pytest.raises(RuntimeError, match="not called"):
-        ablate_units(Functional(), [[0]], "lin", torch.randn(4, 3), torch.zeros(4, dtype=torch.long), 2)
+        ablate(Functional(), [[0]], "lin", torch.randn(4, 3), torch.zeros(4, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="disjoint"):
-        ablate_units(model, [[0, 1], [1, 2]], "conv", x, y, 3)
+        ablate(model, [[0, 1], [1, 2]], "conv", x, y, 3)
     with pytest.raises(ValueError, match="unit"):
-        ablate_units(model, [[0, 6]], "conv", x, y, 3)
+        ablate(model, [[0, 6]], "conv", x, y, 3)
     with pytest.raises(ValueError, match="reduce"):
         unit_activations(model, x, "conv", reduce="sum")
     with pytest.raises(ValueError, match="unknown parameter"):
-        param_mask_circuit(model, x, 0, ["nope"], steps=1)
+        mask_circuits(model, ["nope"], x, y, labels=[0], steps=1)
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="1 non-finite values"):  # not a score computed from nan activations
-        layer_semanticity(model, bad, y, "conv", k=10, n_classes=3)
+        label_semanticity(model, "conv", bad, y, k=10, n_classes=3)
     # dropout in train mode: every analysis runs in eval mode and restores the modes
     drop = nn.Sequential(OrderedDict([("lin", nn.Linear(5, 3)), ("drop", nn.Dropout(0.5))]))
     drop.train()

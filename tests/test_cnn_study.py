@@ -103,28 +103,28 @@ def test_analyses_on_cuts_equal_the_whole_network(data: Dataset) -> None:
     view = cs.cnn_as_sequential(model)
     abl = cs.ablation_analysis(model, clusters, x, y, study, 10)
     for layer in cs.CLUSTERED_LAYERS:
-        whole = am.ablate_units(view, clusters.groups[layer], layer, x, y, 10)
+        whole = am.ablate(view, clusters.groups[layer], layer, x, y, 10)
         assert abl[layer]["off_acc"] == whole.off_acc and abl[layer]["on_classwise"] == whole.on_classwise
         assert abl[layer]["order"] == sorted(range(2), key=lambda c: whole.off_acc[c])
     sem = cs.semanticity_analysis(model, clusters, x, y, study, 10)
     for layer in cs.CLUSTERED_LAYERS:
-        whole = am.layer_semanticity(view, x, y, layer, k=5, post=torch.relu)
+        whole = am.label_semanticity(view, layer, x, y, k=5, post=torch.relu)
         assert sem[layer]["semanticity"] == pytest.approx(whole.score, abs=1e-12)
         assert sem[layer]["reduce"] == ("mean" if layer == "conv2" else "none") and sem[layer]["post"] == "relu"
-        sel = am.layer_selectivity(view, x, y, layer, post=torch.relu)
+        sel = am.unit_selectivity(view, layer, x, y, post=torch.relu)
         assert sem[layer]["mean_mi"] == pytest.approx(sel.mean_mi, abs=1e-6)
     # a circuit judged on the cut is judged the same on the whole network
     circ = cs.circuit_analysis(model, data.train_x[:60], data.train_y[:60], x, y, study, 10, seed=1)
     assert circ["params"] == ["fc1.weight", "fc2.weight"] and circ["n_entries"] == 16 * 392 + 10 * 16
     assert [lab["label"] for lab in circ["labels"]] == list(range(10))
     labels = [0, 7]  # the whole network recomputes the convolutions at every mask step: two labels suffice
-    found = am.param_mask_circuits(view, data.train_x[:60], data.train_y[:60], ["fc1.weight", "fc2.weight"],
-                                   labels=labels, objective="margin", sparsity=study.mask_sparsity,
-                                   steps=study.mask_steps, lr=study.mask_lr)
+    found = am.mask_circuits(view, ["fc1.weight", "fc2.weight"], data.train_x[:60], data.train_y[:60],
+                             labels=labels, objective="margin", sparsity=study.mask_sparsity,
+                             steps=study.mask_steps, lr=study.mask_lr)
     for c in found:
         lab = circ["labels"][c.label]
         assert lab["size"] == c.size
-        whole = am.masked_faithfulness(view, c, x, y).to_dict()
+        whole = am.faithfulness(view, c, x, y).to_dict()
         assert lab["faithfulness"]["balanced_agreement"] == pytest.approx(whole["balanced_agreement"], nan_ok=True)
 
 

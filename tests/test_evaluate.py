@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from modclust import MLP, Partition
-from modclust.analysis.ablation import ablate, accuracy, classwise_accuracy
+from modclust.analysis.ablation import accuracy, classwise_accuracy
+from modclust.analysis.any_model import ablate
 
 
 def seed_classwise(model, x, y):
@@ -31,7 +32,7 @@ def seed_ablated(model, part, clusters):
 def test_ablation_matches_one_copy_per_cluster(tiny):
     model = MLP((784, 16, 16, 10), seed=0)
     part = Partition.equal_blocks((16, 16), 4)
-    res = ablate(model, part, tiny.test_x, tiny.test_y)
+    res = ablate(model, part, "fc2", tiny.test_x, tiny.test_y)
     assert res.full_acc == pytest.approx(accuracy(model, tiny.test_x, tiny.test_y))
     assert res.full_classwise == pytest.approx(seed_classwise(model, tiny.test_x, tiny.test_y))
     for c in range(4):
@@ -46,7 +47,7 @@ def test_ablation_matches_one_copy_per_cluster(tiny):
 def test_unequal_clusters_and_wrong_layer(tiny):
     model = MLP((784, 16, 16, 10), seed=0)
     part = Partition.from_labels([0] * 3 + [1] * 13, [1] * 10 + [0] * 6)
-    res = ablate(model, part, tiny.test_x, tiny.test_y)
+    res = ablate(model, part, "fc2", tiny.test_x, tiny.test_y)
     assert len(res.off_acc) == 2 and len(res.on_classwise[1]) == 10
     with pytest.raises(ValueError, match="does not match fc3"):
-        ablate(model, part, tiny.test_x, tiny.test_y, layer="fc3")
+        ablate(model, part, "fc3", tiny.test_x, tiny.test_y)

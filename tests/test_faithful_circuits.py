@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 from modclust import TrainConfig
 from modclust import train
-from modclust.analysis.circuits import (Circuit, circuit_logits, faithfulness, greedy_circuit, greedy_circuit_fast,
-                               greedy_circuits_fast)
-from modclust.analysis.masks import mask_circuits
+from modclust.analysis.any_model import faithfulness
+from modclust.analysis.circuits import (Circuit, circuit_logits, greedy_circuit, greedy_circuit_fast,
+                                        greedy_circuits_fast)
+from modclust.analysis.masks import mask_circuits_mlp
 from modclust.core.data import balanced_indices
 from modclust.core.model import forward
 from modclust.analysis.objectives import ablation_means, make_objective, objective_loss
@@ -228,10 +229,10 @@ def test_learned_masks_take_every_objective(setup, ablation):
     x, y = data.train_x, data.train_y
     c = int(torch.bincount(model(x).argmax(1), minlength=10).argmax())
     kw = dict(layers=["fc2", "fc3"], sparsity=1e-3, steps=60, ablation=ablation)
-    kl, = mask_circuits(model, x, y, objective="kl", **kw)
+    kl, = mask_circuits_mlp(model, x, y, objective="kl", **kw)
     assert kl.label is None and kl.objective == "kl" and kl.ablation == ablation
-    margin, = mask_circuits(model, x, y, labels=[c], objective="margin", **kw)
-    seed, = mask_circuits(model, x, y, labels=[c], objective="seed", **kw)
+    margin, = mask_circuits_mlp(model, x, y, labels=[c], objective="margin", **kw)
+    seed, = mask_circuits_mlp(model, x, y, labels=[c], objective="seed", **kw)
     # the reported loss is the objective of the network cut down to the kept weights
     obj = make_objective("margin", [w.detach() for w in model.weights()], x, c)
     assert margin.final_loss == pytest.approx(obj.loss(circuit_logits(model, margin, x)).item(), rel=1e-5)

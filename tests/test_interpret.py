@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from modclust import MLP
-from modclust.analysis.semanticity import label_semanticity, layer_activations, top_k_indices
+from modclust.analysis.any_model import label_semanticity
+from modclust.analysis.semanticity import layer_activations, top_k_indices
 
 
 def seed_semanticity(model, x, y, k):
@@ -20,7 +21,7 @@ def seed_semanticity(model, x, y, k):
 
 def test_matches_the_seeds_definition(tiny):
     model = MLP((784, 32, 32, 10), seed=1)
-    res = label_semanticity(model, tiny.test_x, tiny.test_y, layer="fc2", k=20)
+    res = label_semanticity(model, "fc2", tiny.test_x, tiny.test_y, k=20)
     score, hist = seed_semanticity(model, tiny.test_x, tiny.test_y, 20)
     assert res.score == pytest.approx(score)
     assert res.histogram == hist

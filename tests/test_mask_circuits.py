@@ -5,7 +5,7 @@ import torch
 
 from modclust.analysis.circuits import Circuit, greedy_circuit
 from modclust.analysis.objectives import make_objective
-from modclust.analysis.masks import MaskCircuit, mask_circuit, mask_circuits
+from modclust.analysis.masks import MaskCircuit, mask_circuit_mlp, mask_circuits_mlp
 from modclust.core.model import MLP, forward
 
 
@@ -28,7 +28,7 @@ def planted_model() -> tuple[MLP, torch.Tensor]:
 
 def test_mask_finds_the_planted_path() -> None:
     model, x = planted_model()
-    circ = mask_circuit(model, x, 0, sparsity=1e-3, steps=100, lr=0.1)
+    circ = mask_circuit_mlp(model, x, 0, sparsity=1e-3, steps=100, lr=0.1)
     assert isinstance(circ, Circuit) and circ.baseline == "mask"
     assert circ.kept["fc1"][0, 0] and circ.kept["fc2"][0, 0]
     assert circ.size == 2
@@ -41,16 +41,16 @@ def test_mask_finds_the_planted_path() -> None:
 
 def test_no_sparsity_keeps_everything_and_more_sparsity_keeps_less() -> None:
     model, x = planted_model()
-    dense = mask_circuit(model, x, 0, sparsity=0.0, steps=20)
+    dense = mask_circuit_mlp(model, x, 0, sparsity=0.0, steps=20)
     assert dense.size == 6 * 4 + 4 * 3
-    sizes = [mask_circuit(model, x, 1, sparsity=s, steps=100).size for s in (1e-5, 1e-1)]
+    sizes = [mask_circuit_mlp(model, x, 1, sparsity=s, steps=100).size for s in (1e-5, 1e-1)]
     assert sizes[0] >= sizes[1]
 
 
 def test_deterministic_layers_and_serialisation() -> None:
     model, x = planted_model()
-    a = mask_circuit(model, x, 0, layers=["fc2"], sparsity=1e-3, steps=50)
-    b = mask_circuit(model, x, 0, layers=["fc2"], sparsity=1e-3, steps=50)
+    a = mask_circuit_mlp(model, x, 0, layers=["fc2"], sparsity=1e-3, steps=50)
+    b = mask_circuit_mlp(model, x, 0, layers=["fc2"], sparsity=1e-3, steps=50)
     assert list(a.kept) == ["fc2"] and torch.equal(a.kept["fc2"], b.kept["fc2"]) and a.history == b.history
     # the loss is computed from fc1's output once; it must equal the full model's masked loss
     ws = [w.detach() for w in model.weights()]
@@ -60,13 +60,13 @@ def test_deterministic_layers_and_serialisation() -> None:
     d = a.to_dict()
     assert d["baseline"] == "mask" and d["size"] == a.size and d["sparsity"] == 1e-3
     with pytest.raises(ValueError, match="threshold"):
-        mask_circuit(model, x, 0, threshold=1.0)
+        mask_circuit_mlp(model, x, 0, threshold=1.0)
 
 
 def test_one_circuit_per_label() -> None:
     model, x = planted_model()
     y = torch.arange(64) % 3
-    circs = mask_circuits(model, x, y, steps=5)
+    circs = mask_circuits_mlp(model, x, y, steps=5)
     assert [c.label for c in circs] == [0, 1, 2] and all(isinstance(c, MaskCircuit) for c in circs)
     with pytest.raises(ValueError, match="no examples of label 7"):
-        mask_circuits(model, x, y, labels=[7], steps=5)
+        mask_circuits_mlp(model, x, y, labels=[7], steps=5)

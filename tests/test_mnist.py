@@ -4,8 +4,7 @@ import pytest
 
 from modclust import TrainConfig, train_many
 from modclust.analysis.circuits import greedy_circuit, search_space_pruned
-from modclust.analysis.ablation import ablate
-from modclust.analysis.semanticity import label_semanticity
+from modclust.analysis.any_model import ablate, label_semanticity
 
 pytestmark = pytest.mark.mnist
 
@@ -25,13 +24,13 @@ def test_seed_configuration_learns_and_clusters(trained):
 
 
 def test_ablations_hurt_and_on_is_worse_than_off(trained, mnist):
-    r = ablate(trained[0].model, trained[0].partitions["fc2"], mnist.test_x, mnist.test_y)
+    r = ablate(trained[0].model, trained[0].partitions["fc2"], "fc2", mnist.test_x, mnist.test_y)
     assert all(off < r.full_acc for off in r.off_acc)
     assert sum(r.on_acc) < sum(r.off_acc)
 
 
 def test_semanticity_and_circuits_run_on_real_data(trained, mnist):
-    s = label_semanticity(trained[0].model, mnist.test_x, mnist.test_y, k=50)
+    s = label_semanticity(trained[0].model, "fc2", mnist.test_x, mnist.test_y, k=50)
     assert 0 <= s.score <= 0.9 and sum(s.histogram) == 64
     assert round(search_space_pruned((784, 64, 64, 10), trained[0].partitions["fc2"])[0], 4) == 0.7640
     x = mnist.test_x[mnist.test_y == 8]

@@ -7,6 +7,7 @@ import torch
 from sklearn.metrics import mutual_info_score
 
 from modclust.core.model import MLP
+from modclust.analysis.any_model import unit_selectivity
 from modclust.analysis.selectivity import (
     binary_entropy_bits,
     bin_activations,
@@ -17,7 +18,6 @@ from modclust.analysis.selectivity import (
     mutual_information,
     live_split,
     selectivity_index,
-    unit_selectivity,
 )
 
 
@@ -87,7 +87,7 @@ def test_unit_selectivity_on_a_model() -> None:
     model = MLP((6, 5, 3), seed=0)
     x = torch.randn(60, 6, generator=torch.Generator().manual_seed(2))
     y = torch.arange(3).repeat(20)
-    res = unit_selectivity(model, x, y, layer="fc1", n_classes=3)
+    res = unit_selectivity(model, "fc1", x, y, n_classes=3)
     assert len(res.selectivity) == 5 and len(res.mi) == 5
     assert 0 <= res.mean_selectivity <= 1 and 0 <= res.mean_mi <= res.label_entropy + 1e-9
 

@@ -8,7 +8,7 @@ from modclust.core.partition import Partition
 from modclust.analysis.spectral import (
     ncut,
     shuffle_weights,
-    spectral_null,
+    matrix_spectral_null,
     spectral_partition,
     weight_clusterability,
 )
@@ -40,17 +40,17 @@ def test_planted_blocks_are_recovered() -> None:
 
 def test_planted_blocks_beat_the_null_and_random_does_not() -> None:
     w, _, _ = planted()
-    res = spectral_null(w, 4, n_draws=10, seed=0)
+    res = matrix_spectral_null(w, 4, n_draws=10, seed=0)
     assert res.c > 0.99 and res.z_c > 3 and res.z_ncut < -3
     assert res.p_c == pytest.approx(1 / 11)
     rnd = np.random.default_rng(1).normal(size=(32, 32))
-    null = spectral_null(rnd, 4, n_draws=10, seed=0)
+    null = matrix_spectral_null(rnd, 4, n_draws=10, seed=0)
     assert abs(null.z_c) < 3 and abs(null.z_ncut) < 3
 
 
 def test_deterministic_under_a_seed() -> None:
     w = np.random.default_rng(2).normal(size=(20, 24))
-    a, b = spectral_null(w, 3, n_draws=4, seed=5), spectral_null(torch.tensor(w), 3, n_draws=4, seed=5)
+    a, b = matrix_spectral_null(w, 3, n_draws=4, seed=5), matrix_spectral_null(torch.tensor(w), 3, n_draws=4, seed=5)
     assert a.to_dict() == b.to_dict()
     g1, g2 = np.random.default_rng(7), np.random.default_rng(7)
     s = shuffle_weights(w, g1)

@@ -20,14 +20,15 @@ from modclust.core.checks import check_float, check_int, check_ints
 from modclust.analysis.circuits import greedy_circuit, greedy_circuit_fast, greedy_circuits_fast, search_space_pruned
 from modclust.seed.pruning_cell import seed_cell_prune
 from modclust.analysis.ablation import classwise_correct
-from modclust.analysis.semanticity import label_semanticity, top_k_indices
-from modclust.analysis.masks import mask_circuit, mask_circuits
+from modclust.analysis.any_model import label_semanticity, unit_selectivity
+from modclust.analysis.semanticity import top_k_indices
+from modclust.analysis.masks import mask_circuit_mlp, mask_circuits_mlp
 from modclust.core.model import init_weights
 from modclust.core.optim import Modularity
 from modclust.core.partition import Partition
 from modclust.analysis.selectivity import (binary_entropy_bits, bin_activations, class_means, cluster_selectivity,
-                                  mutual_information, selectivity_index, unit_selectivity)
-from modclust.analysis.spectral import spectral_null, spectral_partition, weight_clusterability
+                                  mutual_information, selectivity_index)
+from modclust.analysis.spectral import matrix_spectral_null, spectral_partition, weight_clusterability
 from modclust.core.stats import pareto_front
 from modclust.core.train import TrainingDivergedError
 
@@ -334,8 +335,8 @@ def test_every_circuit_function_refuses_a_label_with_no_examples(circuit_setup):
         lambda: greedy_circuit_fast(model, none, 7),
         lambda: greedy_circuits_fast(model, x, y, labels=[7]),
         lambda: greedy_circuits_fast(model, x, y, labels=[7], objective="seed", baseline="full"),
-        lambda: mask_circuit(model, none, 7, steps=2),
-        lambda: mask_circuits(model, x, y, labels=[7], steps=2),
+        lambda: mask_circuit_mlp(model, none, 7, steps=2),
+        lambda: mask_circuits_mlp(model, x, y, labels=[7], steps=2),
         lambda: seed_cell_prune(model, none, 7),
         lambda: greedy_circuit(model, x[:0], 0, objective="margin"),
         lambda: greedy_circuit(model, x[:0], None, objective="kl"),
@@ -365,7 +366,7 @@ def test_circuit_labels_must_be_outputs(circuit_setup, label, err):
     model, x, y = circuit_setup
     for call in (lambda: greedy_circuit(model, x, label, objective="margin"),
                  lambda: greedy_circuit_fast(model, x, label, objective="margin"),
-                 lambda: mask_circuit(model, x, label, objective="margin", steps=1),
+                 lambda: mask_circuit_mlp(model, x, label, objective="margin", steps=1),
                  lambda: seed_cell_prune(model, x, label)):
         with pytest.raises(err, match="label must be an int"):
             call()
@@ -399,9 +400,9 @@ def test_fast_pruners_reject_a_bad_tol(circuit_setup, tol):
 def test_mask_circuit_rejects_bad_numbers(circuit_setup, kw, err, match):
     model, x, y = circuit_setup
     with pytest.raises(err, match=match):
-        mask_circuit(model, x[y == 0], 0, **kw)
+        mask_circuit_mlp(model, x[y == 0], 0, **kw)
     with pytest.raises(err, match=match):
-        mask_circuits(model, x, y, **kw)
+        mask_circuits_mlp(model, x, y, **kw)
 
 
 def test_valid_circuit_arguments_still_work(circuit_setup):
@@ -409,7 +410,7 @@ def test_valid_circuit_arguments_still_work(circuit_setup):
     a = greedy_circuit(model, x[y == 1], np.int64(1), layers=["fc3"], threshold=0)
     b = greedy_circuit_fast(model, x[y == 1], 1, layers=["fc3"], threshold=np.float64(0.0), tol=0)
     assert a.label == 1 and torch.equal(a.kept["fc3"], b.kept["fc3"])
-    m = mask_circuit(model, x[y == 1], 1, steps=2.0, log_every=1)
+    m = mask_circuit_mlp(model, x[y == 1], 1, steps=2.0, log_every=1)
     assert m.steps == 2 and len(m.history) == 2
 
 
@@ -439,7 +440,7 @@ def test_selectivity_checks_its_numbers():
     with pytest.raises(ValueError, match=r"unit index of cluster 1 must be an int, got 1\.5"):
         cluster_selectivity(acts, y, [[0], [1.5]], 4)
     with pytest.raises(ValueError, match=r"n_bins must be an int >= 1"):
-        unit_selectivity(MLP((6, 5, 3), seed=0), torch.randn(10, 6), torch.arange(10) % 3, "fc1", 3, n_bins=0)
+        unit_selectivity(MLP((6, 5, 3), seed=0), "fc1", torch.randn(10, 6), torch.arange(10) % 3, 3, n_bins=0)
     for p in (NAN, 1.5, -0.1):
         with pytest.raises(ValueError, match=r"p must be a finite number in \[0, 1\]"):
             binary_entropy_bits(p)
@@ -455,10 +456,10 @@ def test_interpret_checks_its_numbers():
     with pytest.raises(ValueError, match="k must be between 1"):
         top_k_indices(torch.zeros(5, 2), 0)
     with pytest.raises(ValueError, match=r"n_classes must be an int >= 1, got 0"):
-        label_semanticity(model, data.test_x, data.test_y, "fc1", k=5, n_classes=0)
+        label_semanticity(model, "fc1", data.test_x, data.test_y, k=5, n_classes=0)
     with pytest.raises(ValueError, match=r"y must lie in 0 \.\. 4"):
-        label_semanticity(model, data.test_x, data.test_y, "fc1", k=30, n_classes=5)
-    assert label_semanticity(model, data.test_x, data.test_y, "fc1", k=5).k == 5
+        label_semanticity(model, "fc1", data.test_x, data.test_y, k=30, n_classes=5)
+    assert label_semanticity(model, "fc1", data.test_x, data.test_y, k=5).k == 5
 
 
 def test_spectral_checks_its_numbers():
@@ -468,9 +469,9 @@ def test_spectral_checks_its_numbers():
     with pytest.raises(ValueError, match=r"seed must be an int in \[0, 4294967295\], got -1"):
         spectral_partition(w, 2, seed=-1)
     with pytest.raises(ValueError, match=r"n_draws must be an int >= 2, got 1"):
-        spectral_null(w, 2, n_draws=1)
+        matrix_spectral_null(w, 2, n_draws=1)
     with pytest.raises(ValueError, match=r"n_draws must be an int >= 2, got 2\.5"):
-        spectral_null(w, 2, n_draws=2.5)
+        matrix_spectral_null(w, 2, n_draws=2.5)
     bad = w.clone()
     bad[1, 2] = INF
     with pytest.raises(ValueError, match=r"weight must be finite, got 1 nan or inf entry of 48"):

@@ -1,7 +1,8 @@
-"""Accuracy, class-wise accuracy and cluster ablations (OFF / ON), batched.
+"""Accuracy, class-wise accuracy and cluster ablations (OFF / ON) of the seed's MLP, batched.
 
 An ablation zeroes rows U_c and columns V_c of the clustered matrix. All 2k ablated copies
-(k OFF, k ON) are evaluated in one batched forward pass rather than one pass per copy.
+(k OFF, k ON) are evaluated in one batched forward pass rather than one pass per copy
+(:func:`ablate_mlp`, the fast kernel of the public :func:`modclust.analysis.any_model.ablate`).
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ class AblationResult:
 
 
 @torch.no_grad()
-def ablate(model: MLP, partition: Partition, x: Tensor, y: Tensor, layer: str = "fc2",
-           n_classes: int = 10) -> AblationResult:
-    """Turn each cluster of ``layer`` OFF and ON; one batched forward for all 2k copies."""
+def ablate_mlp(model: MLP, partition: Partition, x: Tensor, y: Tensor, layer: str = "fc2",
+               n_classes: int = 10) -> AblationResult:
+    """Turn each cluster of ``layer`` OFF and ON; one batched forward for all 2k copies.
+
+    The seed's MLP's fast kernel behind :func:`modclust.analysis.any_model.ablate` (the public
+    function, for any model), which calls it for an MLP and a partition of one of its layers.
+    """
     idx = model.layer_index(layer)
     weights = [w.detach() for w in model.weights()]
     partition.check_fits(weights[idx], layer)

@@ -1,24 +1,33 @@
-"""The analyses of a trained model, for any ``nn.Module``, given its unit clusters.
+"""The analyses of a trained model, for any ``nn.Module``: one public function per analysis.
 
-The other analysis modules take the seed's bias-free :class:`~modclust.core.model.MLP` and its
-``fc1 .. fcL`` weights. Here the same measurements work on any model, through forward hooks
-on its named modules (no per-model rewrite):
+Each analysis is one function that takes the model first, then what it ablates or measures,
+then the data, and works on any model through forward hooks on its named modules (no
+per-model rewrite). For the seed's bias-free :class:`~modclust.core.model.MLP` on its
+``fc1 .. fcL`` layers a small dispatcher (:func:`mlp_fast_path`) sends the call to the MLP's
+fast kernel instead (a batched ablation, the batched exact greedy pruner, ...), which gives
+the same numbers (tested in ``tests/test_analysis_modules.py``):
 
-- :func:`unit_activations`: a module's output as ``[N, units]``;
-- :func:`ablate_units` / :func:`ablate_partition` / :func:`ablate_clusters`: cluster OFF / ON,
-  overall and class-wise, with the result of :func:`modclust.analysis.ablation.ablate`;
-- :func:`layer_top_inputs`, :func:`layer_cluster_top_inputs`: max-activating inputs;
-- :func:`layer_semanticity`, :func:`layer_selectivity`, :func:`layer_cluster_selectivity`:
-  label semanticity, class selectivity and mutual information, with the math of
-  :mod:`modclust.analysis.semanticity` and :mod:`modclust.analysis.selectivity`;
-- :func:`connection_matrix`, :func:`layer_spectral_partition`, :func:`layer_spectral_null`:
-  the spectral co-clustering baseline and its shuffled null for Linear, conv and any 2-D weight;
-- :func:`param_greedy_circuit`, :func:`param_mask_circuit`, :func:`masked_faithfulness`: greedy
-  and learned-mask circuits over any chosen parameters, with the objectives of
-  :mod:`modclust.analysis.objectives`.
+- :func:`ablate`: cluster OFF / ON, overall and class-wise (MLP kernel:
+  :func:`modclust.analysis.ablation.ablate_mlp`);
+- :func:`label_semanticity`, :func:`unit_selectivity`: label semanticity, class selectivity
+  and mutual information of a module's units, with the math of
+  :mod:`modclust.analysis.semanticity` and :mod:`modclust.analysis.selectivity` (MLP:
+  :meth:`~modclust.core.model.MLP.activations`, one pass without hooks);
+- :func:`spectral_null`: spectral co-clustering of a layer's :func:`connection_matrix` against
+  its shuffled null, for Linear, conv and any 2-D weight (on a Linear it is the weight itself);
+- :func:`greedy_circuits`, :func:`mask_circuits`, :func:`faithfulness`: greedy and
+  learned-mask circuits over any chosen parameters, with the objectives of
+  :mod:`modclust.analysis.objectives`, and how faithful a circuit is (MLP kernels:
+  :func:`modclust.analysis.circuits.greedy_circuits_fast`,
+  :func:`modclust.analysis.masks.mask_circuits_mlp`,
+  :func:`modclust.analysis.circuits.faithfulness_mlp`, which also take mean ablation).
 
-Unit clusters are a plain mapping ``{module name: k clusters of unit indices}`` (names as in
-``model.named_modules()``), e.g. ``{"conv1": [[0, 1, 2], [3, 4, 5]]}``.
+Helpers for any model: :func:`unit_activations` (a module's output as ``[N, units]``),
+:func:`layer_top_inputs`, :func:`layer_cluster_top_inputs` (max-activating inputs),
+:func:`layer_cluster_selectivity`, :func:`connection_matrix`, :func:`layer_spectral_partition`.
+
+A module's unit clusters are k lists of its unit indices, e.g. ``[[0, 1, 2], [3, 4, 5]]`` for
+``"conv1"`` (modules named as in ``model.named_modules()``; ``UnitClusters.groups[name]``).
 
 Units. A module's *units* lie along one dim of its output: dim 1 (channels) for conv and batch
 norm modules, the last dim (features) for every other module: a Linear's output features,
@@ -28,20 +37,18 @@ more dims than ``[N, units]`` (a conv's ``[N, C, H, W]``, a transformer's ``[N, 
 are *reduced* over every other dim (space, token positions) by their mean or their max
 (``reduce``); results record which (``"none"`` when the output already was ``[N, units]``).
 
-The seed's MLP. :class:`MLP`'s forward multiplies its weights directly and never calls its
-``fc`` modules, so a hook on them would never fire. Every function here therefore reads an MLP
-through :func:`mlp_as_sequential`, a Sequential view sharing its Linear modules (same names,
-same parameters, same function), with its ReLUs as modules ``relu1 .. relu{L-1}``. On the MLP
-the functions here give the same numbers as the MLP-only ones (tested in
-``tests/test_analysis_modules.py``): its hidden layers' post-ReLU activations are
-``layer=..., post=torch.relu`` (or ``layer="relu2"`` for fc2).
+The seed's MLP. Its forward calls its ``fc`` modules, so hooks on them fire, and its ReLUs are
+functions (no modules). Its units are read as :meth:`~modclust.core.model.MLP.activations`
+gives them: a hidden layer ``fcN``'s after its ReLU, the last layer's logits. With ``post``
+and ``unit_dim`` left out that is what the functions here read on an MLP (results record
+``post="relu"`` for a hidden layer); ``post=torch.relu`` on the hook path reads the same.
 
-Ablation, as the seed's. :func:`modclust.analysis.ablation.ablate` zeroes the rows U_c and the
-columns V_c of a layer's weight (the block's output units and everything feeding them from
-V_c). The hook equivalent zeroes the layer's output units U_c (forward hook) *and* its input
-units V_c (forward pre-hook on the same layer, so only V_c's connections into this layer are
-cut, exactly the columns); :func:`ablate_partition` does both and gives ``ablate``'s numbers on
-the MLP. :func:`ablate_units` with output clusters alone zeroes the rows only.
+Ablation, as the seed's. :func:`ablate` of a :class:`~modclust.core.partition.Partition`
+zeroes the rows U_c and the columns V_c of a layer's weight (the block's output units and
+everything feeding them from V_c). The hook path zeroes the layer's output units U_c (forward
+hook) *and* its input units V_c (forward pre-hook on the same layer, so only V_c's connections
+into this layer are cut, exactly the columns): on the MLP the same decisions as the kernel's.
+:func:`ablate` of plain clusters of output units zeroes the rows only.
 
 Every function runs the model in eval mode (and restores each module's mode afterwards), so
 dropout and batch norm do not make an analysis random.
@@ -49,7 +56,6 @@ dropout and batch norm do not make an analysis random.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -58,15 +64,16 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from modclust.analysis.ablation import AblationResult, classwise_correct
-from modclust.analysis.circuits import Circuit, Faithfulness, check_threshold, decision_faithfulness
-from modclust.analysis.masks import MaskCircuit, check_mask_options, learn_mask
+from modclust.analysis.ablation import AblationResult, ablate_mlp, classwise_correct
+from modclust.analysis.circuits import (Circuit, Faithfulness, check_threshold, check_tol, decision_faithfulness,
+                                        faithfulness_mlp, greedy_circuits_fast)
+from modclust.analysis.masks import MaskCircuit, check_mask_options, learn_mask, mask_circuits_mlp
 from modclust.analysis.objectives import ObjectiveKind, check_objective, objective_from_logits, objective_kind
 from modclust.analysis.selectivity import (ClusterSelectivity, UnitSelectivity, cluster_selectivity, live_split,
                                            cluster_top_examples, label_entropy, mutual_information,
                                            selectivity_index)
 from modclust.analysis.semanticity import Semanticity, semanticity_from_top_k, top_k_indices
-from modclust.analysis.spectral import SpectralNull, spectral_null, spectral_partition
+from modclust.analysis.spectral import SpectralNull, matrix_spectral_null, spectral_partition
 from modclust.core.checks import check_choice, check_int
 from modclust.core.model import MLP
 from modclust.core.partition import Partition
@@ -74,9 +81,6 @@ from modclust.core.progress import bar as progress_bar
 
 Clusters = Sequence[Sequence[int]]
 """k clusters of one module's unit indices: ``clusters[c]`` lists cluster c's units."""
-ClusterMap = Mapping[str, Clusters]
-"""Module name (as in ``model.named_modules()``) -> its k clusters of output-unit indices
-(e.g. ``modclust.core.units.UnitClusters.groups``)."""
 Post = Callable[[Tensor], Tensor]
 
 REDUCTIONS = ("mean", "max")
@@ -89,29 +93,18 @@ CHANNEL_FIRST: tuple[type[nn.Module], ...] = (
 
 # --- models, modules and hooks ----------------------------------------------------------------
 
-def mlp_as_sequential(mlp: MLP) -> nn.Sequential:
-    """A hookable view of the seed's MLP: ``flatten, fc1, relu1, fc2, relu2, ..., fcL``.
-
-    The view holds the MLP's own Linear modules (not copies), so it has the same parameters
-    under the same names (``fc2.weight``), hooks on its ``fc2`` are hooks on ``mlp.fc2``, and
-    it computes the MLP's function: ``view(x) == mlp(x)`` for x of shape (N, ...) flattening to
-    (N, widths[0]).
-    """
-    layers: OrderedDict[str, nn.Module] = OrderedDict([("flatten", nn.Flatten(1))])
-    names = mlp.layer_names
-    for i, name in enumerate(names):
-        layers[name] = getattr(mlp, name)
-        if i < len(names) - 1:
-            layers[f"relu{i + 1}"] = nn.ReLU()
-    return nn.Sequential(layers)
-
-
-def hookable(model: nn.Module) -> nn.Module:
-    """``model`` itself, or for the seed's MLP (whose forward calls no submodule) its
-    :func:`mlp_as_sequential` view."""
-    if isinstance(model, MLP) and type(model).forward is MLP.forward:
-        return mlp_as_sequential(model)
-    return model
+def mlp_fast_path(model: nn.Module, layers: str | Sequence[str] | None) -> bool:
+    """Whether an analysis of ``layers`` (one module name, several, or None for every layer) of
+    ``model`` runs on the seed's MLP's fast kernels: ``model`` is an
+    :class:`~modclust.core.model.MLP` with MLP's own forward, and every name is one of its layers
+    ``fc1 .. fcL``. Otherwise the analysis takes the general path (hooks, ``functional_call``),
+    which works on any model, the MLP included, with the same numbers."""
+    if not isinstance(model, MLP) or type(model).forward is not MLP.forward:
+        return False
+    if layers is None:
+        return True
+    names = [layers] if isinstance(layers, str) else list(layers)
+    return bool(names) and all(isinstance(n, str) and n in model.layer_names for n in names)
 
 
 def find_module(model: nn.Module, layer: str) -> nn.Module:
@@ -190,8 +183,8 @@ def _batches(x: Tensor, batch_size: int | None) -> Iterator[Tensor]:
 def _not_called(layer: str) -> RuntimeError:
     return RuntimeError(
         f"module {layer!r} was not called by the model's forward, so its hooks never fired: a model whose "
-        "forward uses a module's weights directly (as the seed's MLP does, which is why it is read through "
-        "mlp_as_sequential) cannot be read or ablated with hooks; name a module the forward calls")
+        "forward uses a module's weights directly cannot be read or ablated with hooks; name a module the "
+        "forward calls")
 
 
 def _post_name(post: Post | None) -> str:
@@ -212,9 +205,19 @@ def _check_xy(x: Tensor, y: Tensor) -> None:
 
 @torch.no_grad()
 def _activations(model: nn.Module, x: Tensor, layer: str, reduce: str, post: Post | None,
-                 unit_dim: int | None, batch_size: int | None) -> tuple[Tensor, str]:
+                 unit_dim: int | None, batch_size: int | None) -> tuple[Tensor, str, str]:
+    """(N, units) activations, the reduction taken and the name of the function applied first.
+
+    On the seed's MLP (``post`` and ``unit_dim`` left out) one pass of
+    :meth:`~modclust.core.model.MLP.activations`: post-ReLU for a hidden layer, logits last.
+    """
     check_choice("reduce", reduce, REDUCTIONS)
-    model = hookable(model)
+    if post is None and unit_dim is None and mlp_fast_path(model, layer):
+        mlp: MLP = model  # type: ignore[assignment]
+        hidden = mlp.layer_index(layer) < len(mlp.layer_names) - 1
+        with eval_mode(mlp):
+            acts = mlp.activations(x.to(_device(mlp, x)))[layer]
+        return acts, "none", "relu" if hidden else "none"
     module = find_module(model, layer)
     dim = units_dim(module, unit_dim)
     device = _device(model, x)
@@ -245,19 +248,20 @@ def _activations(model: nn.Module, x: Tensor, layer: str, reduce: str, post: Pos
                 parts.append(acts)
     finally:
         handle.remove()
-    return torch.cat(parts), how
+    return torch.cat(parts), how, _post_name(post)
 
 
 def unit_activations(model: nn.Module, x: Tensor, layer: str, reduce: str = "mean", post: Post | None = None,
                      unit_dim: int | None = None, batch_size: int | None = None) -> Tensor:
-    """(N, units) activations of module ``layer``'s units on inputs ``x`` (N, ...), by a forward hook.
+    """(N, units) activations of module ``layer``'s units on inputs ``x`` (N, ...), read by a forward hook.
 
     ``post`` (e.g. ``torch.relu`` for a Linear or conv followed by a ReLU) is applied to the
     module's output first. A conv's output (N, C, H, W) is then reduced over space to (N, C)
     by its spatial mean (``reduce="mean"``) or max (``"max"``); a transformer MLP's
     (N, seq, hidden) over token positions to (N, hidden). An (N, units) output is returned as
-    is. On the seed's MLP, ``unit_activations(mlp, x, "fc2", post=torch.relu)`` equals
-    :func:`modclust.analysis.semanticity.layer_activations` (post-ReLU fc2) exactly.
+    is. On the seed's MLP, ``unit_activations(mlp, x, "fc2")`` is fc2 after its ReLU (see the
+    module doc), as :func:`modclust.analysis.semanticity.layer_activations` gives it, and
+    ``post=torch.relu`` reads the same by a hook.
     """
     return _activations(model, x, layer, reduce, post, unit_dim, batch_size)[0]
 
@@ -345,41 +349,46 @@ def _predict_ablated(model: nn.Module, module: nn.Module, layer: str, dim: int, 
     return torch.cat(preds)
 
 
-def ablate_units(model: nn.Module, clusters: Clusters, layer: str, x: Tensor, y: Tensor, n_classes: int = 10,
-                 input_clusters: Clusters | None = None, unit_dim: int | None = None,
-                 batch_size: int | None = None) -> AblationResult:
-    """Turn each cluster of module ``layer``'s units OFF and ON; accuracy overall and per class.
+def ablate(model: nn.Module, clusters: Partition | Clusters, layer: str, x: Tensor, y: Tensor,
+           n_classes: int = 10, unit_dim: int | None = None, batch_size: int | None = None) -> AblationResult:
+    """Turn each cluster of module ``layer`` OFF and ON; accuracy overall and per class.
 
-    ``clusters`` (k lists of the module's output units: Linear features, conv channels, ...)
-    are ablated with a forward hook that sets the units' outputs to exactly 0: OFF zeroes
-    cluster c, ON zeroes every cluster but c (units in no cluster always stay). The model's
+    ``clusters`` is either a :class:`~modclust.core.partition.Partition` of the layer's weight
+    (rows U_c: its output units, columns V_c: its input units; for a conv, output and input
+    channels) or k lists of the module's output units (Linear features, conv channels, ...).
+    OFF ablates cluster c, ON every cluster but c (units in no cluster always stay); the model's
     decision is ``model(x).argmax(-1)`` for inputs ``x`` (N, ...) and labels ``y`` (N,).
 
-    ``input_clusters`` (k lists of the module's *input* units, dim 1 of a conv's input, the
-    last dim of a Linear's) are zeroed too, by a forward pre-hook, with the same OFF / ON rule.
-    On a bias-free Linear, zeroing output units U_c and input units V_c is exactly zeroing rows
-    U_c and columns V_c of its weight, which is what :func:`modclust.analysis.ablation.ablate`
-    does to a partition's block; see :func:`ablate_partition`. (With a bias, zeroing an output
-    also removes its bias, which zeroing the weight's row would not; for a conv the same holds
-    with channels in place of rows and columns.)
+    A partition is ablated by zeroing its rows U_c and columns V_c: on the seed's MLP (a
+    partition of one of its ``fc`` layers) by the batched kernel
+    :func:`modclust.analysis.ablation.ablate_mlp`, which zeroes the weight's entries, one forward
+    pass for all 2k copies; on any other model with a forward hook that sets the output units
+    U_c to exactly 0 and a forward pre-hook that sets the input units V_c to 0. On a bias-free
+    Linear the two are the same (tested on fc1, fc2 and fc3 in float32 and float64). (With a bias,
+    zeroing an output also removes its bias, which zeroing the weight's row would not.) Plain
+    clusters of output units are zeroed by the forward hook alone (the weight's rows only).
 
-    The result has the fields of ``ablate``'s: ``off_acc[c]``, ``on_acc[c]``, their class-wise
-    lists (``n_classes`` each), and the full model's. One forward pass over ``x`` per ablated copy
-    (1 + 2k passes), in chunks of ``batch_size`` inputs (None: all at once).
+    The result has ``off_acc[c]``, ``on_acc[c]``, their class-wise lists (``n_classes`` each), and
+    the full model's. The hook path runs one forward pass over ``x`` per ablated copy (1 + 2k
+    passes), in chunks of ``batch_size`` inputs (None: all at once).
     """
     _check_xy(x, y)
     n_classes = check_int("n_classes", n_classes, 1)
-    model = hookable(model)
+    if isinstance(clusters, Partition) and unit_dim is None and mlp_fast_path(model, layer):
+        return ablate_mlp(model, clusters, x, y, layer, n_classes)  # type: ignore[arg-type]
     module = find_module(model, layer)
     dim = units_dim(module, unit_dim)
     n_out, n_in = _unit_counts(model, module, layer, dim, x)
+    input_clusters: Clusters | None = None
+    if isinstance(clusters, Partition):
+        if clusters.shape != (n_out, n_in):
+            raise ValueError(f"partition of shape {clusters.shape} does not match module {layer!r} with {n_out} "
+                             f"output and {n_in} input units: build the partition for this layer")
+        clusters, input_clusters = clusters.rows, clusters.cols
     outs = _check_clusters("clusters", clusters, n_out)
     ins: list[list[int]] | None = None
-    if input_clusters is not None:
-        if n_in is None:
-            raise ValueError(f"module {layer!r} takes no tensor input with units along dim {dim}: "
-                             "input_clusters cannot be ablated")
-        ins = _check_clusters("input_clusters", input_clusters, n_in)
+    if input_clusters is not None:  # n_in is known: the partition's shape matched it
+        ins = _check_clusters("input_clusters", input_clusters, int(n_in))  # type: ignore[arg-type]
         if len(ins) != len(outs):
             raise ValueError(f"input_clusters has {len(ins)} clusters and clusters {len(outs)}: give one input "
                              "set per cluster (a partition's cols with its rows)")
@@ -394,33 +403,6 @@ def ablate_units(model: nn.Module, clusters: Clusters, layer: str, x: Tensor, y:
     acc = (pred == y).double().mean(-1).tolist()
     cw = classwise_correct(pred, y, n_classes).tolist()
     return AblationResult(layer, acc[0], cw[0], acc[1:1 + k], cw[1:1 + k], acc[1 + k:], cw[1 + k:])
-
-
-def ablate_partition(model: nn.Module, partition: Partition, layer: str, x: Tensor, y: Tensor,
-                     n_classes: int = 10, unit_dim: int | None = None,
-                     batch_size: int | None = None) -> AblationResult:
-    """Cluster OFF / ON of a weight partition of ``layer``: rows U_c are its output units,
-    columns V_c its input units (for a conv: output and input channels).
-
-    On the seed's MLP this equals ``ablate(mlp, partition, x, y, layer, n_classes)``, which
-    zeroes rows U_c and columns V_c of the layer's weight (the same decisions, so the same
-    numbers; tested on fc1, fc2 and fc3 in float32 and float64).
-    """
-    model = hookable(model)
-    module = find_module(model, layer)
-    n_out, n_in = _unit_counts(model, module, layer, units_dim(module, unit_dim), x)
-    if partition.shape != (n_out, n_in):
-        raise ValueError(f"partition of shape {partition.shape} does not match module {layer!r} with {n_out} "
-                         f"output and {n_in} input units: build the partition for this layer")
-    return ablate_units(model, partition.rows, layer, x, y, n_classes, input_clusters=partition.cols,
-                        unit_dim=unit_dim, batch_size=batch_size)
-
-
-def ablate_clusters(model: nn.Module, clusters: ClusterMap, x: Tensor, y: Tensor, n_classes: int = 10,
-                    batch_size: int | None = None) -> dict[str, AblationResult]:
-    """:func:`ablate_units` for every module of a unit-cluster mapping ``{name: clusters}``."""
-    return {layer: ablate_units(model, cl, layer, x, y, n_classes, batch_size=batch_size)
-            for layer, cl in clusters.items()}
 
 
 # --- max-activating inputs, semanticity, selectivity ------------------------------------------------
@@ -473,44 +455,43 @@ def layer_cluster_top_inputs(model: nn.Module, x: Tensor, clusters: Clusters, la
     return cluster_top_examples(unit_activations(model, x, layer, reduce, post, unit_dim, batch_size), clusters, k)
 
 
-def layer_semanticity(model: nn.Module, x: Tensor, y: Tensor, layer: str, k: int = 50, n_classes: int = 10,
+def label_semanticity(model: nn.Module, layer: str, x: Tensor, y: Tensor, k: int = 50, n_classes: int = 10,
                       reduce: str = "mean", post: Post | None = None, unit_dim: int | None = None,
                       batch_size: int | None = None) -> LayerSemanticity:
     """Label semanticity of module ``layer``'s units over inputs ``x`` (N, ...), labels ``y`` (N,).
 
-    The math of :func:`modclust.analysis.semanticity.label_semanticity` (distinct labels among
-    each unit's top-k inputs) on activations read by a hook (:func:`unit_activations`). On the
-    seed's MLP, ``layer_semanticity(mlp, x, y, "fc2", post=torch.relu)`` has the same fields as
-    ``label_semanticity(mlp, x, y, "fc2")``.
+    The seed's "rough sense of interpretability": ``1 - mean_u(u / n_classes)`` with u the number
+    of distinct labels among unit u's top-k inputs (:mod:`modclust.analysis.semanticity`), on
+    activations read as :func:`unit_activations` reads them. On the seed's MLP a hidden layer's
+    units are read after their ReLU, in one pass without hooks (see the module doc).
     """
     _check_xy(x, y)
     n_classes = check_int("n_classes", n_classes, 1)
-    acts, how = _activations(model, x, layer, reduce, post, unit_dim, batch_size)
+    acts, how, post_name = _activations(model, x, layer, reduce, post, unit_dim, batch_size)
     sem = semanticity_from_top_k(top_k_indices(acts, k), y.to(acts.device), n_classes, layer)
-    return LayerSemanticity(**asdict(sem), reduce=how, post=_post_name(post))
+    return LayerSemanticity(**asdict(sem), reduce=how, post=post_name)
 
 
-def layer_selectivity(model: nn.Module, x: Tensor, y: Tensor, layer: str, n_classes: int = 10, n_bins: int = 10,
-                      reduce: str = "mean", post: Post | None = None, unit_dim: int | None = None,
-                      batch_size: int | None = None) -> LayerSelectivity:
+def unit_selectivity(model: nn.Module, layer: str, x: Tensor, y: Tensor, n_classes: int = 10, n_bins: int = 10,
+                     reduce: str = "mean", post: Post | None = None, unit_dim: int | None = None,
+                     batch_size: int | None = None) -> LayerSelectivity:
     """Class selectivity and mutual information (bits) of each of module ``layer``'s units.
 
-    The math of :func:`modclust.analysis.selectivity.unit_selectivity` on activations read by
-    a hook; selectivity is meant for non-negative activations (``post=torch.relu`` on a layer
-    followed by a ReLU, or the ReLU module itself). On the seed's MLP,
-    ``layer_selectivity(mlp, x, y, "fc2", post=torch.relu)`` has the fields of
-    ``unit_selectivity(mlp, x, y, "fc2")``.
+    The math of :mod:`modclust.analysis.selectivity` over every input ``x`` (N, ...) with labels
+    ``y`` (N,). Selectivity is meant for non-negative activations: on the seed's MLP a hidden
+    layer is read after its ReLU (see the module doc); on another model pass
+    ``post=torch.relu`` for a layer followed by a ReLU, or name the ReLU module itself. Units
+    that never fire are kept (selectivity 0, MI 0): dropping them would flatter a layer.
     """
     _check_xy(x, y)
     n_classes = check_int("n_classes", n_classes, 1)
     n_bins = check_int("n_bins", n_bins, 1)
-    acts, how = _activations(model, x, layer, reduce, post, unit_dim, batch_size)
+    acts, how, post_name = _activations(model, x, layer, reduce, post, unit_dim, batch_size)
     acts, y = acts.cpu(), y.cpu()
     sel = selectivity_index(acts, y, n_classes)
     mi = mutual_information(acts, y, n_classes, n_bins)
     return LayerSelectivity(layer, sel.tolist(), mi.tolist(), float(sel.mean()), float(mi.mean()),
-                            label_entropy(y, n_classes), n_bins, *live_split(acts, sel), reduce=how,
-                            post=_post_name(post))
+                            label_entropy(y, n_classes), n_bins, *live_split(acts, sel), reduce=how, post=post_name)
 
 
 def layer_cluster_selectivity(model: nn.Module, x: Tensor, y: Tensor, clusters: Clusters, layer: str,
@@ -521,9 +502,9 @@ def layer_cluster_selectivity(model: nn.Module, x: Tensor, y: Tensor, clusters: 
     of its units' own), as :func:`modclust.analysis.selectivity.cluster_selectivity` on the
     activations read by a hook."""
     _check_xy(x, y)
-    acts, how = _activations(model, x, layer, reduce, post, unit_dim, batch_size)
+    acts, how, post_name = _activations(model, x, layer, reduce, post, unit_dim, batch_size)
     res = cluster_selectivity(acts.cpu(), y.cpu(), clusters, n_classes, n_bins)
-    return LayerClusterSelectivity(**asdict(res), layer=layer, reduce=how, post=_post_name(post))
+    return LayerClusterSelectivity(**asdict(res), layer=layer, reduce=how, post=post_name)
 
 
 # --- spectral co-clustering baseline -----------------------------------------------------------------
@@ -582,20 +563,22 @@ def layer_spectral_partition(model: nn.Module, layer: str, k: int, seed: int = 0
     clusters: rows are its output units, columns its input units (a conv's channels).
 
     On a Linear it is ``spectral_partition(layer.weight, k, seed)``; its rows are the output
-    units' clusters to pass to :func:`ablate_units` (``partition.rows``) or, with the columns,
-    to :func:`ablate_partition`.
+    units' clusters to pass to :func:`ablate` (``partition.rows``) or, the partition itself, its
+    blocks.
     """
     return spectral_partition(connection_matrix(find_module(model, layer)), k, seed)
 
 
-def layer_spectral_null(model: nn.Module, layer: str, k: int, n_draws: int = 20, seed: int = 0) -> SpectralNull:
-    """:func:`modclust.analysis.spectral.spectral_null` of module ``layer``'s connection matrix.
+def spectral_null(model: nn.Module, layer: str, k: int, n_draws: int = 20, seed: int = 0) -> SpectralNull:
+    """Spectral co-clustering of module ``layer``'s :func:`connection_matrix` into (at most) k
+    clusters, scored against ``n_draws`` reclustered entry-shuffled copies: z-scores and p-values
+    of C and n-cut (:func:`modclust.analysis.spectral.matrix_spectral_null`).
 
-    The null shuffles the entries of that (out, in) matrix (for a conv, the kernels' norms, so
-    it keeps the distribution of channel-to-channel strengths). On a Linear it equals
-    ``spectral_null(layer.weight, k, n_draws, seed)``.
+    For a conv the shuffled matrix is that of the kernels' norms, so the null keeps the
+    distribution of channel-to-channel strengths. On a Linear (the seed's MLP's ``fc`` layers)
+    the matrix is the weight itself. The same seed gives the same clusters, draws and scores.
     """
-    return spectral_null(connection_matrix(find_module(model, layer)), k, n_draws, seed)
+    return matrix_spectral_null(connection_matrix(find_module(model, layer)), k, n_draws, seed)
 
 
 # --- learned-mask circuits on any parameters -------------------------------------------------------------
@@ -631,25 +614,19 @@ def masked_logits(model: nn.Module, kept: Mapping[str, Tensor], x: Tensor) -> Te
         return functional_call(model, subs, (x.to(_device(model, x)),))
 
 
-def param_mask_circuit(model: nn.Module, x: Tensor, label: int | None, params: Sequence[str],
-                       objective: str | ObjectiveKind = "margin", sparsity: float = 1e-4, steps: int = 300,
-                       lr: float = 0.1,
+def _param_mask_circuit(model: nn.Module, x: Tensor, label: int | None, params: Sequence[str],
+                        objective: str | ObjectiveKind = "margin", sparsity: float = 1e-4, steps: int = 300,
+                        lr: float = 0.1,
                        init_logit: float = 3.0, threshold: float = 0.5, log_every: int = 10,
                        progress: bool = False) -> MaskCircuit:
-    """A learned mask over the chosen parameters of any model that keeps ``objective`` low.
+    """:func:`mask_circuits`' general path for one label: a learned mask over the chosen
+    parameters of any model, zero ablation only.
 
-    :func:`modclust.analysis.masks.mask_circuit` for any ``nn.Module``: each entry p of the
-    parameters ``params`` (names, or module names for their weights) is multiplied by
-    sigmoid(l), the logits l (all starting at ``init_logit``) are trained with full-batch Adam
-    on ``objective(masked model on x) + sparsity * sum sigmoid(l)`` for ``steps`` steps, then
-    cut at ``threshold``. The masked model runs by ``torch.func.functional_call`` with the
-    masked parameters, so no model is rewritten. A masked-out entry is zeroed (zero ablation
-    only). ``x`` (N, ...) are the inputs the objective reads: for the default faithful
-    "margin", inputs of every class; judge the circuit on held-out inputs of every class with
-    :func:`masked_faithfulness`.
-
-    ``kept`` is keyed by parameter name. On the seed's MLP, ``params=["fc2"]`` gives the kept
-    mask, losses and history of ``mask_circuit(mlp, x, label, ["fc2"], objective=...)``.
+    Each entry p of the parameters ``params`` (names, or module names for their weights) is
+    multiplied by sigmoid(l), the logits l are trained by
+    :func:`modclust.analysis.masks.learn_mask` on ``objective(masked model on x)``, then cut at
+    ``threshold``. The masked model runs by ``torch.func.functional_call`` with the masked
+    parameters, so no model is rewritten. ``kept`` is keyed by parameter name.
     """
     sparsity, lr, init_logit, steps, log_every, threshold = check_mask_options(sparsity, lr, init_logit, steps,
                                                                                log_every, threshold)
@@ -681,44 +658,22 @@ def param_mask_circuit(model: nn.Module, x: Tensor, label: int | None, params: S
                        soft_loss=soft, history=history)
 
 
-def _per_label(find: Callable[..., Circuit], model: nn.Module, x: Tensor, y: Tensor, params: Sequence[str],
-               labels: Sequence[int] | None, objective: str | ObjectiveKind,
-               kwargs: Mapping[str, object]) -> list[Circuit]:
-    """``find(model, inputs, label, params, objective=..., **kwargs)`` for each label the objective
-    makes circuits for (:meth:`ObjectiveKind.labels`), on the inputs it reads."""
-    kind = objective_kind(objective)
-    return [find(model, kind.inputs(x, y, c), c, params, objective=kind, **kwargs) for c in kind.labels(y, labels)]
-
-
-def param_mask_circuits(model: nn.Module, x: Tensor, y: Tensor, params: Sequence[str],
-                        labels: Sequence[int] | None = None, objective: str | ObjectiveKind = "margin",
-                        **kwargs: object) -> list[MaskCircuit]:
-    """:func:`param_mask_circuit` for each label (default: every label in ``y``), on the inputs its
-    objective reads (all of ``x`` but for "seed"); "kl" gives one circuit, of label None."""
-    return _per_label(param_mask_circuit, model, x, y, params, labels, objective, kwargs)  # type: ignore[return-value]
-
-
 @torch.no_grad()
-def param_greedy_circuit(model: nn.Module, x: Tensor, label: int | None, params: Sequence[str],
-                         objective: str | ObjectiveKind = "margin", threshold: float = 1e-4,
-                         baseline: str = "current",
+def _param_greedy_circuit(model: nn.Module, x: Tensor, label: int | None, params: Sequence[str],
+                          objective: str | ObjectiveKind = "margin", threshold: float = 1e-4,
+                          baseline: str = "current",
                          progress: bool = False) -> Circuit:
-    """Greedy pruning over the chosen parameters of any model: the plain loop of
-    :func:`modclust.analysis.circuits.greedy_circuit`, by ``torch.func.functional_call``.
+    """:func:`greedy_circuits`' general path for one label: the plain greedy loop of
+    :func:`modclust.analysis.circuits.greedy_circuit` over the chosen parameters of any model, by
+    ``torch.func.functional_call``, zero ablation only.
 
     The entries of ``params`` (names, or module names for their weights) are visited in the
     order given, each row-major; each is zeroed and stays zeroed if ``objective`` (on the masked
     model's logits for ``x`` (N, ...)) rises by less than ``threshold`` over the reference
-    (``baseline``: "current", the seed's rule, or "full"), else it is restored. Zero ablation
-    only. An entry that is already zero is not kept and costs nothing (zeroing it changes
-    nothing). Every other entry costs one forward pass of the whole model on ``x``, so keep ``x``
-    and the searched parameters small (a head of a few thousand weights, a few hundred
-    inputs); the seed's MLP has a far faster exact pruner,
-    :func:`modclust.analysis.circuits.greedy_circuits_fast`.
-
-    On the seed's MLP, ``params=["fc3"]`` gives exactly the kept mask and losses of
-    ``greedy_circuit(mlp, x, label, ["fc3"], objective=...)``. Judge the circuit on held-out
-    inputs of every class with :func:`masked_faithfulness`.
+    (``baseline``: "current", the seed's rule, or "full"), else it is restored. An entry that is
+    already zero is not kept and costs nothing (zeroing it changes nothing). Every other entry
+    costs one forward pass of the whole model on ``x``, so keep ``x`` and the searched parameters
+    small (a head of a few thousand weights, a few hundred inputs).
     """
     if baseline not in ("current", "full"):
         raise ValueError(f"baseline must be 'current' (the seed's) or 'full' (the follow-up's), got {baseline!r}")
@@ -761,27 +716,112 @@ def param_greedy_circuit(model: nn.Module, x: Tensor, label: int | None, params:
                    obj.name, "zero")
 
 
-def param_greedy_circuits(model: nn.Module, x: Tensor, y: Tensor, params: Sequence[str],
-                          labels: Sequence[int] | None = None, objective: str | ObjectiveKind = "margin",
-                          **kwargs: object) -> list[Circuit]:
-    """:func:`param_greedy_circuit` for each label (default: every label in ``y``), on the inputs its
-    objective reads (all of ``x`` but for "seed"); "kl" gives one circuit, of label None."""
-    return _per_label(param_greedy_circuit, model, x, y, params, labels, objective, kwargs)
+# --- circuits: one function each, the MLP's fast kernels where they apply ----------------------------
+
+def _check_params(params: Sequence[str] | None, what: str) -> None:
+    if isinstance(params, str) or (params is not None and not list(params)):
+        raise ValueError(f"give a sequence of at least one parameter or layer name to {what} (None: every layer of "
+                         f"the seed's MLP), got {params!r}")
+
+
+def greedy_circuits(model: nn.Module, params: Sequence[str] | None, x: Tensor, y: Tensor,
+                    labels: Sequence[int] | None = None, objective: str | ObjectiveKind = "margin", threshold: float = 1e-4,
+                    baseline: str = "current", ablation: str = "zero", progress: bool = False,
+                    tol: float | None = None) -> list[Circuit]:
+    """Greedy per-label circuits over the chosen parameters of ``model``, searched on ``x`` (N, ...), ``y`` (N,).
+
+    For each label (default: every label in ``y``; a label-free objective, "kl", gives one
+    circuit of label None) the entries of ``params`` (parameter names, or module names for their
+    weights; None: every layer of the seed's MLP) are visited in the order given, each
+    row-major; each is removed and stays removed if ``objective`` (on the inputs it reads:
+    the label's images for "seed", all of ``x`` otherwise,
+    :meth:`modclust.analysis.objectives.ObjectiveKind.inputs`) rises by less than ``threshold`` over
+    the reference (``baseline``: "current", the seed's rule, or "full"), else it is restored.
+
+    On the seed's MLP with layer names (``["fc2", "fc3"]``) this runs the batched exact pruner
+    :func:`modclust.analysis.circuits.greedy_circuits_fast` (the same circuits as the plain loop,
+    faster; ``tol`` is its re-check band; ``ablation="mean"`` is available there only) and
+    ``kept`` is keyed by layer name. Otherwise (any model, or parameter names such as
+    ``"fc2.weight"``) it runs the plain loop by ``torch.func.functional_call``, one forward pass
+    of the whole model per entry, zero ablation only, and ``kept`` is keyed by parameter name.
+    Judge the circuits on held-out inputs of every class with :func:`faithfulness`.
+    """
+    _check_params(params, "prune")
+    if mlp_fast_path(model, params):
+        mlp: MLP = model  # type: ignore[assignment]
+        found = greedy_circuits_fast(mlp, x, y, labels=labels, layers=params, threshold=threshold, baseline=baseline,
+                                     progress=progress, tol=tol, objective=objective, ablation=ablation)[0]
+        return list(found.values())
+    if params is None:
+        raise ValueError("params=None (every layer) is for the seed's MLP only: name the parameters to prune")
+    if ablation != "zero":
+        raise ValueError(f"ablation {ablation!r} is for the seed's MLP's fc layers only; on this model or these "
+                         "parameters circuits use zero ablation")
+    check_tol(tol)
+    kind = objective_kind(objective)
+    return [_param_greedy_circuit(model, kind.inputs(x, y, c), c, params, objective=kind, threshold=threshold,
+                                  baseline=baseline, progress=progress)
+            for c in kind.labels(y, labels)]
+
+
+def mask_circuits(model: nn.Module, params: Sequence[str] | None, x: Tensor, y: Tensor,
+                  labels: Sequence[int] | None = None, objective: str | ObjectiveKind = "margin", sparsity: float = 1e-4,
+                  steps: int = 300, lr: float = 0.1, init_logit: float = 3.0, threshold: float = 0.5,
+                  log_every: int = 10, ablation: str = "zero", progress: bool = False) -> list[MaskCircuit]:
+    """Learned-mask per-label circuits over the chosen parameters of ``model``, searched on ``x``, ``y``.
+
+    For each label (as :func:`greedy_circuits`, on the inputs its objective reads) each entry p
+    of ``params`` (parameter names, or module names for their weights; None: every layer of the
+    seed's MLP) is multiplied by sigmoid(l); the logits l (all starting at ``init_logit``) are
+    trained with full-batch Adam on ``objective(masked model) + sparsity * sum sigmoid(l)`` for
+    ``steps`` steps, then cut at ``threshold`` (:mod:`modclust.analysis.masks`).
+
+    On the seed's MLP with layer names this runs :func:`modclust.analysis.masks.mask_circuits_mlp`
+    (which also takes ``ablation="mean"``; ``kept`` by layer name); otherwise the masked model
+    runs by ``torch.func.functional_call`` (zero ablation; ``kept`` by parameter name), with the
+    same masks, losses and history on the MLP. Judge the circuits with :func:`faithfulness`.
+    """
+    _check_params(params, "mask")
+    if mlp_fast_path(model, params):
+        mlp: MLP = model  # type: ignore[assignment]
+        return mask_circuits_mlp(mlp, x, y, labels, objective, layers=params, sparsity=sparsity, steps=steps, lr=lr,
+                                 init_logit=init_logit, threshold=threshold, log_every=log_every, progress=progress,
+                                 ablation=ablation)
+    if params is None:
+        raise ValueError("params=None (every layer) is for the seed's MLP only: name the parameters to mask")
+    if ablation != "zero":
+        raise ValueError(f"ablation {ablation!r} is for the seed's MLP's fc layers only; on this model or these "
+                         "parameters circuits use zero ablation")
+    kind = objective_kind(objective)
+    return [_param_mask_circuit(model, kind.inputs(x, y, c), c, params, objective=kind, sparsity=sparsity, steps=steps,
+                                lr=lr, init_logit=init_logit, threshold=threshold, log_every=log_every,
+                                progress=progress)
+            for c in kind.labels(y, labels)]
 
 
 @torch.no_grad()
-def masked_faithfulness(model: nn.Module, circuit: Circuit, x: Tensor, y: Tensor,
-                        n_classes: int | None = None) -> Faithfulness:
+def faithfulness(model: nn.Module, circuit: Circuit, x: Tensor, y: Tensor,
+                 n_classes: int | None = None) -> Faithfulness:
     """How the model cut down to ``circuit`` (its ``kept`` masks by parameter or module name)
     behaves on inputs ``x`` (N, ...) of every class with labels ``y`` (N,).
 
-    The fields of :func:`modclust.analysis.circuits.faithfulness`: accuracy (overall, per
+    The fields of :class:`modclust.analysis.circuits.Faithfulness`: accuracy (overall, per
     class), top-1 agreement with the full model, and for a label's circuit its c-vs-rest
     decisions' agreement with the full model's on all inputs, on those the full model calls c
     and on the rest. An "always c" circuit gets ``agreement_rest`` 0 and ``balanced_agreement``
     0.5 (chance). Judge on inputs the circuit was not searched on.
+
+    On the seed's MLP, for a circuit of its ``fc`` layers, this runs
+    :func:`modclust.analysis.circuits.faithfulness_mlp` (zero or mean ablation, as the circuit
+    was searched); otherwise the cut-down model runs by ``torch.func.functional_call`` with the
+    masked parameters (zero ablation), the same numbers on the MLP.
     """
     _check_xy(x, y)
+    if mlp_fast_path(model, list(circuit.kept)):
+        return faithfulness_mlp(model, circuit, x, y, n_classes)  # type: ignore[arg-type]
+    if circuit.ablation != "zero":
+        raise ValueError(f"a circuit searched under {circuit.ablation!r} ablation can be judged only on the seed's "
+                         "MLP it was searched on, keyed by its fc layer names (the path that applies its means)")
     with eval_mode(model):
         full = model(x.to(_device(model, x)))
         logits = masked_logits(model, circuit.kept, x)

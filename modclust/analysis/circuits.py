@@ -4,7 +4,7 @@ Greedy pruning visits weights in a fixed order (the given layers in turn, each r
 removes each one and keeps it removed if the objective rises by less than ``threshold``
 over a reference loss, else restores it. The objective (the seed's, the faithful c-vs-rest
 margin, or the KL to the full model) and the ablation (zero or mean) are those of
-:mod:`modclust.analysis.objectives`; :func:`faithfulness` judges a circuit on held-out inputs of every
+:mod:`modclust.analysis.objectives`; :func:`faithfulness_mlp` judges a circuit on held-out inputs of every
 class. The reference is the current loss
 (``baseline="current"``, the seed's rule, so the loss can drift up by many small steps) or the
 full model's loss (``baseline="full"``, the published follow-up's rule). What survives is the
@@ -592,11 +592,12 @@ class Faithfulness:
 
 
 @torch.no_grad()
-def faithfulness(model: MLP, circuit: Circuit, x: Tensor, y: Tensor, n_classes: int | None = None) -> Faithfulness:
+def faithfulness_mlp(model: MLP, circuit: Circuit, x: Tensor, y: Tensor, n_classes: int | None = None) -> Faithfulness:
     """How faithful ``circuit`` is to ``model`` on inputs ``x`` (labels ``y``): see :class:`Faithfulness`.
 
-    Judge on inputs the circuit was not searched on (the test set when it was found on training
-    images).
+    The seed's MLP's kernel (zero or mean ablation) behind the public
+    :func:`modclust.analysis.any_model.faithfulness`. Judge on inputs the circuit was not searched
+    on (the test set when it was found on training images).
     """
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"faithfulness needs inputs and labels of one nonzero length, got {len(x)} and {len(y)}")

@@ -86,18 +86,18 @@ def learn_mask(masked_loss: Callable[[Sequence[Tensor]], Tensor], like: Sequence
     return kept, soft, final, history
 
 
-def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str] | None = None,
-                 sparsity: float = 1e-4, steps: int = 300, lr: float = 0.1, init_logit: float = 3.0,
-                 threshold: float = 0.5, log_every: int = 10, progress: bool = False,
-                 objective: str | ObjectiveKind = "seed", ablation: str = "zero") -> MaskCircuit:
-    """Learn a weight mask that keeps ``objective`` low on ``x`` with few weights.
+def mask_circuit_mlp(model: MLP, x: Tensor, label: int | None, layers: Sequence[str] | None = None,
+                     sparsity: float = 1e-4, steps: int = 300, lr: float = 0.1, init_logit: float = 3.0,
+                     threshold: float = 0.5, log_every: int = 10, progress: bool = False,
+                     objective: str | ObjectiveKind = "seed", ablation: str = "zero") -> MaskCircuit:
+    """Learn a weight mask that keeps ``objective`` low on ``x`` with few weights (the seed's MLP).
 
     ``x`` are the inputs the objective reads, as for :func:`modclust.analysis.circuits.greedy_circuit`.
     """
     sparsity, lr, init_logit, steps, log_every, threshold = check_mask_options(sparsity, lr, init_logit, steps,
                                                                                log_every, threshold)
     if layers is not None and not list(layers):
-        raise ValueError("mask_circuit needs at least one layer to mask")
+        raise ValueError("a mask circuit needs at least one layer to mask")
     names = check_prune_args(model, layers, "full", 0.0, objective, ablation)
     idx = [model.layer_index(n) for n in names]
     weights = [w.detach().clone() for w in model.weights()]
@@ -125,12 +125,13 @@ def mask_circuit(model: MLP, x: Tensor, label: int | None, layers: Sequence[str]
                        sparsity=sparsity, steps=steps, lr=lr, soft_loss=soft, history=history)
 
 
-def mask_circuits(model: MLP, x: Tensor, y: Tensor, labels: Sequence[int] | None = None,
-                  objective: str | ObjectiveKind = "seed", **kwargs: object) -> list[MaskCircuit]:
-    """``mask_circuit`` for each label (default: every label in ``y``), on the inputs its objective reads.
+def mask_circuits_mlp(model: MLP, x: Tensor, y: Tensor, labels: Sequence[int] | None = None,
+                      objective: str | ObjectiveKind = "seed", **kwargs: object) -> list[MaskCircuit]:
+    """:func:`mask_circuit_mlp` for each label (default: every label in ``y``), on the inputs its objective reads.
 
-    A label-free objective ("kl") gives one circuit, of label None.
+    A label-free objective ("kl") gives one circuit, of label None. The seed's MLP's kernel behind
+    :func:`modclust.analysis.any_model.mask_circuits` (the public function, for any model).
     """
     kind = objective_kind(objective)
-    return [mask_circuit(model, kind.inputs(x, y, c), c, objective=kind, **kwargs)  # type: ignore[arg-type]
+    return [mask_circuit_mlp(model, kind.inputs(x, y, c), c, objective=kind, **kwargs)  # type: ignore[arg-type]
             for c in kind.labels(y, labels)]

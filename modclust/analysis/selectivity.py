@@ -11,6 +11,7 @@ use every input instead:
 
 Per cluster the same questions become: does a cluster's activation single out some classes?
 The cluster's class profile is its units' mean activation per class, normalised to sum to 1.
+The public function for a layer of any model is :func:`modclust.analysis.any_model.unit_selectivity`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import torch
 from torch import Tensor
 
 from modclust.core.checks import check_finite_array, check_fraction, check_int, check_labels
-from modclust.analysis.semanticity import layer_activations, top_k_indices
-from modclust.core.model import MLP
+from modclust.analysis.semanticity import top_k_indices
 
 
 def _check_inputs(acts: Tensor, y: Tensor, n_classes: int) -> int:
@@ -184,23 +184,6 @@ class UnitSelectivity:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-@torch.no_grad()
-def unit_selectivity(model: MLP, x: Tensor, y: Tensor, layer: str = "fc2", n_classes: int = 10,
-                     n_bins: int = 10) -> UnitSelectivity:
-    """Selectivity and MI of each unit of ``layer`` over the inputs ``x`` (one forward pass).
-
-    Units that never fire are kept (selectivity 0, MI 0): dropping them would flatter a layer.
-    """
-    n_classes = check_int("n_classes", n_classes, 1)
-    n_bins = check_int("n_bins", n_bins, 1)
-    acts = layer_activations(model, x, layer).cpu()
-    y = y.cpu()
-    sel = selectivity_index(acts, y, n_classes)
-    mi = mutual_information(acts, y, n_classes, n_bins)
-    return UnitSelectivity(layer, sel.tolist(), mi.tolist(), float(sel.mean()), float(mi.mean()),
-                           label_entropy(y, n_classes), n_bins, *live_split(acts, sel))
 
 
 def live_split(acts: Tensor, sel: Tensor) -> tuple[float, float]:

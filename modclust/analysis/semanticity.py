@@ -1,5 +1,9 @@
 """Unit-level interpretability: max-activating inputs and label semanticity.
 
+The math of :func:`modclust.analysis.any_model.label_semanticity` (the public function, for
+any model): the seed's MLP's activations (:func:`layer_activations`), each unit's top-k inputs
+(:func:`top_k_indices`) and the score from them (:func:`semanticity_from_top_k`).
+
 Every unit's top-k inputs come from one forward pass over the data and one sort, not one
 pass per unit. Ties are broken deterministically: among equal activations the later example
 ranks higher, which is what a stable ascending sort followed by "take the last k" gives
@@ -67,12 +71,3 @@ def semanticity_from_top_k(top: Tensor, y: Tensor, n_classes: int = 10, layer: s
     rev = hist.flip(0).cumsum(0).flip(0)
     score = 1.0 - (distinct.double() / n_classes).mean().item()
     return Semanticity(layer, top.shape[1], score, distinct.tolist(), hist.tolist(), rev.tolist(), counts.tolist())
-
-
-@torch.no_grad()
-def label_semanticity(model: MLP, x: Tensor, y: Tensor, layer: str = "fc2", k: int = 50,
-                      n_classes: int = 10) -> Semanticity:
-    """The seed's "rough sense of interpretability" of a layer, from one pass over ``x``."""
-    n_classes = check_int("n_classes", n_classes, 1)
-    top = top_k_indices(layer_activations(model, x, layer), k)
-    return semanticity_from_top_k(top, y, n_classes, layer)

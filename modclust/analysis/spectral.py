@@ -184,8 +184,11 @@ def _z(x: float, null: np.ndarray) -> float:
     return float((x - null.mean()) / sd)
 
 
-def spectral_null(weight: Tensor | np.ndarray, k: int, n_draws: int = 20, seed: int = 0) -> SpectralNull:
+def matrix_spectral_null(weight: Tensor | np.ndarray, k: int, n_draws: int = 20, seed: int = 0) -> SpectralNull:
     """Co-cluster W, then recluster ``n_draws`` entry-shuffled copies: z-scores of C and n-cut.
+
+    The null of one matrix; :func:`modclust.analysis.any_model.spectral_null` gives it for a
+    layer of any model (a Linear's weight itself, a conv's kernel norms).
 
     The same seed gives the same clusters, draws and scores.
     """

@@ -110,18 +110,30 @@ class MLP(nn.Module):
             layer.weight.copy_(w)
 
     def forward(self, x: Tensor) -> Tensor:
-        return forward(self.weights(), x.flatten(1))
+        """Logits for inputs ``x`` (N, ...) flattening to (N, widths[0]).
+
+        The forward calls its ``fc`` modules (``h = fc(h)``, ReLU between), so forward hooks on
+        them fire: the analyses for any ``nn.Module`` read and ablate the MLP through them. A
+        bias-free ``nn.Linear`` on (N, in) computes ``h @ W.T``, the same product as the batched
+        kernel :func:`forward`, so the logits are bitwise those of ``forward(self.weights(), x)``
+        (tested).
+        """
+        return self._run(x)[0]
 
     def activations(self, x: Tensor) -> dict[str, Tensor]:
         """Every layer's output for inputs ``x``: post-ReLU for hidden layers, logits last."""
+        return self._run(x)[1]
+
+    def _run(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         h = x.flatten(1)
         out = {}
-        for i, (name, layer) in enumerate(zip(self.layer_names, self.linears)):
-            h = layer(h)
-            if i < len(self.linears) - 1:
+        last = len(self.widths) - 2
+        for i, name in enumerate(self.layer_names):
+            h = getattr(self, name)(h)
+            if i < last:
                 h = torch.relu(h)
             out[name] = h
-        return out
+        return h, out
 
     def layer_index(self, name: str) -> int:
         if name not in self.layer_names:

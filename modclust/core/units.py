@@ -30,8 +30,8 @@ Which layer reads which (the *wiring*) comes from one of three places, in this o
    reads, or None}``;
 2. ``example_input=``: one forward pass of the model on it, whose autograd graph is traced
    (:func:`trace_wiring`). Layers are found by their weight tensors, not by module hooks, so a
-   model whose forward uses the weights functionally (as the seed's :class:`MLP` does) is traced
-   as well as one that calls its modules;
+   model whose forward uses the weights functionally is traced as well as one that calls its
+   modules, and the graph between two layers shows whether an operation there moves units;
 3. the seed's :class:`~modclust.core.model.MLP`, whose chain ``fc1 .. fcL`` is known.
 
 The trace only accepts a layer whose input units are one clustered layer's units in place: a

@@ -281,8 +281,8 @@ def semanticity_analysis(model: CNN, clusters: UnitClusters, x: Tensor, y: Tenso
     for layer in CLUSTERED_LAYERS:
         rest, feats = at[layer]
         kw = dict(n_classes=n_classes, reduce="mean", post=torch.relu, batch_size=study.batch_size_eval)
-        sem = am.layer_semanticity(rest, feats, y, layer, k=study.top_k, **kw)
-        sel = am.layer_selectivity(rest, feats, y, layer, n_bins=study.selectivity_bins, **kw)
+        sem = am.label_semanticity(rest, layer, feats, y, k=study.top_k, **kw)
+        sel = am.unit_selectivity(rest, layer, feats, y, n_bins=study.selectivity_bins, **kw)
         csel = am.layer_cluster_selectivity(rest, feats, y, clusters.groups[layer], layer,
                                             n_bins=study.selectivity_bins, **kw)
         out[layer] = {"semanticity": sem.score, "distinct_hist": list(sem.histogram),
@@ -300,8 +300,8 @@ def ablation_analysis(model: CNN, clusters: UnitClusters, x: Tensor, y: Tensor, 
     set to 0), overall and class-wise accuracy on ``x`` (N, 784), ``y`` (N,); ``at`` as in
     :func:`semanticity_analysis`."""
     at = cuts(model, x, CLUSTERED_LAYERS, study.batch_size_eval) if at is None else at
-    return {layer: _ablation(am.ablate_units(at[layer][0], clusters.groups[layer], layer, at[layer][1], y,
-                                             n_classes, batch_size=study.batch_size_eval))
+    return {layer: _ablation(am.ablate(at[layer][0], clusters.groups[layer], layer, at[layer][1], y, n_classes,
+                                       batch_size=study.batch_size_eval))
             for layer in CLUSTERED_LAYERS}
 
 
@@ -334,13 +334,13 @@ def circuit_analysis(model: CNN, search_x: Tensor, search_y: Tensor, test_x: Ten
         at = cuts(model, test_x, [first], study.batch_size_eval)
     rest, tx = at[first]
     sx = cuts(model, search_x, [first], study.batch_size_eval)[first][1]
-    found = am.param_mask_circuits(rest, sx, search_y, list(study.circuit_params), objective="margin",
-                                   sparsity=study.mask_sparsity, steps=study.mask_steps, lr=study.mask_lr)
+    found = am.mask_circuits(rest, list(study.circuit_params), sx, search_y, objective="margin",
+                             sparsity=study.mask_sparsity, steps=study.mask_steps, lr=study.mask_lr)
     params = dict(rest.named_parameters())
     labels: list[dict[str, Any]] = []
     for c in found:
-        f = am.masked_faithfulness(rest, c, tx, test_y, n_classes)
-        r = am.masked_faithfulness(rest, random_circuit(c, params, seed * 1000 + int(c.label)), tx, test_y, n_classes)
+        f = am.faithfulness(rest, c, tx, test_y, n_classes)
+        r = am.faithfulness(rest, random_circuit(c, params, seed * 1000 + int(c.label)), tx, test_y, n_classes)
         labels.append({"label": c.label, "size": c.size, "size_per_param": c.size_per_layer,
                        "final_loss": c.final_loss, "full_loss": c.full_loss,
                        "faithfulness": f.to_dict(), "random": r.to_dict()})
@@ -351,10 +351,10 @@ def circuit_analysis(model: CNN, search_x: Tensor, search_y: Tensor, test_x: Ten
 
 def spectral_analysis(model: CNN, k: int, n_draws: int, seed: int) -> dict[str, Any]:
     """Spectral co-clusters of conv2's (channel-norm) and fc1's connection matrices against
-    ``n_draws`` shuffled copies (:func:`modclust.analysis.any_model.layer_spectral_null`)."""
+    ``n_draws`` shuffled copies (:func:`modclust.analysis.any_model.spectral_null`)."""
     out = {}
     for layer in CLUSTERED_LAYERS:
-        null = am.layer_spectral_null(model, layer, k, n_draws, seed)
+        null = am.spectral_null(model, layer, k, n_draws, seed)
         out[layer] = {key: v for key, v in null.to_dict().items() if key != "partition"}
     return out
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from modclust.analysis import circuits
-from modclust.analysis.masks import mask_circuits
+from modclust.analysis.any_model import mask_circuits
 from modclust.analysis.sparsity import LIVE_CUTOFF, live_density, live_mask, mean_pairwise_iou, proportional_floor
 from modclust.core.checks import check_choice, check_float, check_int
 from modclust.core.clusterability import clusterability
@@ -247,15 +247,15 @@ def control_mask_circuits(results: Sequence[TrainResult], records: Sequence[Mapp
                           labels: Sequence[int], layers: Sequence[str], sparsity: float, steps: int,
                           objective: str = "margin", cutoff: float = LIVE_CUTOFF, progress: bool = True
                           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Learned-mask circuits (:func:`modclust.analysis.masks.mask_circuits`, zero ablation) of every
+    """Learned-mask circuits (:func:`modclust.analysis.any_model.mask_circuits`, zero ablation) of every
     control run: rows and records as :func:`control_circuits` gives them, with ``method`` "mask" and
     ``ablation`` "zero". A second finder, so that what the greedy one reports on a network with
     nothing to find is not a property of greedy pruning alone."""
     if len(results) != len(records):
         raise ValueError(f"{len(results)} runs but {len(records)} records: give one record per run")
     meta = {rec["name"]: rec for rec in records}
-    found = [{c.label: c for c in mask_circuits(r.model, search_x, search_y, list(labels), layers=list(layers),
-                                                 sparsity=sparsity, steps=steps, objective=objective)}
+    found = [{c.label: c for c in mask_circuits(r.model, list(layers), search_x, search_y, list(labels),
+                                                 objective=objective, sparsity=sparsity, steps=steps)}
              for r in track(results, desc="control mask circuits", disable=not progress)]
     rows, recs = circuit_rows(results, found, test_x, test_y, method="mask")
     for res, row, f in zip(results, rows, found):

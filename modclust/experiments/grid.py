@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from modclust.analysis import circuits
+from modclust.analysis.any_model import faithfulness
 from modclust.analysis.selectivity import cluster_top_examples as top_examples_per_group
 from modclust.analysis.semanticity import layer_activations
 from modclust.core import checkpoint, paths
@@ -429,7 +430,7 @@ def circuit_rows(results: Sequence[TrainResult], found: Sequence[Mapping[int | N
         name = run_name(r.config)
         cs = []
         for c in per_label.values():
-            f = circuits.faithfulness(r.model, c, test_x, test_y)
+            f = faithfulness(r.model, c, test_x, test_y)
             cs.append({**c.to_dict(), "faithfulness": f.to_dict()})
             records.append(c.to_record(name, r.config.lam, r.config.seed, method))
         first = next(iter(per_label.values()))

@@ -18,13 +18,12 @@ from typing import Any
 
 import torch
 
-from modclust.analysis.ablation import ablate
-from modclust.analysis.circuits import Circuit, circuit_iou, cluster_share, faithfulness, greedy_circuits_fast, mask_iou
-from modclust.analysis.masks import mask_circuits
+from modclust.analysis.any_model import ablate, faithfulness, mask_circuits, spectral_null, unit_selectivity
+from modclust.analysis.circuits import Circuit, circuit_iou, cluster_share, greedy_circuits_fast, mask_iou
 from modclust.analysis.sparsity import live_mask, proportional_floor
-from modclust.analysis.selectivity import cluster_selectivity, unit_selectivity
+from modclust.analysis.selectivity import cluster_selectivity
 from modclust.analysis.semanticity import layer_activations
-from modclust.analysis.spectral import ncut, spectral_null, weight_clusterability
+from modclust.analysis.spectral import ncut, weight_clusterability
 from modclust.core.data import Dataset, balanced_indices
 from modclust.core.model import layer_names
 from modclust.core.partition import Partition
@@ -34,7 +33,7 @@ from modclust.experiments.grid import paired_difference, summary_table
 
 
 def _ablation_summary(result: TrainResult, part: Partition, data: Dataset, layer: str) -> dict[str, Any]:
-    ab = ablate(result.model, part, data.test_x, data.test_y, layer, data.n_classes)
+    ab = ablate(result.model, part, layer, data.test_x, data.test_y, data.n_classes)
     return {"full_acc": ab.full_acc, "off_acc": ab.off_acc, "on_acc": ab.on_acc,
             "off_classwise": ab.off_classwise, "on_classwise": ab.on_classwise}
 
@@ -44,7 +43,7 @@ def spectral_baseline(result: TrainResult, data: Dataset, layer: str = "fc2", n_
     """Spectral clusters of a trained layer vs its fixed blocks, each with C, n-cut and ablations."""
     w = getattr(result.model, layer).weight.detach().cpu()
     blocks = result.blocks(layer)
-    null = spectral_null(w, blocks.k, n_draws=n_draws, seed=seed)
+    null = spectral_null(result.model, layer, blocks.k, n_draws=n_draws, seed=seed)
     found = Partition.from_dict(null.partition)
     spectral = {k: v for k, v in null.to_dict().items() if k != "partition"}
     spectral.update({"partition": null.partition, "sizes": [[len(r), len(c)] for r, c in zip(found.rows, found.cols)],
@@ -105,8 +104,8 @@ def circuit_analysis(result: TrainResult, data: Dataset, labels: Sequence[int] |
     x, y = (data.test_x, data.test_y) if search is None else (data.train_x[search], data.train_y[search])
     part = result.blocks(share_layer) if share_layer in layers else None
     greedy = greedy_circuits(result, x, y, labels, layers, threshold, baseline, objective, ablation)
-    masks = mask_circuits(result.model, x, y, labels, layers=list(layers), sparsity=mask_sparsity, steps=mask_steps,
-                          objective=objective, ablation=ablation)
+    masks = mask_circuits(result.model, list(layers), x, y, labels, objective=objective, sparsity=mask_sparsity,
+                          steps=mask_steps, ablation=ablation)
     agree = [mask_iou(torch.cat([g.kept[n].flatten() for n in layers]), torch.cat([m.kept[n].flatten() for n in layers]))
              for g, m in zip(greedy, masks)]
     summary = {"labels": labels, "layers": list(layers), "share_layer": share_layer if part else None,
@@ -121,7 +120,7 @@ def selectivity_analysis(result: TrainResult, data: Dataset, layers: Sequence[st
                          cluster_layer: str = "fc2", n_bins: int = 10) -> dict[str, Any]:
     """Per-unit selectivity and MI of each layer, and per cluster of ``cluster_layer``'s output units."""
     x, y = data.test_x, data.test_y
-    units = {name: unit_selectivity(result.model, x, y, name, data.n_classes, n_bins).to_dict() for name in layers}
+    units = {name: unit_selectivity(result.model, name, x, y, data.n_classes, n_bins).to_dict() for name in layers}
     acts = layer_activations(result.model, x, cluster_layer).cpu()
     clusters = cluster_selectivity(acts, y.cpu(), result.blocks(cluster_layer).rows, data.n_classes, n_bins)
     return {"units": units, "cluster_layer": cluster_layer, "clusters": clusters.to_dict()}

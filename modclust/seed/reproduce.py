@@ -19,8 +19,7 @@ import torch
 
 from modclust.core import data as data_mod
 from modclust.analysis.circuits import search_space_pruned
-from modclust.analysis.ablation import ablate
-from modclust.analysis.semanticity import label_semanticity
+from modclust.analysis.any_model import ablate, label_semanticity
 from modclust.core.stats import mean_ci
 from modclust.core.train import TrainConfig, train_many
 
@@ -47,14 +46,14 @@ def run(seeds: Sequence[int], epochs: int = 10, lam: float = 15.0, dataset: str 
     per_seed: dict[str, list] = {k: [] for k in SEED_NOTEBOOK}
     for c, u in zip(clustered, plain):
         part = c.partitions["fc2"]
-        abl = ablate(c.model, part, ds.test_x, ds.test_y)
+        abl = ablate(c.model, part, "fc2", ds.test_x, ds.test_y)
         per_seed["clustered_acc"].append(c.test_acc)
         per_seed["clustered_C"].append(c.final_clusterability)
         per_seed["unclustered_acc"].append(u.test_acc)
         per_seed["cluster_off_acc"].append(abl.off_acc)
         per_seed["cluster_on_acc"].append(abl.on_acc)
-        per_seed["semanticity_clustered"].append(label_semanticity(c.model, ds.test_x, ds.test_y, "fc2", 50).score)
-        per_seed["semanticity_unclustered"].append(label_semanticity(u.model, ds.test_x, ds.test_y, "fc2", 50).score)
+        per_seed["semanticity_clustered"].append(label_semanticity(c.model, "fc2", ds.test_x, ds.test_y, 50).score)
+        per_seed["semanticity_unclustered"].append(label_semanticity(u.model, "fc2", ds.test_x, ds.test_y, 50).score)
         per_seed["search_space_pruned"].append(sum(search_space_pruned(c.config.widths, part, "fc2")) / part.k)
     return per_seed
 
