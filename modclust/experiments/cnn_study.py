@@ -449,7 +449,7 @@ def comparison(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     return {"a": mean_ci(a).to_dict(), "b": mean_ci(b).to_dict(), "p": welch_p(a, b), "direction": compare(a, b)}
 
 
-def ranked_ablation(runs: Sequence[dict[str, Any]], layer: str) -> dict[str, Any]:
+def ranked_layer_ablation(runs: Sequence[dict[str, Any]], layer: str) -> dict[str, Any]:
     """(seeds, k[, classes]) OFF / ON accuracies of ``layer``'s clusters, each seed's clusters ranked
     by importance, and (seeds, classes) the full models' class-wise accuracy."""
     out: dict[str, Any] = {}
@@ -553,7 +553,7 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
                                      for key in COMPARED},
         "vs_untrained": {f"{key}@{lam:g}": comparison(_values(rows, key, lam), _values(untrained, key))
                          for lam in (0.0, main) for key in UNTRAINED_COMPARED},
-        "ablation": {f"{lam:g}": {layer: ranked_ablation(by_lam[lam], layer) for layer in CLUSTERED_LAYERS}
+        "ablation": {f"{lam:g}": {layer: ranked_layer_ablation(by_lam[lam], layer) for layer in CLUSTERED_LAYERS}
                      for lam in (0.0, main)},
         "circuits": {f"{lam:g}": per_label_circuits(by_lam[lam]) for lam in (0.0, main)},
     }
