@@ -326,9 +326,13 @@ def test_a_mistaken_preset_stops_make_before_anything_runs(tmp_path):
     """``make results`` with a typo stops at once with the preset check, building nothing."""
     preset = REPO / "presets" / "zz_typo_test.yaml"
     preset.write_text("n_cluster: 8\n")
+    # this interpreter, and a set-up marker of its own: make must not set up (pip install) an environment
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".installed").touch()
     try:
-        done = subprocess.run(["make", "--no-print-directory", "results", "PRESET=zz_typo_test"], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(["make", "--no-print-directory", "results", "PRESET=zz_typo_test", f"VENV={venv}",
+                               f"PY={sys.executable}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     finally:
         preset.unlink()
     assert done.returncode != 0
