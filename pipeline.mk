@@ -9,24 +9,26 @@
 #   make report PRESET=smoke     the report of the stages run so far
 #   make nbval                   re-execute the smoke notebooks, check their marked outputs
 #
-# Each stage is a file target: build/<preset>/<notebook>.ipynb, the executed notebook, which
-# depends on its notebook, the preset's files, the stages it reads and every module of the
-# package its notebook imports (read from the code, see below), so a stage whose inputs did not
-# change is not run again. modclust/pipeline/stages.py does the work: `make paper` and `make
-# results` first check the preset and take the build folder's lock (a second run of the same
-# preset waits for the first), then each stage runs in its own folder under build/<preset>/.tmp/
-# and is moved into place, marker last, only when papermill succeeds.
+# The stages are declared once, in modclust/pipeline/stage_table.py (name = notebook stem, the
+# stages it reads, what the paper takes from it); nothing here lists them. Each stage is a file
+# target: build/<preset>/<notebook>.ipynb, the executed notebook, which depends on its notebook,
+# the preset's files, the stages it reads and every module of the package its notebook imports
+# (read from the code, see below), so a stage whose inputs did not change is not run again.
+# modclust/pipeline/stages.py does the work: `make paper` and `make results` first check the
+# preset and take the build folder's lock (a second run of the same preset waits for the first),
+# then each stage runs in its own folder under build/<preset>/.tmp/ and is moved into place,
+# marker last, only when papermill succeeds.
 
 PRESET ?= paper
 PRESET_FILE := presets/$(PRESET).yaml
 PIPELINE := $(PY) -m modclust.pipeline
 B := build/$(PRESET)
-STAGES := 01_train 02_ablate 03_interpret 04_circuits 05_figures 06_beyond 07_cnn 08_modadd
 
-# Each stage's prerequisites are read from the code (modclust/pipeline/deps.py, standard library
-# only, so it runs before the environment exists): STAGE_LIBRARY_<stage> is every file of the
-# package its notebook imports at any depth, PRESET_FILES_<preset> the preset and those it
-# extends. Make regenerates the include whenever a notebook, module or preset changes.
+# The stages and their prerequisites come from the code (modclust/pipeline/deps.py, standard
+# library only, so it runs before the environment exists): STAGES (in order), STAGE_INPUTS_<stage>
+# (the stages it reads) and STAGE_NUMBER_<stage> from the table of stages; STAGE_LIBRARY_<stage>,
+# every file of the package its notebook imports at any depth; PRESET_FILES_<preset>, the preset
+# and those it extends. Make regenerates the include whenever a notebook, module or preset changes.
 DEPS_MK := build/deps.mk
 $(DEPS_MK): modclust/pipeline/deps.py $(shell find modclust -name '*.py') $(wildcard notebooks/0*.ipynb presets/*.yaml)
 	@python3 modclust/pipeline/deps.py $@
@@ -52,24 +54,15 @@ $(PRESET_FILE):
 	@exit 1
 
 # run_stage(stage): the stage's notebook run by modclust.pipeline (see its docstring); its number
-# (for "stage 3/6") is the notebook's prefix.
+# (for "stage 3/8") is its place in the table of stages.
 define run_stage
-	@$(PIPELINE) stage $(PRESET) $(1) $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))) $(words $(STAGES))
+	@$(PIPELINE) stage $(PRESET) $(1) $(STAGE_NUMBER_$(1)) $(words $(STAGES))
 endef
 
 # Every stage gets the preset's values for the parameters its notebook declares, plus build_dir,
 # out_dir and preset; the preset was checked first (modclust.pipeline.presets: every key some
-# notebook's parameter, every value of the declared type). Stages 2-4 and 6 read the models of
-# stage 1; stage 6 also reads stage 4's circuits; stage 5 reads stages 1-4. Stages 7 (the CNN)
-# and 8 (the modular-addition transformer) train their own models and read no other stage.
-STAGE_INPUTS_01_train :=
-STAGE_INPUTS_02_ablate := 01_train
-STAGE_INPUTS_03_interpret := 01_train
-STAGE_INPUTS_04_circuits := 01_train
-STAGE_INPUTS_05_figures := 01_train 02_ablate 03_interpret 04_circuits
-STAGE_INPUTS_06_beyond := 01_train 04_circuits
-STAGE_INPUTS_07_cnn :=
-STAGE_INPUTS_08_modadd :=
+# notebook's parameter, every value of the declared type). STAGE_INPUTS_<stage>: the stages it
+# reads, from the table of stages (e.g. stages 2-4 read the models of stage 1).
 define stage_rule
 $(B)/$(1).ipynb: notebooks/$(1).ipynb $(foreach s,$(STAGE_INPUTS_$(1)),$(B)/$(s).ipynb) $(PRESET_DEPS) \
                  $(STAGE_LIBRARY_$(1)) | $(VENV)/.installed
@@ -81,8 +74,10 @@ $(foreach s,$(STAGES),$(eval $(call stage_rule,$(s))))
 # (build/<preset>/figures/) and numbers, so presets never share LaTeX's files; the PDF is kept as
 # build/<preset>/paper.pdf and the figures and numbers installed in figures/ and paper/generated/.
 PAPER_SOURCES := $(wildcard paper/*.tex paper/*.bib)
-# modclust/paper/claims.py corrects the primary comparisons of every stage together, at compile time.
-$(B)/paper.pdf: $(foreach s,$(STAGES),$(B)/$(s).ipynb) $(PAPER_SOURCES) modclust/paper/claims.py | latex-tools
+# modclust/paper/claims.py corrects the primary comparisons of every stage together, at compile
+# time; modclust/pipeline/stage_table.py gives the stages' \input lines (generated/stage_*.tex).
+$(B)/paper.pdf: $(foreach s,$(STAGES),$(B)/$(s).ipynb) $(PAPER_SOURCES) modclust/paper/claims.py \
+                modclust/pipeline/stage_table.py | latex-tools
 	@echo "==> [$(PRESET)] paper: latexmk in $(B)/paper/"
 	@$(PIPELINE) latex $(PRESET)
 

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from modclust.core.cnn import CNN, CNN_LAYERS, equal_block_partitions, layer_clusterability, make_cnn, unit_shape
+from modclust.core.clusterability import layer_clusterability
+from modclust.core.cnn import CNN, CNN_LAYERS, equal_block_partitions, make_cnn, unit_shape
 from modclust.core.ensemble import ModuleConfig, train_module
 from modclust.core.data import Dataset
 from modclust.core.partition import Partition
@@ -79,13 +80,13 @@ def test_conv_clusterability_is_the_channel_block_share() -> None:
     w = model.conv2.weight.detach()
     sq = w.square().sum((2, 3))  # (out, in) squared mass per channel pair
     expected = (sq * part.mask()).sum() / sq.sum()
-    torch.testing.assert_close(layer_clusterability(model, "conv2", part), expected)
+    torch.testing.assert_close(layer_clusterability(model.conv2.weight, part.mask()), expected)
     assert 0.15 < float(expected) < 0.35  # about 1/k at init
     with torch.no_grad():
         model.conv2.weight.mul_(part.mask()[:, :, None, None])
-    assert float(layer_clusterability(model, "conv2", part).detach()) == pytest.approx(1.0)
+    assert float(layer_clusterability(model.conv2.weight, part.mask()).detach()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="does not match"):
-        layer_clusterability(model, "conv1", part)
+        layer_clusterability(model.conv1.weight, part.mask())
     parts = equal_block_partitions(model, ["conv2", "fc1"], 2)
     assert parts["conv2"].shape == (12, 8) and parts["fc1"].shape == (64, 12 * 49)
 
@@ -116,7 +117,7 @@ def test_the_cnn_learns_and_clusters_with_the_generic_trainer() -> None:
     assert clustered.history["clusterability"][-1] > 0.9 > clustered.history["clusterability"][0]
     assert clustered.test_acc > 0.9
     for name, part in parts.items():
-        assert float(layer_clusterability(clustered.model, name, part).detach()) > 0.9
+        assert float(layer_clusterability(clustered.model.layer(name).weight, part.mask()).detach()) > 0.9
 
 
 @pytest.mark.mnist

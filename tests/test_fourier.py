@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from modclust.analysis.fourier import (ablate_cluster, ablate_clusters, cluster_frequency_mi, fourier_2d,
-                                       fourier_basis, frequency_shares, key_frequencies, logit_frequency_shares,
-                                       logit_profile, logit_table, mutual_information_bits, n_frequencies, neuron_activations,
-                                       neuron_frequencies)
+from modclust.analysis.fourier import (ablate_cluster, cluster_frequency_ablations, cluster_frequency_mi,
+                                       fourier_2d, fourier_basis, frequency_shares, key_frequencies,
+                                       logit_frequency_shares, logit_profile, logit_table, mutual_information_bits,
+                                       n_frequencies, neuron_activations, neuron_frequencies)
 from modclust.core.transformer import all_pairs, make_transformer, modular_addition_data, train_transformer
 
 P = 23
@@ -129,7 +129,7 @@ def test_ablating_a_cluster() -> None:
     nothing = ablate_cluster(model, data, clusters, 5, frequencies=[2])  # no neuron has label 5
     assert nothing.n_neurons == 0 and nothing.acc_after == nothing.acc_before
     assert nothing.logit_rms_after == nothing.logit_rms_before
-    every = ablate_clusters(model, data, clusters, frequencies=[2])
+    every = cluster_frequency_ablations(model, data, clusters, frequencies=[2])
     assert [r.cluster for r in every] == [0, 1, 2] and isinstance(every[0].to_dict()["frequencies"], list)
     assert every[1] == ablate_cluster(model, data, clusters, 1, frequencies=[2])  # the full model profiled once
     before = logit_profile(model, data, [1, 3])

@@ -1,8 +1,11 @@
 """The top level: ``import modclust as mc`` gives the names a user needs, and no more than the
 layers below the experiments (importing it loads neither the paper nor the pipeline)."""
 
+import ast
 import subprocess
 import sys
+from collections import defaultdict
+from pathlib import Path
 
 import modclust as mc
 from modclust.analysis import any_model
@@ -48,3 +51,51 @@ def test_the_top_level_imports_no_upper_layer() -> None:
             "'modclust.pipeline', 'modclust.seed'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+PACKAGE = Path(mc.__file__).resolve().parent
+
+STEPS = "the same step of each experiment, on its own model, always called through its module"
+SHARED_NAMES: dict[str, tuple[set[str], str]] = {
+    # name: (the modules that define it, why two definitions do not mislead)
+    "main": ({"core.distributed", "pipeline.deps", "pipeline.stages", "seed.reproduce"}, "each module's command line"),
+    "load": ({"core.checkpoint", "core.data"}, "a saved run, a dataset: called as checkpoint.load and data.load; "
+             "the top level exports them as load_run and load"),
+    "save": ({"core.checkpoint", "paper.figures"}, "a run's checkpoint, a figure's PDF: called through their modules"),
+    "seeded_init": ({"core.cnn", "core.transformer"}, "each model's own initialisation, beside its make_* function"),
+    "train_grid": ({"experiments.grid", "experiments.cnn_study"}, STEPS),
+    "run_record": ({"experiments.grid", "experiments.cnn_study"}, STEPS),
+    "summarise": ({"experiments.grid", "experiments.cnn_study"}, STEPS),
+    "run_study": ({"experiments.cnn_study", "experiments.modular_addition"}, STEPS),
+    "ablation_analysis": ({"experiments.cnn_study", "experiments.modular_addition"}, STEPS),
+    "circuit_analysis": ({"experiments.cnn_study", "experiments.per_run"}, STEPS),
+    "primary_records": ({"paper.numbers", "paper.controls_numbers", "paper.cnn_numbers", "paper.modadd_numbers"},
+                        "each stage's numbers module hands its primary comparisons to modclust.paper.claims"),
+    "ablation_figure": ({"paper.cnn_figures", "paper.modadd_figures"},
+                        "each study's ablation figure, in its figures module"),
+}
+
+
+def _module_level_names() -> dict[str, set[str]]:
+    """Public function and class names defined at module level -> the modules (dotted, below
+    modclust) that define them."""
+    defined: dict[str, set[str]] = defaultdict(set)
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                if not node.name.startswith("_"):
+                    defined[node.name].add(module)
+    return defined
+
+
+def test_no_public_name_is_defined_in_two_modules() -> None:
+    """One name, one meaning: a function or class defined in two modules (e.g. two
+    ``layer_clusterability`` with different arguments) must be merged or renamed; the few names
+    that are one role in parallel modules are listed in SHARED_NAMES, with why."""
+    shared = {name: mods for name, mods in _module_level_names().items() if len(mods) > 1}
+    unexplained = {name: sorted(mods) for name, mods in shared.items()
+                   if name not in SHARED_NAMES or SHARED_NAMES[name][0] != mods}
+    assert not unexplained, f"public names defined in more than one module of modclust: {unexplained}"
+    stale = sorted(set(SHARED_NAMES) - set(shared))
+    assert not stale, f"SHARED_NAMES lists names no longer shared: {stale}"

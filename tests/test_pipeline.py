@@ -19,6 +19,7 @@ import yaml
 from modclust.core import paths
 from modclust.paper import claims
 from modclust.pipeline import stages as pipeline
+from modclust.pipeline.stage_table import paper_inputs
 from modclust.pipeline.stages import Layout, PipelineError
 from modclust.pipeline.presets import PresetError, check_parameters, check_preset, load_preset, parameters_of, type_error
 
@@ -225,7 +226,7 @@ Path("main.pdf").write_text("PDF " + numbers)
 
 
 def _finished_stage5(layout: Layout, preset: str, text: str) -> None:
-    """Finished stages 5 and 6 (the stages whose figures and numbers the paper reads)."""
+    """Finished paper stages (those whose figures and numbers the paper reads, from the table of stages)."""
     build = layout.build / preset
     for stage in pipeline.PAPER_STAGES:
         (build / stage / "figures").mkdir(parents=True)
@@ -258,6 +259,8 @@ def test_two_presets_compile_at_once_without_sharing_latex_files(project):
         assert (build / "paper.pdf").read_text() == f"PDF numbers of {preset}"
         assert (build / "paper" / "main.aux").read_text() == f"numbers of {preset}"
         assert (build / "figures" / "fig.pdf").read_text() == f"figure numbers of {preset}"
+        for name, tex in paper_inputs().items():  # the stages' \input lines, from the table
+            assert (build / "paper" / "generated" / name).read_text() == tex
     assert not list((project.root / "paper").glob("*.aux")), "nothing is compiled in paper/"
     installed = (project.root / "paper" / "generated" / "numbers.tex").read_text()
     assert installed in ("numbers of p1", "numbers of p2")
@@ -323,9 +326,13 @@ def test_a_mistaken_preset_stops_make_before_anything_runs(tmp_path):
     """``make results`` with a typo stops at once with the preset check, building nothing."""
     preset = REPO / "presets" / "zz_typo_test.yaml"
     preset.write_text("n_cluster: 8\n")
+    # this interpreter, and a set-up marker of its own: make must not set up (pip install) an environment
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".installed").touch()
     try:
-        done = subprocess.run(["make", "--no-print-directory", "results", "PRESET=zz_typo_test"], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(["make", "--no-print-directory", "results", "PRESET=zz_typo_test", f"VENV={venv}",
+                               f"PY={sys.executable}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     finally:
         preset.unlink()
     assert done.returncode != 0

@@ -1,4 +1,5 @@
-"""The pipeline's make dependencies against what the stages really import.
+"""The pipeline's make dependencies against what the stages really import, and the table of
+stages (modclust/pipeline/stage_table.py) against the notebooks, make and the paper.
 
 The truth is measured, not read the way ``modclust/pipeline/deps.py`` reads it: each stage's
 imports are executed in a fresh interpreter and its ``sys.modules`` listed, and the package is
@@ -19,8 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from modclust.pipeline.deps import DependencyError, import_closure, preset_chain
+from modclust.pipeline import stage_table
+from modclust.pipeline.deps import DependencyError, import_closure, makefile, preset_chain
 from modclust.pipeline.presets import PresetError, check_preset, load_preset
+from modclust.pipeline.stage_table import STAGES, Stage
+from modclust.pipeline.stages import PAPER_STAGES
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
@@ -172,3 +176,101 @@ def test_a_preset_chain_that_cannot_resolve_is_one_clear_error(tmp_path):
     (tmp_path / "d.yaml").write_text("extends: [a]\n")
     with pytest.raises(PresetError, match="'extends' names one preset"):
         load_preset(tmp_path / "d.yaml")
+
+
+# -- the table of stages -----------------------------------------------------------------------
+
+def test_every_notebook_is_a_declared_stage_and_every_stage_a_notebook():
+    """In the order of their numbers, which is the order they run and are numbered in."""
+    assert [p.stem for p in NOTEBOOKS] == stage_table.names()
+    assert [int(s.name.split("_")[0]) for s in STAGES] == list(range(1, len(STAGES) + 1))
+    stage_table.check()
+
+
+def test_the_table_must_hold_together():
+    with pytest.raises(ValueError, match="declared twice"):
+        stage_table.check((Stage("01_a"), Stage("01_a")))
+    with pytest.raises(ValueError, match=r"reads \['02_b'\], which are not stages declared before it"):
+        stage_table.check((Stage("01_a", reads=("02_b",)), Stage("02_b")))
+    with pytest.raises(ValueError, match="paper=False"):
+        stage_table.check((Stage("01_a", macros=("a.tex",)),))
+
+
+def _make_variables(preset: str) -> dict[str, str]:
+    """The variables of make's database for ``make _results PRESET=preset`` (the last one)."""
+    out = subprocess.run(["make", "-pqR", "--no-print-directory", f"PRESET={preset}", "_results"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    db = out.stdout.rsplit("\n# Variables\n", 1)[-1]
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^(\w+) :?= ?(.*)$", db, flags=re.M)}
+
+
+def test_make_takes_the_stages_and_what_they_read_from_the_table(smoke_rules):
+    variables = _make_variables("smoke")
+    assert variables["STAGES"].split() == stage_table.names()
+    for i, stage in enumerate(STAGES, start=1):
+        target = f"build/smoke/{stage.name}.ipynb"
+        read = {p for p in smoke_rules[target] if re.fullmatch(r"build/smoke/\w+\.ipynb", p)}
+        assert read == {f"build/smoke/{r}.ipynb" for r in stage.reads}, stage.name
+        assert variables[f"STAGE_NUMBER_{stage.name}"] == str(i)
+    assert smoke_rules["_results"] == {f"build/smoke/{s}.ipynb" for s in stage_table.names()}
+
+
+def test_pipeline_mk_lists_no_stage_by_hand():
+    text = (REPO / "pipeline.mk").read_text()
+    named = sorted({s for s in stage_table.names() if s in text})
+    assert not named, f"pipeline.mk names stages {named}: declare them in modclust/pipeline/stage_table.py only"
+    assert not re.search(r"^\s*(STAGES|STAGE_INPUTS_\w+)\s*:?=", text, flags=re.M)
+
+
+def test_deps_runs_as_a_script_before_the_package_can_be_imported(tmp_path):
+    """As make runs it (plain python3): the table is read from its file; nothing of the package is imported."""
+    out = tmp_path / "deps.mk"
+    done = subprocess.run([sys.executable, "-I", str(REPO / "modclust" / "pipeline" / "deps.py"), str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^STAGES := (.*)$", out.read_text(), flags=re.M).group(1).split() == stage_table.names()
+
+
+def test_a_stage_declared_without_its_notebook_is_one_clear_error(tmp_path):
+    (tmp_path / "modclust" / "pipeline").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "presets").mkdir()
+    table = (REPO / "modclust" / "pipeline" / "stage_table.py").read_text()
+    (tmp_path / "modclust" / "pipeline" / "stage_table.py").write_text(
+        table + '\nSTAGES = (Stage("01_a"), Stage("02_b", reads=("01_a",)))\n')
+    (tmp_path / "notebooks" / "01_a.ipynb").write_text(json.dumps({"cells": []}))
+    with pytest.raises(DependencyError, match=r"stage 02_b is declared .* but there is no notebooks/02_b.ipynb"):
+        makefile(tmp_path)
+    (tmp_path / "notebooks" / "02_b.ipynb").write_text(json.dumps({"cells": []}))
+    assert "STAGE_INPUTS_02_b := 01_a\n" in makefile(tmp_path)
+
+
+def _inputs(tex: str) -> list[str]:
+    return re.findall(r"\\input\{([^}]*)\}", re.sub(r"(?<!\\)%.*", "", tex))
+
+
+def test_the_paper_inputs_every_stage_s_macros_and_section_through_the_table():
+    """main.tex inputs the generated list of macro files in its preamble and that of sections in
+    its body, and none of them itself; every section of paper/ and every macro file the package
+    writes for a stage is declared (so a stage's part of the paper cannot be left out)."""
+    main = (REPO / "paper" / "main.tex").read_text()
+    preamble, body = main.split("\\begin{document}")
+    assert "generated/" + stage_table.STAGE_MACROS in _inputs(preamble)
+    assert "generated/" + stage_table.STAGE_SECTIONS in _inputs(body)
+    macros = [m for s in STAGES for m in s.macros]
+    sections = [s.section for s in STAGES if s.section]
+    assert len(set(macros)) == len(macros) and len(set(sections)) == len(sections)
+    assert not set(_inputs(main)) & ({f"generated/{m}" for m in macros} | set(sections)), "input twice"
+    assert sorted(sections) == sorted(p.name for p in (REPO / "paper").glob("*_section.tex"))
+    written = {m for p in (REPO / "modclust" / "paper").glob("*.py")
+               for m in re.findall(r'/ "(\w+\.tex)"', p.read_text())}
+    direct = {Path(i).name for i in _inputs(main)}  # written at compile time (the claims), input by main.tex
+    assert written - direct == set(macros)
+    assert PAPER_STAGES == tuple(s.name for s in STAGES if s.paper)
+    assert {s.name for s in STAGES if s.macros or s.section} <= set(PAPER_STAGES)
+
+
+def test_the_generated_inputs_follow_the_table_in_order():
+    files = stage_table.paper_inputs()
+    assert _inputs(files[stage_table.STAGE_MACROS]) == [f"generated/{m}" for s in STAGES for m in s.macros]
+    assert _inputs(files[stage_table.STAGE_SECTIONS]) == [s.section for s in STAGES if s.section]

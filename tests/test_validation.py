@@ -448,7 +448,7 @@ def test_selectivity_checks_its_numbers():
     assert mutual_information(acts, y, 4).shape == (3,)  # valid inputs still work
 
 
-def test_interpret_checks_its_numbers():
+def test_semanticity_checks_its_numbers():
     model = MLP((784, 8, 10), seed=0)
     data = make_tiny(n_train=20, n_test=30)
     with pytest.raises(ValueError, match=r"k must be an int, got 2\.5"):
@@ -480,7 +480,7 @@ def test_spectral_checks_its_numbers():
         weight_clusterability(bad, Partition.equal_blocks((8, 6), 2))
 
 
-def test_evaluate_checks_its_numbers():
+def test_ablation_checks_its_numbers():
     pred, y = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])
     with pytest.raises(ValueError, match=r"n_classes must be an int >= 1, got 0"):
         classwise_correct(pred, y, 0)

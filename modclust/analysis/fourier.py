@@ -369,9 +369,12 @@ def ablate_cluster(model: ModAddTransformer, data: ModAddData, clusters: Tensor 
                            before.test_acc, after.test_acc, before.shares, after.shares, before.rms, after.rms)
 
 
-def ablate_clusters(model: ModAddTransformer, data: ModAddData, clusters: Tensor | Sequence[int],
-                    frequencies: Sequence[int] | None = None) -> list[ClusterAblation]:
-    """:func:`ablate_cluster` for every cluster label in ``clusters`` (ascending; -1, no cluster, skipped)."""
+def cluster_frequency_ablations(model: ModAddTransformer, data: ModAddData, clusters: Tensor | Sequence[int],
+                                frequencies: Sequence[int] | None = None) -> list[ClusterAblation]:
+    """Each cluster's neurons zeroed in turn: what that does to accuracy and to the logits' power
+    at ``frequencies``; :func:`ablate_cluster` for every cluster label in ``clusters`` (ascending;
+    -1, no cluster, skipped), the full model profiled once. (Not
+    :func:`modclust.analysis.any_model.ablate_clusters`, class-wise cluster OFF / ON on any model.)"""
     clusters = torch.as_tensor(clusters).flatten()
     if frequencies is None:
         frequencies = neuron_frequencies(neuron_activations(model)).key_frequencies

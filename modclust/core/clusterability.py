@@ -83,7 +83,12 @@ def kernel_clusterability_grad(weight: Tensor, mask: Tensor) -> Tensor:
 
 def layer_clusterability(weight: Tensor, mask: Tensor) -> Tensor:
     """C of a layer's weight, whichever kind: a matrix (out, in) by :func:`clusterability`, a conv
-    kernel (out, in, kh, kw) by :func:`kernel_clusterability`; ``mask`` is (out, in) either way."""
+    kernel (out, in, kh, kw) by :func:`kernel_clusterability`; ``mask`` is (out, in) either way
+    (e.g. ``partition.mask()`` of a partition of the layer's unit matrix)."""
+    units = tuple(weight.shape[:2])
+    if weight.ndim in (2, 4) and tuple(mask.shape) != units:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not match this layer's (out, in) unit matrix "
+                         f"{units}: build the partition for this layer")
     if weight.ndim == 2:
         return clusterability(weight, mask)
     if weight.ndim == 4:

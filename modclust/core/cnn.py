@@ -17,7 +17,8 @@ Channel counts and the hidden width are parameters (:func:`make_cnn`); the modul
 U(-1/sqrt(fan_in), 1/sqrt(fan_in)), so a seed gives the same network on every machine without
 touching the global RNG.
 
-Clusterability of a layer (:func:`layer_clusterability`) is the seed's C on the layer's
+Clusterability of a layer (:func:`modclust.core.clusterability.layer_clusterability` of its
+weight and a partition of :func:`unit_shape`) is the seed's C on the layer's
 (out, in) unit matrix: for a conv weight (out, in, kh, kw) each (output channel, input channel)
 entry weighs its kernel's squared norm, so C is the share of the kernels' squared weight between
 channels of the same block (:mod:`modclust.core.clusterability`). Equal blocks
@@ -42,7 +43,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modclust.core.checks import check_int, check_ints
-from modclust.core.clusterability import layer_clusterability as weight_clusterability
 from modclust.core.model import SEED_MAX
 from modclust.core.partition import Partition
 
@@ -176,16 +176,6 @@ def make_cnn(seed: int = 0, channels: Sequence[int] = (16, 32), hidden: int = 64
 def unit_shape(layer: nn.Conv2d | nn.Linear) -> tuple[int, int]:
     """The (out, in) unit matrix a layer's clusters live on: channels for a conv, features for a Linear."""
     return tuple(layer.weight.shape[:2])  # type: ignore[return-value]
-
-
-def layer_clusterability(model: CNN, name: str, partition: Partition) -> Tensor:
-    """C of layer ``name`` under ``partition`` of its (out, in) unit matrix (a 0-d tensor,
-    differentiable): :func:`modclust.core.clusterability.layer_clusterability` of its weight."""
-    layer = model.layer(name)
-    if partition.shape != unit_shape(layer):
-        raise ValueError(f"partition of shape {partition.shape} does not match this layer's (out, in) unit "
-                         f"matrix {unit_shape(layer)}: build the partition for this layer")
-    return weight_clusterability(layer.weight, partition.mask(layer.weight.device, layer.weight.dtype))
 
 
 def equal_block_partitions(model: CNN, layers: Sequence[str], k: int) -> dict[str, Partition]:

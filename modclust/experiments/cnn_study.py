@@ -430,7 +430,7 @@ def _values(rows: Sequence[dict[str, Any]], key: str, lam: float | None = None) 
     return [float(r[key]) for r in picked if r.get(key) is not None and r[key] == r[key]]
 
 
-def ranked_ablation(runs: Sequence[dict[str, Any]], layer: str) -> dict[str, Any]:
+def ranked_layer_ablation(runs: Sequence[dict[str, Any]], layer: str) -> dict[str, Any]:
     """(seeds, k[, classes]) OFF / ON accuracies of ``layer``'s clusters, each seed's clusters ranked
     by importance, and (seeds, classes) the full models' class-wise accuracy."""
     out: dict[str, Any] = {}
@@ -530,7 +530,7 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
         "paired_accuracy": paired_difference(records, "test_acc", baseline_lam=0.0),
         "untrained": {key: mean_ci(_values(untrained, key)).to_dict()
                       for key in ("test_acc", "C_conv2", "C_fc1", *UNTRAINED_SUMMARISED)},
-        "ablation": {f"{lam:g}": {layer: ranked_ablation(by_lam[lam], layer) for layer in CLUSTERED_LAYERS}
+        "ablation": {f"{lam:g}": {layer: ranked_layer_ablation(by_lam[lam], layer) for layer in CLUSTERED_LAYERS}
                      for lam in (0.0, main)},
         "circuits": {f"{lam:g}": per_label_circuits(by_lam[lam]) for lam in (0.0, main)},
     }

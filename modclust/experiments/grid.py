@@ -34,8 +34,6 @@ import torch
 
 from modclust.analysis import circuits
 from modclust.analysis.any_model import faithfulness
-from modclust.analysis.selectivity import cluster_top_examples as top_examples_per_group
-from modclust.analysis.semanticity import layer_activations
 from modclust.core import checkpoint, paths
 from modclust.core.clusterability import clusterability
 from modclust.core.data import Dataset, load
@@ -376,18 +374,6 @@ def curves(summary: Mapping[str, Any], key: str) -> tuple[Any, dict[float, Any]]
 
 
 # --- Circuits of a grid's runs -------------------------------------------------------------
-
-def cluster_top_examples(result: TrainResult, x: torch.Tensor, layer: str, n: int) -> list[list[int]]:
-    """Per cluster of ``layer``: the ``n`` inputs that most excite its output units U_c (their mean).
-
-    Ties are broken as :func:`modclust.analysis.semanticity.top_k_indices` breaks them.
-    """
-    part = result.partitions.get(layer)
-    if part is None:
-        raise ValueError(f"{run_name(result.config)} has no partition on {layer!r}: "
-                         f"clustered layers are {list(result.partitions)}")
-    return top_examples_per_group(layer_activations(result.model, x, layer), part.rows, n).tolist()
-
 
 def find_circuits(results: Sequence[TrainResult], x: torch.Tensor, y: torch.Tensor, labels: Sequence[int],
                   layers: Sequence[str], objective: str = "seed", threshold: float = 1e-4, baseline: str = "current",

@@ -54,15 +54,6 @@ def spectral_baseline(result: TrainResult, data: Dataset, layer: str = "fc2", n_
                        "ablation": _ablation_summary(result, blocks, data, layer)}}
 
 
-def greedy_circuits(result: TrainResult, x: torch.Tensor, y: torch.Tensor, labels: Sequence[int],
-                    layers: Sequence[str], threshold: float = 1e-4, baseline: str = "current",
-                    objective: str = "seed", ablation: str = "zero") -> list[Circuit]:
-    """Greedy circuits of the labels searched on ``x, y`` (the batched pruner: same circuits, faster)."""
-    found = greedy_circuits_fast(result.model, x, y, labels=list(labels), layers=list(layers),
-                                 threshold=threshold, baseline=baseline, objective=objective, ablation=ablation)[0]
-    return [found[c] for c in labels]
-
-
 def _offdiag_mean(m: torch.Tensor) -> float:
     n = m.shape[0]
     if n < 2:
@@ -103,7 +94,9 @@ def circuit_analysis(result: TrainResult, data: Dataset, labels: Sequence[int] |
     labels = list(range(data.n_classes)) if not labels else [int(c) for c in labels]
     x, y = (data.test_x, data.test_y) if search is None else (data.train_x[search], data.train_y[search])
     part = result.blocks(share_layer) if share_layer in layers else None
-    greedy = greedy_circuits(result, x, y, labels, layers, threshold, baseline, objective, ablation)
+    found = greedy_circuits_fast(result.model, x, y, labels=labels, layers=list(layers), threshold=threshold,
+                                 baseline=baseline, objective=objective, ablation=ablation)[0]  # the batched pruner
+    greedy = [found[c] for c in labels]
     masks = mask_circuits(result.model, list(layers), x, y, labels, objective=objective, sparsity=mask_sparsity,
                           steps=mask_steps, ablation=ablation)
     agree = [mask_iou(torch.cat([g.kept[n].flatten() for n in layers]), torch.cat([m.kept[n].flatten() for n in layers]))

@@ -12,7 +12,8 @@ stale. Its commands:
   reported as one; the previous results stay until a new set is complete. It prints one line
   per stage (on a terminal, a live one showing the notebook's current loop).
 - ``latex PRESET``: compile the paper in ``build/<preset>/paper/`` from a copy of ``paper/``
-  and the preset's figures and numbers, so presets never share LaTeX's auxiliary files; the
+  and the preset's figures and numbers (with the stages' ``\\input`` lines, written from
+  :mod:`modclust.pipeline.stage_table`), so presets never share LaTeX's auxiliary files; the
   PDF goes to ``build/<preset>/paper.pdf``, and the figures and numbers are installed in the
   checkout's ``figures/`` and ``paper/generated/`` (the last preset compiled).
 - ``report PRESET [STAGE...]``: the executed notebooks as HTML (:mod:`modclust.pipeline.report`).
@@ -50,9 +51,10 @@ from modclust.core import paths
 from modclust.core.io import atomic_dir, write_atomic
 from modclust.core.progress import PROGRESS_ENV, read_progress
 from modclust.paper.claims import write_claims
-from modclust.paper.latex import Macros, number_word
+from modclust.paper.latex import Macros, number_word, write_text
 from modclust.pipeline.presets import PIPELINE_PARAMS, PresetError, check_preset, parameters_of
 from modclust.pipeline.report import ReportError, write_report
+from modclust.pipeline.stage_table import STAGES, paper_inputs
 
 KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 """The kernel's own log silenced: on a run that succeeds it prints only machinery noise (a
@@ -64,8 +66,9 @@ LOCKED_ENV = "MODCLUST_LOCKED_BUILD"
 """Set for the command ``run`` starts: the build folder whose lock that run holds."""
 
 
-PAPER_STAGES = ("05_figures", "06_beyond", "07_cnn", "08_modadd")
-"""The stages whose ``figures/`` and ``generated/`` the paper reads."""
+PAPER_STAGES = tuple(s.name for s in STAGES if s.paper)
+"""The stages whose ``figures/`` and ``generated/`` the paper reads (declared in
+:mod:`modclust.pipeline.stage_table`)."""
 
 
 class PipelineError(RuntimeError):
@@ -343,9 +346,10 @@ def compile_paper(preset: str, layout: Layout = Layout(),
     generated = _gather(build_dir, stages, "generated", "*")
     write_claims(generated)  # the primary family, corrected over every stage's records
     build = Macros(source="modclust.pipeline.stages")
-    n_notebooks = len(list((layout.root / "notebooks").glob("0*.ipynb")))  # one per stage, as in pipeline.mk
-    build.add("NStagesText", number_word(n_notebooks))
+    build.add("NStagesText", number_word(len(STAGES)))
     build.write(generated / "build.tex")
+    for name, tex in paper_inputs().items():  # the stages' macro files and sections, in their order
+        write_text(generated / name, tex)
     tex_dir = build_dir / "paper"
     tex_dir.mkdir(exist_ok=True)
     paper = layout.root / "paper"

@@ -58,7 +58,7 @@ def run(seeds: Sequence[int], epochs: int = 10, lam: float = 15.0, dataset: str 
     return per_seed
 
 
-def summarise(per_seed: dict[str, list]) -> dict[str, float | list[float]]:
+def means_over_seeds(per_seed: dict[str, list]) -> dict[str, float | list[float]]:
     """Means over seeds; per-cluster quantities stay lists (one mean per cluster index)."""
     out: dict[str, float | list[float]] = {}
     for key, values in per_seed.items():
@@ -69,7 +69,7 @@ def summarise(per_seed: dict[str, list]) -> dict[str, float | list[float]]:
     return out
 
 
-def table(per_seed: dict[str, list]) -> str:
+def design_table(per_seed: dict[str, list]) -> str:
     """The DESIGN.md section 2 table: seed notebook, each seed, mean [95 % interval]."""
     n = len(per_seed["clustered_acc"])
     header = f"{'quantity':<26} {'seed notebook':>22}  " + "  ".join(f"{'seed ' + str(i):>8}" for i in range(n))
@@ -105,12 +105,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.error("--seeds must be at least 1")
     start = time.perf_counter()
     per_seed = run(range(args.seeds), args.epochs, args.lam, args.dataset, args.device)
-    print(table(per_seed))
+    print(design_table(per_seed))
     print(f"\n{args.seeds} seeds x 2 models, {args.epochs} epochs, {args.dataset}, {args.device}: "
           f"{time.perf_counter() - start:.1f} s")
     print("per-cluster rows follow cluster index; clusters are exchangeable between seeds, so the "
           "sorted rows compare like with like.")
-    print(json.dumps(summarise(per_seed)))
+    print(json.dumps(means_over_seeds(per_seed)))
 
 
 if __name__ == "__main__":

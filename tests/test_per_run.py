@@ -1,5 +1,6 @@
-"""The per-run analyses of the beyond stage return complete, JSON-ready results on a tiny run; its
-figures (modclust.paper.figures) draw and its paper numbers (modclust.paper.numbers) follow the data."""
+"""The per-run analyses of the beyond stage (modclust.experiments.per_run) return complete,
+JSON-ready results on a tiny run; its figures (modclust.paper.figures) draw and its paper numbers
+(modclust.paper.numbers) follow the data."""
 
 import json
 import re
