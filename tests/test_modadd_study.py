@@ -305,7 +305,7 @@ def test_sentences_follow_the_data(tiny_study) -> None:
     st.update(ma.summarise_study(st["records"], st["lambdas"]))
     assert report.modadd_macros(st).items["ModAddMiSentence"].startswith(
         "The trained clusters of the clustered models say less about")
-    with pytest.raises(ValueError, match="one modadd_lambda"):
+    with pytest.raises(ValueError, match="one main_lambda"):
         report.modadd_macros({**st, "lambdas": [0.0, 1.0, 2.0]})
 
 

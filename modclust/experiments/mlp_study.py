@@ -128,9 +128,9 @@ class MlpSettings:
         with problems.about("widths"):
             widths = check_ints("MlpSettings.widths", _seq("widths", self.widths), 1, min_length=3,
                                 hint="layer widths, input first, at least one hidden layer, e.g. [784, 64, 64, 10]")
-            if widths[0] != 784 or widths[-1] != 10:
-                raise ValueError(f"MlpSettings.widths must start with 784 (a 28 x 28 image) and end with 10 (the "
-                                 f"classes), got {list(widths)}")
+            if widths[0] != 784 or widths[-1] > 10:
+                raise ValueError(f"MlpSettings.widths must start with 784 (a 28 x 28 image) and end in at most 10 "
+                                 f"outputs (the classes), got {list(widths)}")
             put("widths", widths)
         fc = layer_names(self.widths) if problems.ok("widths") else None
         with problems.about("n_clusters"):
@@ -175,8 +175,9 @@ class MlpSettings:
         with problems.about("match_level"):
             check_float("MlpSettings.match_level", self.match_level, 0.0, 1.0, strict_min=True)
         with problems.about("device"):
-            if not isinstance(self.device, str) or not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
-                raise ValueError(f"MlpSettings.device must be 'cpu', 'cuda' (or 'cuda:N') or 'auto', got {self.device!r}")
+            device = self.device
+            if not isinstance(device, str) or not (device in ("cpu", "auto") or device.startswith("cuda")):
+                raise ValueError(f"MlpSettings.device must be 'cpu', 'cuda' (or 'cuda:N') or 'auto', got {device!r}")
         for name, choices in (("baseline", ("current", "full")), ("faithful_objective", OBJECTIVES),
                               ("ablation", ABLATIONS), ("match_on", FAITHFULNESS), ("pruner", ("fast", "plain"))):
             with problems.about(name):

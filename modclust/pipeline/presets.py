@@ -268,7 +268,7 @@ def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.Path
     def check_key(file: Path, where: str, section: str | None, key: str, value: Any) -> None:
         shown = key if section is None else f"{section}.{key}"
         name = parameter_name(section, key)
-        if key not in types[section] and not (section is None and key in declared):
+        if key not in types[section] and not (section is None and key in own):
             head, _, rest = key.partition("_")
             hint = (f" (a {head} setting goes in its section: '{head}: {{{rest}: ...}}')"
                     if section is None and head in STUDIES and rest in types[head]
@@ -277,7 +277,8 @@ def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.Path
             return
         origin[section, key] = file
         if name not in declared:
-            problems.append(f"{shown}{where}: no notebook has the parameter {name}; add it to the notebook that reads it")
+            problems.append(f"{shown}{where}: no notebook has the parameter {name}; "
+                            "add it to the notebook that reads it")
         type_name = types[section].get(key) or declared[name][0].type  # a notebook's own parameter, in no study
         why = type_error(value, type_name)
         if why is not None:
@@ -302,13 +303,14 @@ def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.Path
             else:
                 check_key(file, where, None, key, value)
     merged = load_preset(path)
+    rank = {file: i for i, (file, _) in enumerate(layers)}
     for section in STUDIES:
         if section in broken:
             continue
         values = merged if section is None else merged.get(section, {})
         known = {k: v for k, v in values.items() if k in types[section]}
         for concerned, message in settings_problems(section, known):
-            key = next((k for k in concerned if (section, k) in origin), concerned[0])
+            key = max(concerned, key=lambda k: rank.get(origin.get((section, k)), -1))  # the latest file's
             shown = key if section is None else f"{section}.{key}"
             file = origin.get((section, key))
             where = "" if file == Path(path) else f" (set in {file})" if file else " (its default)"
