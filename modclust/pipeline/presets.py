@@ -292,7 +292,7 @@ def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.Path
         for key, value in values.items():
             if key in PIPELINE_PARAMS:
                 problems.append(f"{key}{where}: set by the pipeline for each stage, not by a preset; remove it")
-            elif key in STUDIES and key is not None:
+            elif key in STUDIES:
                 if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
                     broken.add(key)
                     problems.append(f"{key}{where}: must be a section of {STUDIES[key].__name__}'s settings, "
@@ -331,12 +331,13 @@ def check_parameters(namespace: Mapping[str, Any], hidden: Iterable[str] = (),
                      known: Iterable[str] = ()) -> None:
     """Check a notebook's parameters as its kernel holds them (call it in the cell after them).
 
-    Values are checked as the study's settings check them (:func:`settings_problems`), for the
-    fields the notebook declares. The declared types are the annotations of the parameters cell (``namespace
-    ["__annotations__"]``). When ``hidden`` lists the kernel's own names (IPython's
-    ``user_ns_hidden``), a name set by papermill's injected cell that this notebook does not
-    declare is reported as a typo, unless it is in ``known`` (another notebook's parameter: a
-    preset passed whole to each notebook sets those too).
+    The declared types are the annotations of the parameters cell (``namespace
+    ["__annotations__"]``); values are checked as the studies' settings check them
+    (:func:`settings_problems`), for the fields the notebook declares (a rule between one of
+    them and a field it does not declare is left to the preset's check). When ``hidden`` lists
+    the kernel's own names (IPython's ``user_ns_hidden``), a name set by papermill's injected
+    cell that this notebook does not declare is reported as a typo, unless it is in ``known``
+    (another notebook's parameter: a preset passed whole to each notebook sets those too).
     """
     annotations = namespace.get("__annotations__", {})
     problems = []
