@@ -493,3 +493,29 @@ def test_params_gives_a_notebooks_preset_values_for_papermill_by_hand(capsys) ->
     assert all(type_error(v, declared[k].type) is None for k, v in values.items())  # each of its declared type
     assert pipeline.main(["params", "smoke", "09_nothing"]) == 1
     assert "the stages are 01_train" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stem, name, cls", [("07_cnn", "study", "CnnStudy"), ("08_modadd", "config", "ModAddConfig")])
+def test_notebooks_07_and_08_build_their_settings_right_after_the_parameters(stem, name, cls):
+    """The parameters cell, a preset's values as papermill injects them, then the cell after:
+    the settings object holds the preset's values, and a bad one stops there."""
+    cells = json.loads((REPO / "notebooks" / f"{stem}.ipynb").read_text())["cells"]
+    i = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
+    smoke = pipeline.stage_parameters("smoke", stem, Path("b"), Path("o"))
+
+    def run(values: dict) -> dict:
+        ns: dict = {}
+        exec("".join(cells[i]["source"]), ns)
+        ns.update(values)
+        exec("".join(cells[i + 1]["source"]), ns)
+        return ns
+
+    settings = run(smoke)[name]
+    assert type(settings).__name__ == cls
+    section = stem[3:]
+    for key, value in smoke.items():
+        if key.startswith(f"{section}_"):
+            got = getattr(settings, key[len(section) + 1:])
+            assert (list(got) if isinstance(got, tuple) else got) == value, key
+    with pytest.raises(PresetError, match=f"{section}_seeds: .*seeds lists 1 more than once"):
+        run({**smoke, f"{section}_seeds": [1, 1]})
