@@ -15,6 +15,7 @@ import torch
 from modclust.analysis import any_model as am
 from modclust.analysis.circuits import Circuit
 from modclust.core import paths
+from modclust.core.checks import SettingsError
 from modclust.core.cnn import make_cnn
 from modclust.core.data import Dataset
 from modclust.experiments import cnn_study as cs
@@ -163,8 +164,17 @@ def test_user_mistakes_get_one_clear_message() -> None:
         cs.CnnStudy(null_draws=1)
     with pytest.raises(ValueError, match="unknown CnnStudy settings"):
         cs.study_from_parameters(lambda_grid=[0.0])
-    study = cs.study_from_parameters(lambdas=[5.0, 0.0, 5.0], main_lambda=5, seeds=[1, 1, 2])
+    study = cs.study_from_parameters(lambdas=[5.0, 0.0], main_lambda=5, seeds=[1, 2])
     assert study.lambdas == (0.0, 5.0) and study.seeds == (1, 2) and study.main_lambda == 5.0
+    with pytest.raises(ValueError, match="seeds lists 1 more than once, which would count a run twice"):
+        cs.CnnStudy(seeds=(1, 1, 2))
+    with pytest.raises(ValueError, match="lambdas lists 5.0 more than once"):
+        cs.CnnStudy(lambdas=(5.0, 0.0, 5.0))
+    with pytest.raises(ValueError, match=r"datasets item must be one of \['mnist', 'fashion-mnist'\], got 'cifar'"):
+        cs.CnnStudy(datasets=("cifar",))
+    with pytest.raises(SettingsError) as info:  # every problem at once, each with its field
+        cs.CnnStudy(channels=(0, 16), null_draws=1, seeds=())
+    assert [fields for fields, _ in info.value.problems] == [("seeds",), ("channels",), ("null_draws",)]
     with pytest.raises(ValueError, match="flat images"):
         cs.run_dataset(Dataset("mnist", torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long),
                                torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)), tiny_study())

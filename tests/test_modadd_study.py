@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from modclust.analysis.fourier import ClusterAblation, NeuronFrequencies, neuron_activations, neuron_frequencies
+from modclust.core.checks import SettingsError
 from modclust.core.transformer import make_transformer, modular_addition_data
 from modclust.experiments import modular_addition as ma
 from modclust.paper import modadd_figures
@@ -177,6 +178,14 @@ def test_config_and_lambdas_are_checked_with_clear_messages() -> None:
         ma.ModAddConfig(spectral_weights="W_in")
     with pytest.raises(ValueError, match="train_frac"):
         ma.ModAddConfig(train_frac=1.0)
+    with pytest.raises(ValueError, match="seeds lists 0 more than once"):
+        ma.ModAddConfig(seeds=(0, 0))
+    with pytest.raises(ValueError, match="repeat p = 59"):
+        ma.ModAddConfig(moduli=(41, 59))
+    with pytest.raises(SettingsError) as info:  # every problem at once, each with its field
+        ma.ModAddConfig(train_frac=1.5, seeds=(), spectral_weights="W_in")
+    assert [fields for fields, _ in info.value.problems] == [("train_frac",), ("seeds",), ("spectral_weights",)]
+    assert ma.ModAddConfig().lambdas == [0.0, 1.0]
     with pytest.raises(ValueError, match="need 0 and a positive"):
         ma.check_study_lambdas([1.0])
     with pytest.raises(ValueError, match="need 0 and a positive"):
@@ -185,7 +194,7 @@ def test_config_and_lambdas_are_checked_with_clear_messages() -> None:
 
 
 TINY = ma.ModAddConfig(p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, max_steps=100, eval_every=25,
-                       null_draws=20, control_draws=2)
+                       n_clusters=4, steps_after=0, null_draws=20, control_draws=2)
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +226,7 @@ def test_a_tiny_study_end_to_end(tiny_study) -> None:
 
 def test_a_run_that_generalises_reports_its_steps() -> None:
     cfg = ma.ModAddConfig(p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, max_steps=200, eval_every=25,
-                          stop_at=0.2, null_draws=5, control_draws=1)
+                          n_clusters=4, steps_after=0, stop_at=0.2, null_draws=5, control_draws=1)
     run = ma.train_run(cfg, 0.0, 0)
     rec = ma.training_record(run, cfg.stop_at)
     assert rec["generalised"] and rec["steps"] == rec["steps_trained"] and rec["steps"] % 25 == 0
@@ -226,7 +235,7 @@ def test_a_run_that_generalises_reports_its_steps() -> None:
 
 def test_other_moduli_are_checked_and_summarised() -> None:
     cfg = ma.ModAddConfig(p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, max_steps=50, eval_every=25,
-                          null_draws=5, control_draws=1)
+                          n_clusters=4, steps_after=0, null_draws=5, control_draws=1)
     for bad in ([11], [13, 13], [12]):
         with pytest.raises(ValueError):
             ma.other_moduli(cfg, bad, [0], [0.0, 1.0], progress=False)
@@ -294,7 +303,7 @@ def test_sentences_follow_the_data(tiny_study) -> None:
     st.update(ma.summarise_study(st["records"], st["lambdas"]))
     assert report.modadd_macros(st).items["ModAddMiSentence"].startswith(
         "The trained clusters of the clustered models say less about")
-    with pytest.raises(ValueError, match="one modadd_lambda"):
+    with pytest.raises(ValueError, match="one main_lambda"):
         report.modadd_macros({**st, "lambdas": [0.0, 1.0, 2.0]})
 
 

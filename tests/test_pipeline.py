@@ -4,8 +4,10 @@ and write a file) stands in for the paper's, run by real processes as make runs 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +19,14 @@ import pytest
 import yaml
 
 from modclust.core import paths
+from modclust.experiments import cnn_study as cs
 from modclust.paper import claims
 from modclust.pipeline import stages as pipeline
 from modclust.pipeline.stage_table import paper_inputs
 from modclust.pipeline.stages import Layout, PipelineError
-from modclust.pipeline.presets import PresetError, check_parameters, check_preset, load_preset, parameters_of, type_error
+from modclust.pipeline.presets import (STUDIES, PresetError, check_parameters, check_preset, load_preset,
+                                      notebook_values, parameter_name, parameters_of, pipeline_parameters,
+                                      setting_types, settings_from_parameters, type_error)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -289,7 +294,7 @@ def _preset(tmp_path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("n_cluster: 8\n", r"n_cluster: no notebook has this parameter \(did you mean 'n_clusters'\?\)"),
+    ("n_cluster: 8\n", r"n_cluster: no such setting \(did you mean 'n_clusters'\?\)"),
     ("lr: 1e-3\n", r"lr: must be float .*got the string '1e-3'.*write 1\.0e-3"),
     ("epochs: 1.5\n", r"epochs: must be int .*got float 1\.5"),
     ("epochs: true\n", r"epochs: must be int .*got bool True"),
@@ -309,6 +314,121 @@ def test_every_problem_of_a_preset_is_reported_at_once(tmp_path):
     with pytest.raises(PresetError) as info:
         check_preset(_preset(tmp_path, "n_cluster: 8\nlr: 1e-3\n"), NOTEBOOKS)
     assert "n_cluster" in str(info.value) and "lr" in str(info.value)
+
+
+def _extends_paper(tmp_path: Path, text: str) -> Path:
+    """A preset ``bad.yaml`` that extends a copy of the paper preset."""
+    shutil.copy(REPO / "presets" / "paper.yaml", tmp_path / "paper.yaml")
+    return _preset(tmp_path, "extends: paper\n" + text)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("cnn:\n  datasets: [cifar]\n",
+     r"cnn\.datasets: CnnStudy\.datasets item must be one of \['mnist', 'fashion-mnist'\], got 'cifar'"),
+    ("cnn:\n  channels: [0, 16]\n", r"cnn\.channels: CnnStudy\.channels\[0\] must be an int >= 1, got 0"),
+    ("modadd:\n  train_frac: 1.5\n", r"modadd\.train_frac: modadd train_frac must be a finite number in \(0, 1\), "
+                                     r"got 1\.5"),
+    ("seeds: []\n", r"seeds: MlpSettings\.seeds is empty: give at least one seed"),
+    ("seeds: [0, 0]\n", r"seeds: MlpSettings\.seeds lists 0 more than once, which would count a run twice"),
+    ("main_lambda: 7.0\n", r"main_lambda: MlpSettings\.lambdas \[.*\] must hold 0 .* and main_lambda 7"),
+    ("modadd:\n  moduli: [59]\n", r"modadd\.moduli: modadd moduli \[59\] repeat p = 59"),
+    ("cnn:\n  n_clusters: 9\n", r"cnn\.n_clusters: n_clusters=9 does not fit conv2"),
+    ("cnn_null_draws: 5\n", r"cnn_null_draws: no such setting \(a cnn setting goes in its section: "
+                             r"'cnn: \{null_draws: \.\.\.\}'\)"),
+    ("cnn:\n  null_draw: 5\n", r"cnn\.null_draw: no such setting \(did you mean 'null_draws'\?\)"),
+    ("cnn:\n  null_draws: 2.5\n", r"cnn\.null_draws: must be int \(notebooks/07_cnn\.ipynb: .*\); got float 2\.5"),
+    ("cnn: 5\n", r"cnn: must be a section of CnnStudy's settings"),
+])
+def test_a_preset_with_a_bad_value_fails_the_check_before_anything_runs(tmp_path, text, expected):
+    """Values, not only types: each of these used to pass the check and fail (or count a run
+    twice) only when its stage was reached."""
+    with pytest.raises(PresetError, match=expected) as info:
+        check_preset(_extends_paper(tmp_path, text), NOTEBOOKS)
+    assert str(info.value).startswith(f"preset {tmp_path / 'bad.yaml'} cannot run:")
+
+
+def test_every_bad_value_of_a_preset_is_listed_at_once(tmp_path):
+    text = ("seeds: [0, 0]\nlambdas: [-1.0]\ncnn:\n  datasets: [cifar]\n  channels: [0, 16]\n"
+            "modadd:\n  train_frac: 1.5\n")
+    with pytest.raises(PresetError) as info:
+        check_preset(_extends_paper(tmp_path, text), NOTEBOOKS)
+    lines = str(info.value).splitlines()[1:]
+    assert [ln.split(":")[0].strip() for ln in lines] == ["lambdas", "seeds", "cnn.datasets", "cnn.channels",
+                                                          "modadd.train_frac"]
+
+
+def test_a_bad_value_names_the_file_of_the_chain_that_sets_it(tmp_path):
+    (tmp_path / "base.yaml").write_text("seeds: [1, 1]\ncnn:\n  seeds: [0]\n")
+    (tmp_path / "child.yaml").write_text("extends: base\ncnn:\n  main_lambda: 7.0\n")
+    with pytest.raises(PresetError) as info:
+        check_preset(tmp_path / "child.yaml", NOTEBOOKS)
+    msg = str(info.value)
+    assert f"seeds (set in {tmp_path / 'base.yaml'}): MlpSettings.seeds lists 1 more than once" in msg
+    assert "cnn.main_lambda: the lambda grid [0.0, 1.0, 5.0] must hold 0" in msg  # set in child.yaml itself
+
+
+def test_sections_merge_key_by_key_through_extends(tmp_path, monkeypatch):
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "base.yaml").write_text("epochs: 3\ncnn:\n  null_draws: 20\n  seeds: [0, 1]\n"
+                                                    "modadd:\n  p: 23\n")
+    (tmp_path / "presets" / "child.yaml").write_text("extends: base\ncnn:\n  null_draws: 2\n")
+    merged = {"epochs": 3, "cnn": {"null_draws": 2, "seeds": [0, 1]}, "modadd": {"p": 23}}
+    assert load_preset(tmp_path / "presets" / "child.yaml") == merged
+    assert check_preset(tmp_path / "presets" / "child.yaml", NOTEBOOKS) == merged
+    assert notebook_values(merged) == {"epochs": 3, "cnn_null_draws": 2, "cnn_seeds": [0, 1], "modadd_p": 23}
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    values = pipeline.stage_parameters("child", "07_cnn", Path("b"), Path("o"), pipeline.Layout(tmp_path))
+    assert values == {"cnn_null_draws": 2, "cnn_seeds": [0, 1], "build_dir": "b", "out_dir": "o"}
+
+
+STUDY_NOTEBOOKS = {None: [f"0{i}" for i in range(1, 7)], "cnn": ["07"], "modadd": ["08"]}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_notebooks_parameter_defaults_are_the_settings_defaults(path):
+    """One home for every default: a notebook's parameter that is a study's setting has the
+    dataclass field's default and type; notebooks 07 and 08 declare every field of theirs."""
+    declared = parameters_of(path)
+    for section, cls in STUDIES.items():
+        types = setting_types(cls)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for key, default in defaults.items():
+            p = declared.get(parameter_name(section, key))
+            if p is None:
+                assert section is None or path.stem[:2] not in STUDY_NOTEBOOKS[section], \
+                    f"{path.stem} does not declare {parameter_name(section, key)}"
+                continue
+            expected = list(default) if isinstance(default, tuple) else default
+            assert (p.type, p.default) == (types[key], expected), f"{path.stem}: {p.name}"
+            assert type(p.default) is type(expected), f"{path.stem}: {p.name}: {p.default!r} vs {expected!r}"
+
+
+def test_every_setting_is_some_notebooks_parameter_and_the_paper_preset_states_the_defaults():
+    declared = pipeline_parameters(NOTEBOOKS)
+    for section, cls in STUDIES.items():
+        for key in setting_types(cls):
+            assert parameter_name(section, key) in declared, f"no notebook reads {section or ''} {key}"
+    paper = load_preset(REPO / "presets" / "paper.yaml")
+    for section, cls in STUDIES.items():
+        values = paper if section is None else paper[section]
+        defaults = cls().to_dict()
+        assert {k: v for k, v in values.items() if k not in STUDIES} == {k: defaults[k] for k in values
+                                                                           if k not in STUDIES}
+
+
+def test_a_notebook_run_by_hand_checks_its_values():
+    ns = {"__annotations__": {"seeds": list[int], "circuit_layers": list[str], "cnn_channels": list[int]},
+          "seeds": [0, 0], "circuit_layers": ["fc9"], "cnn_channels": [0, 16]}
+    with pytest.raises(PresetError) as info:
+        check_parameters(ns)
+    msg = str(info.value)
+    assert "seeds: MlpSettings.seeds lists 0 more than once" in msg and "cnn_channels: CnnStudy.channels[0]" in msg
+    assert "fc9" not in msg  # circuit_layers reads widths, which this notebook does not declare: the preset checks it
+    check_parameters({"__annotations__": {"seeds": list[int]}, "seeds": [3, 4]})
+    study = settings_from_parameters(cs.CnnStudy, {"cnn_seeds": [3], "cnn_null_draws": 2, "seeds": [0, 0]})
+    assert study.seeds == (3,) and study.null_draws == 2 and study.lambdas == cs.CnnStudy().lambdas
+    with pytest.raises(PresetError, match="cnn_seeds: CnnStudy.seeds is empty"):
+        settings_from_parameters(cs.CnnStudy, {"cnn_seeds": []})
 
 
 def test_a_missing_preset_lists_the_presets(tmp_path):
@@ -380,3 +500,29 @@ def test_params_gives_a_notebooks_preset_values_for_papermill_by_hand(capsys) ->
     assert all(type_error(v, declared[k].type) is None for k, v in values.items())  # each of its declared type
     assert pipeline.main(["params", "smoke", "09_nothing"]) == 1
     assert "the stages are 01_train" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stem, name, cls", [("07_cnn", "study", "CnnStudy"), ("08_modadd", "config", "ModAddConfig")])
+def test_notebooks_07_and_08_build_their_settings_right_after_the_parameters(stem, name, cls):
+    """The parameters cell, a preset's values as papermill injects them, then the cell after:
+    the settings object holds the preset's values, and a bad one stops there."""
+    cells = json.loads((REPO / "notebooks" / f"{stem}.ipynb").read_text())["cells"]
+    i = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
+    smoke = pipeline.stage_parameters("smoke", stem, Path("b"), Path("o"))
+
+    def run(values: dict) -> dict:
+        ns: dict = {}
+        exec("".join(cells[i]["source"]), ns)
+        ns.update(values)
+        exec("".join(cells[i + 1]["source"]), ns)
+        return ns
+
+    settings = run(smoke)[name]
+    assert type(settings).__name__ == cls
+    section = stem[3:]
+    for key, value in smoke.items():
+        if key.startswith(f"{section}_"):
+            got = getattr(settings, key[len(section) + 1:])
+            assert (list(got) if isinstance(got, tuple) else got) == value, key
+    with pytest.raises(PresetError, match=f"{section}_seeds: .*seeds lists 1 more than once"):
+        run({**smoke, f"{section}_seeds": [1, 1]})

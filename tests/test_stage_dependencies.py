@@ -161,7 +161,7 @@ def test_presets_extend_one_another(tmp_path):
     assert load_preset(tmp_path / "child.yaml") == {"epochs": 3, "lr": 0.1}
     assert check_preset(tmp_path / "child.yaml", notebooks) == {"epochs": 3, "lr": 0.1}
     (tmp_path / "base.yaml").write_text("epochz: 3\n")
-    with pytest.raises(PresetError, match=r"epochz \(set in .*base.yaml\): no notebook has this parameter"):
+    with pytest.raises(PresetError, match=r"epochz \(set in .*base.yaml\): no such setting"):
         check_preset(tmp_path / "child.yaml", notebooks)
 
 

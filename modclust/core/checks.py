@@ -16,9 +16,10 @@ This module imports nothing from modclust, so every other module can use it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -202,3 +203,66 @@ def check_labels(name: str, labels: Any, n_classes: int, hint: str = "") -> None
         bad = lo if lo < 0 else hi
         raise ValueError(f"{name} must lie in 0 .. {n_classes - 1} (n_classes={n_classes}), got a label {bad}"
                          + (f" ({hint})" if hint else ""))
+
+
+# --- settings: every problem at once ---------------------------------------------------------------
+
+class SettingsError(ValueError, TypeError):
+    """Every problem found in one settings object's values, each with the fields it concerns.
+
+    ``problems`` holds ``(fields, message)`` pairs; the error's text is the messages, one a line.
+    It is both a ValueError and a TypeError, as the checks it gathers raise either.
+    """
+
+    def __init__(self, problems: Sequence[tuple[tuple[str, ...], str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(message for _, message in self.problems))
+
+
+class Problems:
+    """The problems of a settings object's checks, gathered so that one error names them all.
+
+    Each check runs under :meth:`about` (the fields it reads); a failing check is recorded and
+    the next one runs. A check that combines fields runs only when they passed their own
+    (:meth:`ok`). :meth:`raise_any` ends the checks with one :class:`SettingsError`.
+    """
+
+    def __init__(self) -> None:
+        self.found: list[tuple[tuple[str, ...], str]] = []
+
+    @contextlib.contextmanager
+    def about(self, *fields: str) -> Iterator[None]:
+        try:
+            yield
+        except (TypeError, ValueError) as err:
+            self.found.append((fields, str(err)))
+
+    def add(self, message: str, *fields: str) -> None:
+        self.found.append((fields, message))
+
+    def ok(self, *fields: str) -> bool:
+        """Whether no recorded problem concerns any of ``fields``."""
+        return not any(set(fields) & set(concerned) for concerned, _ in self.found)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise SettingsError(self.found)
+
+
+def check_distinct(name: str, values: Sequence[Any], what: str = "a run", hint: str = "") -> None:
+    """A ValueError naming the repeated items of ``values`` (each would count ``what`` twice)."""
+    seen: set[Any] = set()
+    twice = [v for v in values if v in seen or seen.add(v)]  # type: ignore[func-returns-value]
+    if twice:
+        raise ValueError(f"{name} lists {', '.join(repr(v) for v in dict.fromkeys(twice))} more than once, "
+                         f"which would count {what} twice: remove the repeats" + (f" ({hint})" if hint else ""))
+
+
+def check_seeds(name: str, values: Any, maximum: int | None = None) -> tuple[int, ...]:
+    """A study's seeds: at least one, each an int in [0, maximum], none twice (a run counted twice)."""
+    if not isinstance(values, (str, bytes)) and isinstance(values, Sequence) and len(values) == 0:
+        raise ValueError(f"{name} is empty: give at least one seed, e.g. [0, 1, 2, 3, 4] (each seed is one run "
+                         "per setting)")
+    seeds = check_ints(name, values, 0, maximum, hint="one run per seed and setting")
+    check_distinct(name, seeds)
+    return seeds

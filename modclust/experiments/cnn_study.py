@@ -52,10 +52,12 @@ from torch import Tensor, nn
 from modclust.analysis import any_model as am
 from modclust.analysis.ablation import AblationResult, order_by_importance
 from modclust.analysis.circuits import Circuit
-from modclust.core.checks import check_choice, check_float, check_int, check_ints
+from modclust.core.checks import (Problems, check_choice, check_distinct, check_float, check_int, check_ints,
+                                  check_seeds)
 from modclust.core.clusterability import layer_clusterability
 from modclust.core.cnn import CNN, VIEW_LAYERS, cnn_as_sequential, make_cnn
-from modclust.core.data import Dataset, balanced_indices
+from modclust.core.data import DATASETS, Dataset, balanced_indices
+from modclust.core.model import SEED_MAX
 from modclust.core.ensemble import OPTIMIZERS, ModuleConfig, ModuleRun, train_ensemble
 from modclust.core.progress import track
 from modclust.core.stats import mean_ci
@@ -72,18 +74,24 @@ LAYERS_LABEL = "conv2+fc1"
 
 @dataclass(frozen=True)
 class CnnStudy:
-    """Everything one dataset's stage computation takes (checked on construction).
+    """Stage 7's settings, one home for their defaults (the paper preset's values), checked on
+    construction: every problem of the values in one :class:`~modclust.core.checks.SettingsError`.
 
-    Training: the grid ``lambdas`` x ``seeds`` (lambda 0 and ``main_lambda`` among the lambdas),
-    CNNs ``make_cnn(seed, channels, hidden)``, ``epochs`` of ``optimizer`` at ``lr`` in batches
-    of ``batch_size``, k = ``n_clusters`` equal unit clusters on conv2 and fc1. Analyses:
-    ``top_k`` images for label semanticity, ``selectivity_bins`` bins for the mutual
-    information, ``null_draws`` shuffled copies for the spectral z-scores, learned masks over
-    ``circuit_params`` searched on ``search_per_class`` training images per class (drawn by
+    A preset's ``cnn:`` section sets them by field name; notebook 07 takes each as the parameter
+    ``cnn_<field>`` (:func:`modclust.pipeline.presets.settings_from_parameters`).
+
+    Data: each of ``datasets`` on its own, its first ``n_train`` training and ``n_test`` test
+    images (0: all). Training: the grid ``lambdas`` x ``seeds`` (lambda 0 and ``main_lambda``
+    among the lambdas), CNNs ``make_cnn(seed, channels, hidden)``, ``epochs`` of ``optimizer``
+    at ``lr`` in batches of ``batch_size``, k = ``n_clusters`` equal unit clusters on conv2 and
+    fc1. Analyses: ``top_k`` images for label semanticity, ``selectivity_bins`` bins for the
+    mutual information, ``null_draws`` shuffled copies for the spectral z-scores, learned masks
+    over ``circuit_params`` searched on ``search_per_class`` training images per class (drawn by
     ``search_seed``) for ``mask_steps`` Adam steps at ``mask_lr`` with a price ``mask_sparsity``
     per kept entry; ``batch_size_eval`` images per forward pass.
     """
 
+    datasets: tuple[str, ...] = ("mnist", "fashion-mnist")
     lambdas: tuple[float, ...] = (0.0, 1.0, 5.0)
     main_lambda: float = 5.0
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -91,59 +99,87 @@ class CnnStudy:
     hidden: int = 64
     n_clusters: int = 4
     epochs: int = 1
-    lr: float = 1e-3
+    lr: float = 0.001
     batch_size: int = 64
     optimizer: str = "adam"
+    n_train: int = 12000
+    n_test: int = 5000
     top_k: int = 50
     selectivity_bins: int = 10
-    null_draws: int = 5
+    null_draws: int = 20
     circuit_params: tuple[str, ...] = ("fc1.weight", "fc2.weight")
     search_per_class: int = 20
     search_seed: int = 0
     mask_steps: int = 30
     mask_lr: float = 0.2
-    mask_sparsity: float = 1e-4
+    mask_sparsity: float = 0.0001
     batch_size_eval: int = 1000
 
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
-        lams = [check_float("CnnStudy lambda", v, 0.0, hint="lambdas are >= 0 (0 = unclustered)")
-                for v in _seq("lambdas", self.lambdas)]
-        put("lambdas", tuple(sorted(set(lams))))
-        put("main_lambda", check_float("CnnStudy.main_lambda", self.main_lambda, 0.0, strict_min=True,
-                                       hint="the clustered models' lambda, > 0"))
-        if 0.0 not in self.lambdas or self.main_lambda not in self.lambdas:
-            raise ValueError(f"the lambda grid {list(self.lambdas)} must hold 0 (the unclustered control) and "
-                             f"main_lambda {self.main_lambda:g}: add them to the lambdas")
-        put("seeds", tuple(dict.fromkeys(check_ints("CnnStudy.seeds", _seq("seeds", self.seeds), 0, min_length=1,
-                                                    hint="one seed per model"))))
-        put("channels", tuple(check_ints("CnnStudy.channels", _seq("channels", self.channels), 1, min_length=2,
-                                         hint="(conv1's, conv2's) output channels, e.g. [8, 16]")))
-        if len(self.channels) != 2:
-            raise ValueError(f"CnnStudy.channels must be two ints (conv1's, conv2's), got {list(self.channels)}")
+        problems = Problems()
+        with problems.about("datasets"):
+            names = _seq("datasets", self.datasets)
+            for name in names:
+                check_choice("CnnStudy.datasets item", name, DATASETS)
+            if not names:
+                raise ValueError(f"CnnStudy.datasets names no dataset: give one or more of {list(DATASETS)}")
+            check_distinct("CnnStudy.datasets", names, "a dataset")
+            put("datasets", tuple(names))
+        with problems.about("lambdas"):
+            lams = [check_float("CnnStudy lambda", v, 0.0, hint="lambdas are >= 0 (0 = unclustered)")
+                    for v in _seq("lambdas", self.lambdas)]
+            check_distinct("CnnStudy.lambdas", lams)
+            put("lambdas", tuple(sorted(lams)))
+        with problems.about("main_lambda"):
+            put("main_lambda", check_float("CnnStudy.main_lambda", self.main_lambda, 0.0, strict_min=True,
+                                           hint="the clustered models' lambda, > 0"))
+        if problems.ok("lambdas", "main_lambda") and (0.0 not in self.lambdas or self.main_lambda not in self.lambdas):
+            problems.add(f"the lambda grid {list(self.lambdas)} must hold 0 (the unclustered control) and "
+                         f"main_lambda {self.main_lambda:g}: add them to the lambdas", "lambdas", "main_lambda")
+        with problems.about("seeds"):
+            put("seeds", check_seeds("CnnStudy.seeds", _seq("seeds", self.seeds), SEED_MAX))
+        with problems.about("channels"):
+            channels = check_ints("CnnStudy.channels", _seq("channels", self.channels), 1,
+                                  hint="(conv1's, conv2's) output channels, e.g. [8, 16]")
+            if len(channels) != 2:
+                raise ValueError(f"CnnStudy.channels must be two ints (conv1's, conv2's), got {list(channels)}")
+            put("channels", channels)
         for name in ("hidden", "n_clusters", "epochs", "batch_size", "top_k", "selectivity_bins", "batch_size_eval",
                      "search_per_class"):
-            put(name, check_int(f"CnnStudy.{name}", getattr(self, name), 1))
-        put("null_draws", check_int("CnnStudy.null_draws", self.null_draws, 2,
-                                    hint="at least 2 shuffled copies to estimate the null's spread"))
-        put("mask_steps", check_int("CnnStudy.mask_steps", self.mask_steps, 0))
-        put("search_seed", check_int("CnnStudy.search_seed", self.search_seed, 0))
-        put("lr", check_float("CnnStudy.lr", self.lr, 0.0, strict_min=True))
-        put("mask_lr", check_float("CnnStudy.mask_lr", self.mask_lr, 0.0, strict_min=True))
-        put("mask_sparsity", check_float("CnnStudy.mask_sparsity", self.mask_sparsity, 0.0))
-        check_choice("CnnStudy.optimizer", self.optimizer, OPTIMIZERS)
+            with problems.about(name):
+                put(name, check_int(f"CnnStudy.{name}", getattr(self, name), 1))
+        for name, hint in (("n_train", "the first n training images; 0 means all"),
+                           ("n_test", "the first n test images; 0 means all"), ("mask_steps", ""),
+                           ("search_seed", "")):
+            with problems.about(name):
+                put(name, check_int(f"CnnStudy.{name}", getattr(self, name), 0, hint=hint))
+        with problems.about("null_draws"):
+            put("null_draws", check_int("CnnStudy.null_draws", self.null_draws, 2,
+                                        hint="at least 2 shuffled copies to estimate the null's spread"))
+        for name in ("lr", "mask_lr"):
+            with problems.about(name):
+                put(name, check_float(f"CnnStudy.{name}", getattr(self, name), 0.0, strict_min=True))
+        with problems.about("mask_sparsity"):
+            put("mask_sparsity", check_float("CnnStudy.mask_sparsity", self.mask_sparsity, 0.0))
+        with problems.about("optimizer"):
+            check_choice("CnnStudy.optimizer", self.optimizer, OPTIMIZERS)
         k = self.n_clusters
-        if k > min(self.channels[1], self.hidden, self.channels[0]):
-            raise ValueError(f"n_clusters={k} does not fit conv2 ({self.channels[1]} channels reading "
-                             f"{self.channels[0]}) and fc1 ({self.hidden} units): lower n_clusters or widen the layers")
-        params = tuple(_seq("circuit_params", self.circuit_params))
-        if not params:
-            raise ValueError("CnnStudy.circuit_params needs at least one parameter to mask, e.g. ['fc1.weight']")
-        known = [f"{m}.{p}" for m in ("conv1", "conv2", "fc1", "fc2") for p in ("weight", "bias")]
-        bad = [p for p in params if p not in known]
-        if bad or len(set(params)) != len(params):
-            raise ValueError(f"CnnStudy.circuit_params must name distinct CNN parameters {known}, got {list(params)}")
-        put("circuit_params", params)
+        if problems.ok("n_clusters", "channels", "hidden") and k > min(self.channels[1], self.hidden, self.channels[0]):
+            problems.add(f"n_clusters={k} does not fit conv2 ({self.channels[1]} channels reading "
+                         f"{self.channels[0]}) and fc1 ({self.hidden} units): lower n_clusters or widen the layers",
+                         "n_clusters", "channels", "hidden")
+        with problems.about("circuit_params"):
+            params = tuple(_seq("circuit_params", self.circuit_params))
+            if not params:
+                raise ValueError("CnnStudy.circuit_params needs at least one parameter to mask, e.g. ['fc1.weight']")
+            known = [f"{m}.{p}" for m in ("conv1", "conv2", "fc1", "fc2") for p in ("weight", "bias")]
+            bad = [p for p in params if p not in known]
+            if bad or len(set(params)) != len(params):
+                raise ValueError(f"CnnStudy.circuit_params must name distinct CNN parameters {known}, "
+                                 f"got {list(params)}")
+            put("circuit_params", params)
+        problems.raise_any()
 
     @property
     def analysis_lambdas(self) -> tuple[float, float]:

@@ -60,7 +60,8 @@ from modclust.analysis.fourier import (ClusterAblation, NeuronFrequencies, ablat
                                        logit_frequency_shares, logit_profile, logit_table, neuron_activations,
                                        neuron_frequencies)
 from modclust.analysis.spectral import spectral_partition, weight_clusterability
-from modclust.core.checks import check_choice, check_float, check_fraction, check_int, check_ints
+from modclust.core.checks import (Problems, check_choice, check_distinct, check_float, check_fraction, check_int,
+                                  check_ints, check_seeds)
 from modclust.core.model import SEED_MAX
 from modclust.core.progress import track
 from modclust.core.stats import Interval, direction, mean_ci
@@ -93,7 +94,11 @@ AGAINST_NULL = {"mi": "mi_null", "spectral_mi": "spectral_mi_null", "abl_specifi
 
 @dataclass(frozen=True)
 class ModAddConfig:
-    """Everything a modular-addition run and its analyses depend on, besides lambda and the seed.
+    """Stage 8's settings, one home for their defaults (the paper preset's values), checked on
+    construction: every problem of the values in one :class:`~modclust.core.checks.SettingsError`.
+
+    A preset's ``modadd:`` section sets them by field name; notebook 08 takes each as the
+    parameter ``modadd_<field>`` (:func:`modclust.pipeline.presets.settings_from_parameters`).
 
     Model and data: modulus ``p`` (odd: the Fourier basis needs it), ``train_frac`` of the p^2
     pairs for training, ``d_model``, ``n_heads``, ``d_mlp``. Training: AdamW ``lr``,
@@ -101,59 +106,101 @@ class ModAddConfig:
     the first evaluation (every ``eval_every`` steps) with test accuracy >= ``stop_at`` and
     training accuracy 1 (the mechanism keeps settling after it first generalises); the loss acts
     on ``n_clusters`` equal blocks of hidden neurons, and the clusters found after training are
-    as many. Analyses: a neuron is explained by
+    as many. The study: every seed of ``seeds`` at lambda 0 and at ``main_lambda``, and the
+    whole study again at each modulus of ``moduli``. Analyses: a neuron is explained by
     its dominant frequency when that frequency holds >= ``min_share`` of its non-constant power;
     a key frequency dominates at least ``min_neurons`` explained neurons; ``null_draws``
     shuffled assignments for each MI; ``control_draws`` random neuron sets per cluster;
     ``spectral_weights`` (one of :data:`SPECTRAL_WEIGHTS`) for the post-hoc clusters.
     """
 
+    n_clusters: int = 8
     p: int = 59
     train_frac: float = 0.5
     d_model: int = 64
     n_heads: int = 4
     d_mlp: int = 256
-    lr: float = 3e-3
+    lr: float = 0.003
     weight_decay: float = 1.0
+    main_lambda: float = 1.0
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     max_steps: int = 5000
     stop_at: float = 0.99
-    steps_after: int = 0
+    steps_after: int = 1000
     eval_every: int = 50
-    n_clusters: int = 4
     min_share: float = 0.5
     min_neurons: int = 2
     null_draws: int = 200
-    control_draws: int = 5
+    control_draws: int = 4
     spectral_weights: str = "mlp_in"
+    moduli: tuple[int, ...] = (41,)
 
     def __post_init__(self) -> None:
-        p = check_int("modadd p", self.p, 3, hint="the modulus: an odd number >= 3")
-        if p % 2 == 0:
-            raise ValueError(f"modadd p must be odd (the sin/cos Fourier basis of Z_p needs it), got {p}: "
-                             f"use {p - 1} or {p + 1}")
-        check_float("modadd train_frac", self.train_frac, 0.0, 1.0, strict_min=True, strict_max=True,
-                    hint="the share of the p^2 pairs used for training, e.g. 0.5")
-        d_model = check_int("modadd d_model", self.d_model, 1)
-        heads = check_int("modadd n_heads", self.n_heads, 1)
-        if d_model % heads:
-            raise ValueError(f"modadd d_model ({d_model}) must be divisible by n_heads ({heads})")
-        d_mlp = check_int("modadd d_mlp", self.d_mlp, 1)
-        check_float("modadd lr", self.lr, 0.0, strict_min=True)
-        check_float("modadd weight_decay", self.weight_decay, 0.0)
-        check_int("modadd max_steps", self.max_steps, 1, hint="the most training steps a run may take")
-        check_fraction("modadd stop_at", self.stop_at, hint="the test accuracy that counts as generalised, e.g. 0.99")
-        check_int("modadd steps_after", self.steps_after, 0, hint="steps trained on after generalising, e.g. 2000")
-        check_int("modadd eval_every", self.eval_every, 1)
-        check_int("n_clusters", self.n_clusters, 2, min(d_mlp, d_model),
-                  hint=f"the number of neuron blocks, at most min(d_mlp, d_model) = {min(d_mlp, d_model)}")
-        check_fraction("modadd min_share", self.min_share)
-        check_int("modadd min_neurons", self.min_neurons, 1)
-        check_int("modadd null_draws", self.null_draws, 2, hint="shuffled assignments per MI, e.g. 200")
-        check_int("modadd control_draws", self.control_draws, 1, hint="random neuron sets per cluster, e.g. 5")
-        check_choice("modadd spectral_weights", self.spectral_weights, SPECTRAL_WEIGHTS)
+        problems = Problems()
+        with problems.about("p"):
+            p = check_int("modadd p", self.p, 3, hint="the modulus: an odd number >= 3")
+            if p % 2 == 0:
+                raise ValueError(f"modadd p must be odd (the sin/cos Fourier basis of Z_p needs it), got {p}: "
+                                 f"use {p - 1} or {p + 1}")
+        with problems.about("train_frac"):
+            check_float("modadd train_frac", self.train_frac, 0.0, 1.0, strict_min=True, strict_max=True,
+                        hint="the share of the p^2 pairs used for training, e.g. 0.5")
+        for name in ("d_model", "n_heads", "d_mlp", "min_neurons"):
+            with problems.about(name):
+                check_int(f"modadd {name}", getattr(self, name), 1)
+        if problems.ok("d_model", "n_heads") and self.d_model % self.n_heads:
+            problems.add(f"modadd d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})",
+                         "d_model", "n_heads")
+        with problems.about("lr"):
+            check_float("modadd lr", self.lr, 0.0, strict_min=True)
+        with problems.about("weight_decay"):
+            check_float("modadd weight_decay", self.weight_decay, 0.0)
+        with problems.about("main_lambda"):
+            check_float("modadd main_lambda", self.main_lambda, 0.0, strict_min=True,
+                        hint="the clustered runs' lambda, compared with lambda 0")
+        with problems.about("seeds"):
+            object.__setattr__(self, "seeds", check_seeds("modadd seeds", self.seeds, SEED_MAX))
+        with problems.about("max_steps"):
+            check_int("modadd max_steps", self.max_steps, 1, hint="the most training steps a run may take")
+        with problems.about("stop_at"):
+            check_fraction("modadd stop_at", self.stop_at,
+                           hint="the test accuracy that counts as generalised, e.g. 0.99")
+        with problems.about("steps_after"):
+            check_int("modadd steps_after", self.steps_after, 0, hint="steps trained on after generalising, e.g. 2000")
+        with problems.about("eval_every"):
+            check_int("modadd eval_every", self.eval_every, 1)
+        if problems.ok("n_clusters", "d_mlp", "d_model"):
+            with problems.about("n_clusters", "d_mlp", "d_model"):
+                most = min(self.d_mlp, self.d_model)
+                check_int("modadd n_clusters", self.n_clusters, 2, most,
+                          hint=f"the number of neuron blocks, at most min(d_mlp, d_model) = {most}")
+        with problems.about("min_share"):
+            check_fraction("modadd min_share", self.min_share)
+        with problems.about("null_draws"):
+            check_int("modadd null_draws", self.null_draws, 2, hint="shuffled assignments per MI, e.g. 200")
+        with problems.about("control_draws"):
+            check_int("modadd control_draws", self.control_draws, 1, hint="random neuron sets per cluster, e.g. 5")
+        with problems.about("spectral_weights"):
+            check_choice("modadd spectral_weights", self.spectral_weights, SPECTRAL_WEIGHTS)
+        with problems.about("moduli"):
+            moduli = check_ints("modadd moduli", self.moduli, 3, hint="odd moduli, each a second study")
+            check_distinct("modadd moduli", moduli, "a study")
+            even = [q for q in moduli if q % 2 == 0]
+            if even:
+                raise ValueError(f"modadd moduli must be odd (the Fourier basis of Z_p needs it), got {even}")
+            object.__setattr__(self, "moduli", moduli)
+        if problems.ok("moduli", "p") and self.p in self.moduli:
+            problems.add(f"modadd moduli {list(self.moduli)} repeat p = {self.p}, which would count its study "
+                         "twice: remove it from the moduli", "moduli", "p")
+        problems.raise_any()
+
+    @property
+    def lambdas(self) -> list[float]:
+        """The study's lambdas: 0 (unclustered) and ``main_lambda``."""
+        return [0.0, float(self.main_lambda)]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def check_study_lambdas(lambdas: Iterable[float]) -> list[float]:
@@ -162,7 +209,7 @@ def check_study_lambdas(lambdas: Iterable[float]) -> list[float]:
                    for v in lambdas})
     if 0.0 not in lams or len(lams) < 2:
         raise ValueError(f"the study compares clustered with unclustered runs: lambdas need 0 and a positive "
-                         f"value (modadd_lambda > 0), got {lams}")
+                         f"value (modadd main_lambda > 0), got {lams}")
     return lams
 
 
@@ -476,8 +523,8 @@ def other_moduli(config: ModAddConfig, moduli: Sequence[int], seeds: Sequence[in
     ``config.p`` or given twice is an error, not a second count of the same runs."""
     ps = check_ints("modadd moduli", moduli, 3, min_length=0)
     if len(set(ps)) != len(ps) or config.p in ps:
-        raise ValueError(f"modadd_moduli must be distinct and differ from modadd_p ({config.p}), got {list(ps)}")
-    return {str(p): run_study(replace(config, p=p), seeds, lambdas, device, progress) for p in ps}
+        raise ValueError(f"modadd moduli must be distinct and differ from modadd p ({config.p}), got {list(ps)}")
+    return {str(p): run_study(replace(config, p=p, moduli=()), seeds, lambdas, device, progress) for p in ps}
 
 
 def modulus_row(study: Mapping[str, Any]) -> dict[str, Any]:

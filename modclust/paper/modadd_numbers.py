@@ -38,7 +38,7 @@ def clustered_lambda(study: Mapping[str, Any]) -> float:
     positive = [float(v) for v in study["lambdas"] if float(v) > 0]
     if len(positive) != 1:
         raise ValueError(f"the modular-addition macros compare one clustered lambda with 0, got lambdas "
-                         f"{study['lambdas']}: run the stage with one modadd_lambda")
+                         f"{study['lambdas']}: run the stage with one main_lambda (the preset's modadd: section)")
     return positive[0]
 
 

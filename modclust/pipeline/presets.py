@@ -1,17 +1,33 @@
-"""Presets and notebook parameters: every key known, every value of its declared type.
+"""Presets and notebook parameters: every key known, every value of its type and valid.
 
-A pipeline notebook declares its parameters in its one cell tagged ``parameters``, one typed
-line each (``epochs: int = 10  # training epochs``). A preset (``presets/<name>.yaml``) sets
-some of them for every notebook at once. Two checks share one rule for a value against its
-declared type:
+Each study's settings are one frozen dataclass whose field defaults are the defaults
+(:data:`STUDIES`): the MLP study's :class:`~modclust.experiments.mlp_study.MlpSettings` (with
+the machine, ``device`` and ``threads``), the CNN's
+:class:`~modclust.experiments.cnn_study.CnnStudy` and modular addition's
+:class:`~modclust.experiments.modular_addition.ModAddConfig`; constructing one checks its values.
 
-A preset may start from another (``extends: paper``) and state only what differs.
+A preset (``presets/<name>.yaml``) sets MlpSettings' fields at its top level and the others'
+in a section each, by field name::
 
-- :func:`check_preset`, before the pipeline runs anything: every key is some notebook's
-  parameter (with the close matches of a typo) and every value has the declared type; the
-  error names the preset file, the key and the expected type.
+    seeds: [0, 1]
+    cnn:
+      null_draws: 20
+    modadd:
+      p: 59
+
+A preset may start from another (``extends: paper``) and state only what differs; a section
+merges key by key with its base's. A pipeline notebook declares its parameters in its one cell
+tagged ``parameters``, one typed line each (``epochs: int = 10  # training epochs``), with the
+defaults of the fields: a top-level key under its own name, a section's key as
+``<section>_<key>`` (``cnn_null_draws``, :func:`notebook_values`). Two checks share the rule
+for a value against its type and the dataclasses' checks of values:
+
+- :func:`check_preset`, before the pipeline runs anything: every key is a setting (with the
+  close matches of a typo) that some notebook reads, every value has the field's type, and
+  each study's settings construct; the error names the preset file, each key and what it
+  must be.
 - :func:`check_parameters`, in each notebook right after its parameters (and papermill's
-  injected cell): the same check on the values the kernel actually holds, for a notebook run
+  injected cell): the same checks on the values the kernel actually holds, for a notebook run
   by hand or by papermill outside the pipeline.
 """
 
@@ -24,13 +40,17 @@ import os
 import re
 import types
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from modclust.core import paths
+from modclust.core.checks import SettingsError
+from modclust.experiments.cnn_study import CnnStudy
+from modclust.experiments.mlp_study import MlpSettings
+from modclust.experiments.modular_addition import ModAddConfig
 from modclust.pipeline.deps import DependencyError, preset_chain
 
 EXTENDS = "extends"
@@ -38,6 +58,9 @@ EXTENDS = "extends"
 
 PIPELINE_PARAMS = ("build_dir", "out_dir", "preset")
 """Parameters the pipeline sets for every stage itself; a preset must not set them."""
+
+STUDIES: dict[str | None, type] = {None: MlpSettings, "cnn": CnnStudy, "modadd": ModAddConfig}
+"""Each study's settings by the preset section that sets them (None: the preset's top level)."""
 
 _SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 _NUMBERISH = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -123,6 +146,58 @@ def _close(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
+def setting_types(cls: type) -> dict[str, str]:
+    """A settings dataclass's fields and their parameter types ("int", ..., a tuple as "list[...]")."""
+    out = {}
+    for f in fields(cls):
+        text = str(f.type).replace(" ", "")
+        match = re.fullmatch(r"tuple\[(\w+),\.\.\.\]", text)
+        out[f.name] = f"list[{match.group(1)}]" if match else text
+    return out
+
+
+def parameter_name(section: str | None, key: str) -> str:
+    """The notebook parameter of a preset key: ``key`` at the top level, else ``<section>_<key>``."""
+    return key if section is None else f"{section}_{key}"
+
+
+def notebook_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A preset's values as notebook parameters: its sections' keys prefixed (``cnn_null_draws``)."""
+    out = {}
+    for key, value in values.items():
+        if key in STUDIES and isinstance(value, Mapping):
+            out.update({parameter_name(key, k): v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def settings_problems(section: str | None, values: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """Every problem of a study's settings built from ``values`` (the rest at their defaults), each
+    with the fields it concerns; lists are taken as the settings' tuples."""
+    try:
+        STUDIES[section](**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    except SettingsError as err:
+        return err.problems
+    return []
+
+
+def settings_from_parameters(cls: type, namespace: Mapping[str, Any]) -> Any:
+    """A study's settings from a notebook's parameters (``cnn_null_draws`` and so on), checked.
+
+    Call it right after the parameters (:func:`check_kernel_parameters`): a notebook run by
+    hand gets the value checks a preset gets before the pipeline runs.
+    """
+    section = next(name for name, study in STUDIES.items() if study is cls)
+    values = {f: namespace[parameter_name(section, f)] for f in setting_types(cls)
+              if parameter_name(section, f) in namespace}
+    problems = settings_problems(section, values)
+    if problems:
+        raise PresetError("this notebook's parameters cannot run:\n  " + "\n  ".join(
+            f"{parameter_name(section, concerned[0])}: {message}" for concerned, message in problems))
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
 def _preset_file(path: Path) -> dict[str, Any]:
     """One preset file's own mapping of keys to values (an empty file is an empty preset)."""
     try:
@@ -153,41 +228,96 @@ def preset_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, An
     return layers[::-1]
 
 
+def merge(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``values``; a section (``cnn:``, ``modadd:``) in both merges key by key."""
+    out = dict(base)
+    for key, value in values.items():
+        if key in STUDIES and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
 def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A preset's keys and values: those of the preset it ``extends`` (if any, recursively),
-    updated by its own. A preset states only what differs from its base."""
+    updated by its own, section by section. A preset states only what differs from its base."""
     merged: dict[str, Any] = {}
     for _, values in preset_layers(path):
-        merged.update(values)
+        merged = merge(merged, values)
     return merged
 
 
 def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
-    """Load the preset at ``path`` and check it against the notebooks' parameters.
+    """Load the preset at ``path`` and check it against the settings and the notebooks.
 
-    Every problem is collected into one :class:`PresetError` that names the file (of the
-    preset's chain) that sets the key, each key and its expected type; the preset's merged
-    values are returned when there is none.
+    Every problem is collected into one :class:`PresetError` that names, for each key, the file
+    (of the preset's chain) that sets it and what it must be: a known setting that some notebook
+    reads, of the field's type, and a value the study's settings accept (checked by constructing
+    them). The preset's merged values are returned when there is none.
     """
     layers = preset_layers(path)
     declared = pipeline_parameters(notebooks)
-    problems = []
+    types = {section: setting_types(cls) for section, cls in STUDIES.items()}
+    problems: list[str] = []
+    origin: dict[tuple[str | None, str], Path] = {}  # (section, key) -> the file that sets it last
+    broken: set[str | None] = set()  # studies with a key of the wrong type: their values are not built
+    sectioned = {parameter_name(section, key) for section in STUDIES if section for key in types[section]}
+    own = set(declared) - sectioned - set(PIPELINE_PARAMS)  # notebooks' parameters a preset sets at its top level
+
+    def check_key(file: Path, where: str, section: str | None, key: str, value: Any) -> None:
+        shown = key if section is None else f"{section}.{key}"
+        name = parameter_name(section, key)
+        if key not in types[section] and not (section is None and key in own):
+            head, _, rest = key.partition("_")
+            hint = (f" (a {head} setting goes in its section: '{head}: {{{rest}: ...}}')"
+                    if section is None and head in STUDIES and rest in types[head]
+                    else _close(key, set(types[section]) | (own if section is None else set())))
+            problems.append(f"{shown}{where}: no such setting{hint}")
+            return
+        origin[section, key] = file
+        if name not in declared:
+            problems.append(f"{shown}{where}: no notebook has the parameter {name}; "
+                            "add it to the notebook that reads it")
+        type_name = types[section].get(key) or declared[name][0].type  # a notebook's own parameter, in no study
+        why = type_error(value, type_name)
+        if why is not None:
+            broken.add(section)
+            help_ = f" (notebooks/{declared[name][0].notebook}.ipynb: {declared[name][0].help})" \
+                if name in declared else ""
+            problems.append(f"{shown}{where}: must be {type_name}{help_}; {why}")
+
     for file, values in layers:
         where = "" if file == Path(path) else f" (set in {file})"
         for key, value in values.items():
             if key in PIPELINE_PARAMS:
                 problems.append(f"{key}{where}: set by the pipeline for each stage, not by a preset; remove it")
-            elif key not in declared:
-                problems.append(f"{key}{where}: no notebook has this parameter{_close(key, declared)}")
+            elif key in STUDIES:
+                if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+                    broken.add(key)
+                    problems.append(f"{key}{where}: must be a section of {STUDIES[key].__name__}'s settings, "
+                                    f"one 'name: value' per line indented below '{key}:', got {value!r}")
+                    continue
+                for k, v in value.items():
+                    check_key(file, where, key, k, v)
             else:
-                for p in declared[key]:
-                    why = type_error(value, p.type)
-                    if why is not None:
-                        problems.append(f"{key}{where}: must be {p.type} (notebooks/{p.notebook}.ipynb: {p.help}); {why}")
-                        break
+                check_key(file, where, None, key, value)
+    merged = load_preset(path)
+    rank = {file: i for i, (file, _) in enumerate(layers)}
+    for section in STUDIES:
+        if section in broken:
+            continue
+        values = merged if section is None else merged.get(section, {})
+        known = {k: v for k, v in values.items() if k in types[section]}
+        for concerned, message in settings_problems(section, known):
+            key = max(concerned, key=lambda k: rank.get(origin.get((section, k)), -1))  # the latest file's
+            shown = key if section is None else f"{section}.{key}"
+            file = origin.get((section, key))
+            where = "" if file == Path(path) else f" (set in {file})" if file else " (its default)"
+            problems.append(f"{shown}{where}: {message}")
     if problems:
         raise PresetError(f"preset {path} cannot run:\n  " + "\n  ".join(problems))
-    return load_preset(path)
+    return merged
 
 
 def _annotation_text(annotation: Any) -> str:
@@ -202,10 +332,12 @@ def check_parameters(namespace: Mapping[str, Any], hidden: Iterable[str] = (),
     """Check a notebook's parameters as its kernel holds them (call it in the cell after them).
 
     The declared types are the annotations of the parameters cell (``namespace
-    ["__annotations__"]``). When ``hidden`` lists the kernel's own names (IPython's
-    ``user_ns_hidden``), a name set by papermill's injected cell that this notebook does not
-    declare is reported as a typo, unless it is in ``known`` (another notebook's parameter: a
-    preset passed whole to each notebook sets those too).
+    ["__annotations__"]``); values are checked as the studies' settings check them
+    (:func:`settings_problems`), for the fields the notebook declares (a rule between one of
+    them and a field it does not declare is left to the preset's check). When ``hidden`` lists
+    the kernel's own names (IPython's ``user_ns_hidden``), a name set by papermill's injected
+    cell that this notebook does not declare is reported as a typo, unless it is in ``known``
+    (another notebook's parameter: a preset passed whole to each notebook sets those too).
     """
     annotations = namespace.get("__annotations__", {})
     problems = []
@@ -215,6 +347,13 @@ def check_parameters(namespace: Mapping[str, Any], hidden: Iterable[str] = (),
             why = type_error(namespace[name], type_name)
             if why is not None:
                 problems.append(f"{name}: must be {type_name}; {why}")
+    if not problems:  # the values, where the types are right: each study's fields this notebook declares
+        for section, cls in STUDIES.items():
+            given = {f: namespace[parameter_name(section, f)] for f in setting_types(cls)
+                     if parameter_name(section, f) in annotations and parameter_name(section, f) in namespace}
+            for concerned, message in settings_problems(section, given) if given else []:
+                if set(concerned) <= set(given):  # a rule between fields, one of them not here, is the preset's
+                    problems.append(f"{parameter_name(section, concerned[0])}: {message}")
     hidden, known = set(hidden), set(known)
     if hidden:
         for name in namespace:

@@ -17,8 +17,9 @@ stale. Its commands:
   PDF goes to ``build/<preset>/paper.pdf``, and the figures and numbers are installed in the
   checkout's ``figures/`` and ``paper/generated/`` (the last preset compiled).
 - ``report PRESET [STAGE...]``: the executed notebooks as HTML (:mod:`modclust.pipeline.report`).
-- ``check PRESET``: only the preset's check; ``params PRESET STAGE``: the preset's values for
-  one notebook's parameters, as YAML for ``papermill -f`` by hand; ``failed NOTEBOOK``: name an
+- ``check PRESET``: only the preset's check (keys, types and values, every problem listed);
+  ``params PRESET STAGE``: the preset's values for one notebook's parameters, as YAML for
+  ``papermill -f`` by hand; ``failed NOTEBOOK``: name an
   executed notebook's failed cell.
 
 Layout of a build folder: ``<stage>.ipynb`` (executed, the marker) and ``<stage>/`` (its
@@ -52,7 +53,7 @@ from modclust.core.io import atomic_dir, write_atomic
 from modclust.core.progress import PROGRESS_ENV, read_progress
 from modclust.paper.claims import write_claims
 from modclust.paper.latex import Macros, number_word, write_text
-from modclust.pipeline.presets import PIPELINE_PARAMS, PresetError, check_preset, parameters_of
+from modclust.pipeline.presets import PIPELINE_PARAMS, PresetError, check_preset, notebook_values, parameters_of
 from modclust.pipeline.report import ReportError, write_report
 from modclust.pipeline.stage_table import STAGES, paper_inputs
 
@@ -188,8 +189,9 @@ def failed_cell(notebook: str | os.PathLike[str]) -> str:
 
 
 def stage_parameters(preset: str, stage: str, build_dir: Path, out_dir: Path, layout: Layout = Layout()) -> dict:
-    """The preset's values for this notebook's parameters, with the pipeline's own three."""
-    values = layout.check(preset)
+    """The preset's values for this notebook's parameters (a section's keys as ``<section>_<key>``,
+    :func:`~modclust.pipeline.presets.notebook_values`), with the pipeline's own three."""
+    values = notebook_values(layout.check(preset))
     declared = parameters_of(layout.notebook(stage))
     values = {**values, "build_dir": str(build_dir), "out_dir": str(out_dir), "preset": preset}
     return {k: v for k, v in values.items() if k in declared}
@@ -198,11 +200,13 @@ def stage_parameters(preset: str, stage: str, build_dir: Path, out_dir: Path, la
 def notebook_parameters_yaml(preset: str, stage: str, layout: Layout = Layout()) -> str:
     """The preset's values for one notebook's parameters as YAML, for ``papermill -f`` by hand.
 
-    The preset is checked and its ``extends`` chain resolved first; only the parameters the
-    notebook declares are kept (papermill would pass every key, ``extends`` included), and not
-    the pipeline's own ``build_dir``, ``out_dir`` and ``preset``, which the caller chooses.
+    The preset is checked and its ``extends`` chain resolved first; its sections' keys become
+    the notebooks' ``<section>_<key>`` parameters (``cnn: {null_draws: 20}`` is
+    ``cnn_null_draws: 20``); only the parameters the notebook declares are kept (papermill would
+    pass every key, ``extends`` included), and not the pipeline's own ``build_dir``, ``out_dir``
+    and ``preset``, which the caller chooses.
     """
-    values = layout.check(preset)
+    values = notebook_values(layout.check(preset))
     notebook = layout.notebook(stage)
     if not notebook.exists():
         stages = ", ".join(p.stem for p in layout.notebooks())
@@ -420,8 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": lambda: run_locked(args.preset, args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd, layout),
         "stage": lambda: _locked_stage(args, layout),
         "latex": lambda: _no_result(compile_paper(args.preset, layout)),
-        "check": lambda: say(f"{layout.preset_file(args.preset)}: {len(layout.check(args.preset))} keys, "
-                             "all known and well-typed"),
+        "check": lambda: say(f"{layout.preset_file(args.preset)}: {len(notebook_values(layout.check(args.preset)))} "
+                             "settings, all known, well-typed and valid"),
         "params": lambda: print(notebook_parameters_yaml(args.preset, args.stage, layout), end=""),
         "failed": lambda: print(failed_cell(args.notebook)),
         "report": lambda: say(f"==> [{args.preset}] report: "
