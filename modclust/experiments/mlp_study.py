@@ -11,22 +11,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from modclust.analysis.circuits import Faithfulness
+from modclust.analysis.objectives import ABLATIONS, OBJECTIVES
 from modclust.core.checks import (Problems, check_choice, check_distinct, check_float, check_int, check_ints,
                                   check_open_unit, check_seeds)
 from modclust.core.data import DATASETS
 from modclust.core.model import SEED_MAX, layer_names
+from modclust.core.train import SETTINGS
 
-OBJECTIVES = ("seed", "margin", "kl")
-"""Circuit objectives (:data:`modclust.analysis.objectives.OBJECTIVES`)."""
-
-ABLATIONS = ("zero", "mean")
-"""How a pruned weight is removed (:data:`modclust.analysis.objectives.ABLATIONS`)."""
-
-CONTROL_SETTINGS = ("blocks", "random_mask", "l1", "none", "random_init", "shuffled_labels")
+CONTROL_SETTINGS = SETTINGS
 """The controls of a modularity claim (:data:`modclust.core.train.SETTINGS`)."""
 
-FAITHFULNESS = ("acc", "top1_agreement", "share_c", "full_share_c", "agreement", "agreement_c", "agreement_rest",
-                "balanced_agreement")
+FAITHFULNESS = tuple(f.name for f in fields(Faithfulness) if f.type in ("float", float))
 """The scalar measures of :class:`modclust.analysis.circuits.Faithfulness` sizes can be matched on."""
 
 
