@@ -265,6 +265,13 @@ def test_summaries_test_against_nulls() -> None:
     assert out["against_null"]["0.0"]["mi"]["direction"] == "indistinguishable"
     assert out["against_null"]["0.0"]["abl_specificity"]["difference"] is None
     assert out["generalised"]["1.0"]["failed_seeds"] == [4]
+    study = {"records": recs, "lambdas": [0.0, 1.0]}
+    c = report.clustered_contrast(study, "mi")  # what the notebook prints: paired by seed
+    assert c.rule == "paired" and c.diff.n == 5 and c.p < 0.001
+    assert c.diff.mean == pytest.approx(sum(a - b for a, b in zip([0.9, 1.0, 0.8, 0.95, 0.85],
+                                                               [0.05, 0.06, 0.07, 0.05, 0.06])) / 5)
+    assert report.clustered_contrast(study, "mi", "mi_null").diff.n == 5
+    assert report.clustered_contrast(study, "abl_specificity") is None  # undefined everywhere
 
 
 # --- the paper layer -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modclust.core.stats import Interval
+from modclust.core.stats import Contrast, Interval, contrast
 from modclust.experiments.modular_addition import modulus_row
 from modclust.paper.latex import Macros, count_noun, num, pm, pm_values, table, write_macros
 from modclust.paper.claims import Verdict, Wording, record
@@ -56,6 +56,19 @@ def seed_values(study: Mapping[str, Any], lam: float, key: str) -> dict[int, flo
     """Each seed's value of ``key`` at ``lam`` (nan where undefined)."""
     return {int(r["seed"]): (float(r[key]) if r.get(key) is not None else math.nan)
             for r in study["records"] if float(r["lam"]) == lam}
+
+
+def clustered_contrast(study: Mapping[str, Any], key: str, other: str | None = None) -> Contrast | None:
+    """The clustered models' ``key`` against the unclustered ones' ``other`` (default ``key``), paired
+    by seed with undefined pairs dropped (:func:`modclust.core.stats.contrast`); None with fewer than
+    two pairs. What the notebook prints; the paper's sentences are :class:`~modclust.paper.claims.Verdict`."""
+    xs, ys = paired_values(seed_values(study, clustered_lambda(study), key), seed_values(study, 0.0, other or key))
+    pairs = [(x, y) for x, y in zip(xs, ys) if x == x and y == y]
+    if len(pairs) < 2:
+        return None
+    with warnings.catch_warnings():  # scipy warns of precision loss on (nearly) equal samples
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return contrast([x for x, _ in pairs], [y for _, y in pairs], "paired")
 
 
 def _sentence(study: Mapping[str, Any], a: tuple[float, str], b: tuple[float, str], wording: Wording) -> str:
