@@ -120,7 +120,7 @@ def plotly_output(title: str, kind: str) -> nbformat.NotebookNode:
 def make_build(root: Path) -> Path:
     """``root/build/<PRESET>`` with two executed stage notebooks, a figure PDF and a paper."""
     build = root / "build" / PRESET
-    (build / "05_figures" / "figures").mkdir(parents=True)
+    (build / "05_numbers" / "figures").mkdir(parents=True)
     meta = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
             "language_info": {"name": "python", "pygments_lexer": "ipython3"}}
     train = new_notebook(metadata=meta, cells=[
@@ -137,7 +137,7 @@ def make_build(root: Path) -> Path:
     ])
     nbformat.write(train, build / "01_train.ipynb")
     nbformat.write(ablate, build / "02_ablate.ipynb")
-    (build / "05_figures" / "figures" / "tradeoff.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    (build / "05_numbers" / "figures" / "tradeoff.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
     (build / "paper.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
     return build
 
@@ -177,7 +177,7 @@ def test_stage_pages_draw_plotly_figures_offline_and_index_links_resolve(tmp_pat
     assert_offline(index.read_text())
     assert PRESET in page
     links = assert_links_resolve(index, page)
-    assert set(links) == {"01_train.html", "02_ablate.html", "../05_figures/figures/tradeoff.pdf", "../paper.pdf"}
+    assert set(links) == {"01_train.html", "02_ablate.html", "../05_numbers/figures/tradeoff.pdf", "../paper.pdf"}
 
 
 def test_cli_writes_the_report_of_the_stages_found_replacing_the_old_one(tmp_path: Path, chromium: str) -> None:
@@ -194,7 +194,7 @@ def test_cli_writes_the_report_of_the_stages_found_replacing_the_old_one(tmp_pat
     assert leftovers(build) == []
     page = dump_dom(chromium, report / "index.html", tmp_path / "profile")
     links = assert_links_resolve(report / "index.html", page)
-    assert set(links) == {"01_train.html", "02_ablate.html", "../05_figures/figures/tradeoff.pdf"}
+    assert set(links) == {"01_train.html", "02_ablate.html", "../05_numbers/figures/tradeoff.pdf"}
     assert "make paper PRESET=tiny" in page  # no paper yet: said, not linked
 
 

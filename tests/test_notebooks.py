@@ -17,7 +17,7 @@ import yaml
 from modclust.pipeline.presets import check_preset
 
 REPO = Path(__file__).resolve().parent.parent
-PIPELINE = ["01_train", "02_ablate", "03_interpret", "04_circuits", "05_figures"]
+PIPELINE = ["01_train", "02_ablate", "03_interpret", "04_circuits", "05_numbers"]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))  # the paper's stages and any later ones
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 SANITIZE = REPO / "notebooks" / "nbval_sanitize.cfg"

@@ -237,10 +237,10 @@ def _finished_stage5(layout: Layout, preset: str, text: str) -> None:
         (build / stage / "figures").mkdir(parents=True)
         (build / stage / "generated").mkdir(parents=True)
         (build / f"{stage}.ipynb").write_text("{}")
-    (build / "05_figures" / "figures" / "fig.pdf").write_text(f"figure {text}")
-    (build / "05_figures" / "generated" / "numbers.tex").write_text(text)
+    (build / "05_numbers" / "figures" / "fig.pdf").write_text(f"figure {text}")
+    (build / "05_numbers" / "generated" / "numbers.tex").write_text(text)
     # the primary comparisons' records, here none measured (the paper is compiled with their verdicts)
-    claims.write_records(build / "05_figures" / "generated" / "claims_05_figures.json",
+    claims.write_records(build / "05_numbers" / "generated" / "claims_05_numbers.json",
                          [claims.not_measured(d.key, "a fake stage") for d in claims.PRIMARY])
     (layout.root / "presets" / f"{preset}.yaml").write_text("tag: a\n")
 

@@ -130,7 +130,7 @@ def test_a_hand_kept_list_that_misses_a_module_is_caught(smoke_rules):  # smoke_
 
 def test_a_stage_depends_on_the_package_data_it_reads(smoke_rules):
     """The paper's matplotlib style is read by modclust.paper.figures, not imported."""
-    assert "modclust/paper/modclust.mplstyle" in _closure(smoke_rules, "build/smoke/05_figures.ipynb")
+    assert "modclust/paper/modclust.mplstyle" in _closure(smoke_rules, "build/smoke/01_train.ipynb")
 
 
 def test_a_preset_depends_on_the_presets_it_extends():

@@ -4,7 +4,7 @@ Everything comes from ``train.json`` (the controls' records and L1 searches) and
 ``controls`` part of ``circuits.json`` (:func:`modclust.experiments.controls.summarise_controls`).
 Each sentence that states a direction is a :class:`modclust.paper.claims.Verdict` of blocks
 against a control, paired by seed on a log scale: the converged recipe under zero ablation is
-the paper's primary comparison (its values go to ``claims_05_figures.json``), the rest is
+the paper's primary comparison (its values go to ``claims_05_numbers.json``), the rest is
 exploratory and says so.
 """
 
@@ -20,7 +20,7 @@ from modclust.paper.claims import Verdict, Wording, exploratory, not_measured, r
 from modclust.paper.latex import Macros, generated_header, num, pm, table, write_text
 from modclust.paper.numbers import paired_values
 
-CONTROLS_SOURCE = "notebooks/05_figures.ipynb"
+CONTROLS_SOURCE = "notebooks/05_numbers.ipynb"
 
 SETTING_NAMES = {"blocks": "blocks (clustered)", "random_mask": "random mask", "l1": "L1",
                  "none": "none ($\\lambda=0$)", "random_init": "untrained", "shuffled_labels": "shuffled labels"}

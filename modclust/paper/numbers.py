@@ -1,10 +1,10 @@
 """The paper's numbers and data-dependent sentences, written as LaTeX the paper ``\\input``s.
 
-No number in the paper is typed by hand: the figures notebook (stage 5) collects them here as
+No number in the paper is typed by hand: the numbers notebook (stage 5) collects them here as
 macros (``\\newcommand{\\AccClustered}{...}``) and tables (:func:`paper_numbers`), the beyond
 notebook (stage 6) those of its section (:func:`beyond_macros`). Every sentence whose
 direction depends on the data is a :class:`modclust.paper.claims.Verdict` of the per-seed values:
-a declared primary comparison (its values go to ``claims_05_figures.json``,
+a declared primary comparison (its values go to ``claims_05_numbers.json``,
 :func:`primary_records`, and its sentence is written at compile time after the Holm correction)
 or an exploratory one, which says so. A rerun cannot leave a false claim. The LaTeX itself
 (numbers, intervals, macro names, files) comes from :mod:`modclust.paper.latex`.
@@ -26,7 +26,7 @@ from modclust.paper.claims import Verdict, Wording, exploratory, record
 from modclust.paper.latex import (Macros, count_noun, generated_header, has_layer_word, layer_word, pm, pm_values, table,
                                   tex_escape, write_macros, write_text)
 
-PAPER_SOURCE = "notebooks/05_figures.ipynb"  # writes numbers.tex (paper_numbers)
+PAPER_SOURCE = "notebooks/05_numbers.ipynb"  # writes numbers.tex (paper_numbers)
 BEYOND_SOURCE = "notebooks/06_beyond.ipynb"  # writes beyond.tex (beyond_macros)
 
 

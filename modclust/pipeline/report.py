@@ -5,7 +5,7 @@
 - ``report/<stage>.html``, one page per executed stage notebook ``build/<preset>/<stage>.ipynb``,
   converted by nbconvert's HTMLExporter (the ``lab`` template, code, outputs and all);
 - ``report/index.html``: the preset's name, a link to every stage page, to every figure PDF under
-  ``build/<preset>/*/figures/`` (e.g. ``../05_figures/figures/tradeoff.pdf``) and to
+  ``build/<preset>/*/figures/`` (e.g. ``../05_numbers/figures/tradeoff.pdf``) and to
   ``../paper.pdf`` when the paper is compiled; every link is relative, so the folder can be
   browsed straight from disk or from a copy of the whole build folder;
 - ``report/plotly.min.js``: plotly.js from the installed ``plotly`` package (about 5 MB).

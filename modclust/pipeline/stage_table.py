@@ -33,14 +33,15 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("01_train"),
+    # Stages 1-4 draw their figures of the main text (figures/, gathered for the paper).
+    Stage("01_train", paper=True),
     # Stages 2-4 read the models of stage 1.
-    Stage("02_ablate", reads=("01_train",)),
-    Stage("03_interpret", reads=("01_train",)),
-    Stage("04_circuits", reads=("01_train",)),
-    # The figures, tables and numbers of the main text, and the section "Modularity or sparsity?"
+    Stage("02_ablate", reads=("01_train",), paper=True),
+    Stage("03_interpret", reads=("01_train",), paper=True),
+    Stage("04_circuits", reads=("01_train",), paper=True),
+    # The numbers and tables of the main text, and the section "Modularity or sparsity?"
     # (modclust.paper.numbers and modclust.paper.controls_numbers).
-    Stage("05_figures", reads=("01_train", "02_ablate", "03_interpret", "04_circuits"), paper=True,
+    Stage("05_numbers", reads=("01_train", "02_ablate", "03_interpret", "04_circuits"), paper=True,
           macros=("numbers.tex", "controls.tex"), section="controls_section.tex"),
     # "Beyond the seed": stage 1's sweep and stage 4's circuits.
     Stage("06_beyond", reads=("01_train", "04_circuits"), paper=True,
