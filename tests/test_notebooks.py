@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from modclust.pipeline.presets import check_preset
+from modclust.pipeline.studies import STUDIES
 
 REPO = Path(__file__).resolve().parent.parent
 PIPELINE = ["01_train", "02_ablate", "03_interpret", "04_circuits", "05_numbers"]
@@ -51,7 +52,7 @@ def test_committed_notebook_is_clean_with_one_typed_parameters_cell(path):
 def test_every_preset_fits_the_notebooks(preset):
     """Keys and types are checked by modclust.pipeline.presets (tests/test_pipeline.py); this is the one
     rule between keys: the compared lambdas are trained."""
-    values = check_preset(preset, NOTEBOOKS)
+    values = check_preset(preset, NOTEBOOKS, STUDIES)
     assert values["main_lambda"] in values["lambdas"] and 0 in values["lambdas"]
 
 

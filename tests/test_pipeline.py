@@ -24,9 +24,10 @@ from modclust.paper import claims
 from modclust.pipeline import stages as pipeline
 from modclust.pipeline.stage_table import paper_inputs
 from modclust.pipeline.stages import Layout, PipelineError
-from modclust.pipeline.presets import (STUDIES, PresetError, check_parameters, check_preset, load_preset,
+from modclust.pipeline.presets import (PresetError, check_parameters, check_preset, load_preset,
                                       notebook_values, parameter_name, parameters_of, pipeline_parameters,
                                       setting_types, settings_from_parameters, type_error)
+from modclust.pipeline.studies import STUDIES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -306,13 +307,13 @@ def _preset(tmp_path: Path, text: str) -> Path:
 ])
 def test_a_mistaken_preset_names_the_file_the_key_and_the_type(tmp_path, text, expected):
     with pytest.raises(PresetError, match=expected) as info:
-        check_preset(_preset(tmp_path, text), NOTEBOOKS)
+        check_preset(_preset(tmp_path, text), NOTEBOOKS, STUDIES)
     assert "bad.yaml" in str(info.value)
 
 
 def test_every_problem_of_a_preset_is_reported_at_once(tmp_path):
     with pytest.raises(PresetError) as info:
-        check_preset(_preset(tmp_path, "n_cluster: 8\nlr: 1e-3\n"), NOTEBOOKS)
+        check_preset(_preset(tmp_path, "n_cluster: 8\nlr: 1e-3\n"), NOTEBOOKS, STUDIES)
     assert "n_cluster" in str(info.value) and "lr" in str(info.value)
 
 
@@ -343,7 +344,7 @@ def test_a_preset_with_a_bad_value_fails_the_check_before_anything_runs(tmp_path
     """Values, not only types: each of these used to pass the check and fail (or count a run
     twice) only when its stage was reached."""
     with pytest.raises(PresetError, match=expected) as info:
-        check_preset(_extends_paper(tmp_path, text), NOTEBOOKS)
+        check_preset(_extends_paper(tmp_path, text), NOTEBOOKS, STUDIES)
     assert str(info.value).startswith(f"preset {tmp_path / 'bad.yaml'} cannot run:")
 
 
@@ -351,7 +352,7 @@ def test_every_bad_value_of_a_preset_is_listed_at_once(tmp_path):
     text = ("seeds: [0, 0]\nlambdas: [-1.0]\ncnn:\n  datasets: [cifar]\n  channels: [0, 16]\n"
             "modadd:\n  train_frac: 1.5\n")
     with pytest.raises(PresetError) as info:
-        check_preset(_extends_paper(tmp_path, text), NOTEBOOKS)
+        check_preset(_extends_paper(tmp_path, text), NOTEBOOKS, STUDIES)
     lines = str(info.value).splitlines()[1:]
     assert [ln.split(":")[0].strip() for ln in lines] == ["lambdas", "seeds", "cnn.datasets", "cnn.channels",
                                                           "modadd.train_frac"]
@@ -361,7 +362,7 @@ def test_a_bad_value_names_the_file_of_the_chain_that_sets_it(tmp_path):
     (tmp_path / "base.yaml").write_text("seeds: [1, 1]\ncnn:\n  seeds: [0]\n")
     (tmp_path / "child.yaml").write_text("extends: base\ncnn:\n  main_lambda: 7.0\n")
     with pytest.raises(PresetError) as info:
-        check_preset(tmp_path / "child.yaml", NOTEBOOKS)
+        check_preset(tmp_path / "child.yaml", NOTEBOOKS, STUDIES)
     msg = str(info.value)
     assert f"seeds (set in {tmp_path / 'base.yaml'}): MlpSettings.seeds lists 1 more than once" in msg
     assert "cnn.main_lambda: the lambda grid [0.0, 1.0, 5.0] must hold 0" in msg  # set in child.yaml itself
@@ -374,7 +375,7 @@ def test_sections_merge_key_by_key_through_extends(tmp_path, monkeypatch):
     (tmp_path / "presets" / "child.yaml").write_text("extends: base\ncnn:\n  null_draws: 2\n")
     merged = {"epochs": 3, "cnn": {"null_draws": 2, "seeds": [0, 1]}, "modadd": {"p": 23}}
     assert load_preset(tmp_path / "presets" / "child.yaml") == merged
-    assert check_preset(tmp_path / "presets" / "child.yaml", NOTEBOOKS) == merged
+    assert check_preset(tmp_path / "presets" / "child.yaml", NOTEBOOKS, STUDIES) == merged
     assert notebook_values(merged) == {"epochs": 3, "cnn_null_draws": 2, "cnn_seeds": [0, 1], "modadd_p": 23}
     shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
     values = pipeline.stage_parameters("child", "07_cnn", Path("b"), Path("o"), pipeline.Layout(tmp_path))
@@ -420,11 +421,11 @@ def test_a_notebook_run_by_hand_checks_its_values():
     ns = {"__annotations__": {"seeds": list[int], "circuit_layers": list[str], "cnn_channels": list[int]},
           "seeds": [0, 0], "circuit_layers": ["fc9"], "cnn_channels": [0, 16]}
     with pytest.raises(PresetError) as info:
-        check_parameters(ns)
+        check_parameters(ns, STUDIES.values())
     msg = str(info.value)
     assert "seeds: MlpSettings.seeds lists 0 more than once" in msg and "cnn_channels: CnnStudy.channels[0]" in msg
     assert "fc9" not in msg  # circuit_layers reads widths, which this notebook does not declare: the preset checks it
-    check_parameters({"__annotations__": {"seeds": list[int]}, "seeds": [3, 4]})
+    check_parameters({"__annotations__": {"seeds": list[int]}, "seeds": [3, 4]}, STUDIES.values())
     study = settings_from_parameters(cs.CnnStudy, {"cnn_seeds": [3], "cnn_null_draws": 2, "seeds": [0, 0]})
     assert study.seeds == (3,) and study.null_draws == 2 and study.lambdas == cs.CnnStudy().lambdas
     with pytest.raises(PresetError, match="cnn_seeds: CnnStudy.seeds is empty"):
@@ -439,7 +440,7 @@ def test_a_missing_preset_lists_the_presets(tmp_path):
 
 @pytest.mark.parametrize("preset", sorted((REPO / "presets").glob("*.yaml")), ids=lambda p: p.stem)
 def test_the_committed_presets_pass(preset):
-    assert check_preset(preset, NOTEBOOKS)
+    assert check_preset(preset, NOTEBOOKS, STUDIES)
 
 
 def test_a_mistaken_preset_stops_make_before_anything_runs(tmp_path):
@@ -483,7 +484,7 @@ def test_a_notebook_run_by_hand_checks_its_parameters():
 def test_every_notebook_checks_its_parameters_right_after_them(path):
     cells = json.loads(path.read_text())["cells"]
     i = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
-    assert "check_kernel_parameters(globals())" in "".join(cells[i + 1]["source"])
+    assert "check_kernel_parameters(globals(), MlpSettings" in "".join(cells[i + 1]["source"])
     assert parameters_of(path)
 
 

@@ -25,6 +25,7 @@ from modclust.pipeline.deps import DependencyError, import_closure, makefile, pr
 from modclust.pipeline.presets import PresetError, check_preset, load_preset
 from modclust.pipeline.stage_table import STAGES, Stage
 from modclust.pipeline.stages import PAPER_STAGES
+from modclust.pipeline.studies import STUDIES
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
@@ -159,10 +160,10 @@ def test_presets_extend_one_another(tmp_path):
     (tmp_path / "base.yaml").write_text("epochs: 3\nlr: 0.01\n")
     (tmp_path / "child.yaml").write_text("extends: base\nlr: 0.1\n")
     assert load_preset(tmp_path / "child.yaml") == {"epochs": 3, "lr": 0.1}
-    assert check_preset(tmp_path / "child.yaml", notebooks) == {"epochs": 3, "lr": 0.1}
+    assert check_preset(tmp_path / "child.yaml", notebooks, STUDIES) == {"epochs": 3, "lr": 0.1}
     (tmp_path / "base.yaml").write_text("epochz: 3\n")
     with pytest.raises(PresetError, match=r"epochz \(set in .*base.yaml\): no such setting"):
-        check_preset(tmp_path / "child.yaml", notebooks)
+        check_preset(tmp_path / "child.yaml", notebooks, STUDIES)
 
 
 def test_a_preset_chain_that_cannot_resolve_is_one_clear_error(tmp_path):
@@ -274,3 +275,14 @@ def test_the_generated_inputs_follow_the_table_in_order():
     files = stage_table.paper_inputs()
     assert _inputs(files[stage_table.STAGE_MACROS]) == [f"generated/{m}" for s in STAGES for m in s.macros]
     assert _inputs(files[stage_table.STAGE_SECTIONS]) == [s.section for s in STAGES if s.section]
+
+
+def test_a_stage_reads_only_its_own_studys_code(smoke_rules):
+    """A notebook checks its parameters against its own study's settings, so a change to the CNN's or
+    the transformer's code does not rerun the MLP's stages, and the other way round."""
+    others = {"modclust/experiments/cnn_study.py", "modclust/experiments/modular_addition.py",
+              "modclust/core/cnn.py", "modclust/core/transformer.py", "modclust/analysis/fourier.py"}
+    for stage in ("01_train", "02_ablate", "03_interpret", "04_circuits", "05_numbers", "06_beyond"):
+        assert not others & _closure(smoke_rules, f"build/smoke/{stage}.ipynb"), stage
+    assert "modclust/experiments/modular_addition.py" not in _closure(smoke_rules, "build/smoke/07_cnn.ipynb")
+    assert "modclust/experiments/cnn_study.py" not in _closure(smoke_rules, "build/smoke/08_modadd.ipynb")

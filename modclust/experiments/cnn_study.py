@@ -43,7 +43,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -90,6 +90,9 @@ class CnnStudy:
     ``search_seed``) for ``mask_steps`` Adam steps at ``mask_lr`` with a price ``mask_sparsity``
     per kept entry; ``batch_size_eval`` images per forward pass.
     """
+
+    preset_section: ClassVar[str | None] = "cnn"
+    """The preset section that sets these settings (None: the top level)."""
 
     datasets: tuple[str, ...] = ("mnist", "fashion-mnist")
     lambdas: tuple[float, ...] = (0.0, 1.0, 5.0)

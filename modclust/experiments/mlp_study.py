@@ -9,7 +9,7 @@ the fields it reads as parameters of the same names and defaults (a test keeps t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from modclust.analysis.circuits import Faithfulness
 from modclust.analysis.objectives import ABLATIONS, OBJECTIVES
@@ -46,6 +46,9 @@ class MlpSettings:
     ``mask_sparsity``, ``mask_steps``, ``selectivity_bins`` (stage 6). The machine, which every
     stage reads (the CNN's and modular addition's too): ``device`` and ``threads``.
     """
+
+    preset_section: ClassVar[str | None] = None
+    """The preset section that sets these settings (None: the top level)."""
 
     dataset: str = "mnist"
     widths: tuple[int, ...] = (784, 64, 64, 10)

@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -113,6 +113,9 @@ class ModAddConfig:
     shuffled assignments for each MI; ``control_draws`` random neuron sets per cluster;
     ``spectral_weights`` (one of :data:`SPECTRAL_WEIGHTS`) for the post-hoc clusters.
     """
+
+    preset_section: ClassVar[str | None] = "modadd"
+    """The preset section that sets these settings (None: the top level)."""
 
     n_clusters: int = 8
     p: int = 59

@@ -1,7 +1,7 @@
 """Presets and notebook parameters: every key known, every value of its type and valid.
 
 Each study's settings are one frozen dataclass whose field defaults are the defaults
-(:data:`STUDIES`): the MLP study's :class:`~modclust.experiments.mlp_study.MlpSettings` (with
+(:data:`modclust.pipeline.studies.STUDIES`, which names each one's preset section): the MLP study's :class:`~modclust.experiments.mlp_study.MlpSettings` (with
 the machine, ``device`` and ``threads``), the CNN's
 :class:`~modclust.experiments.cnn_study.CnnStudy` and modular addition's
 :class:`~modclust.experiments.modular_addition.ModAddConfig`; constructing one checks its values.
@@ -48,9 +48,6 @@ import yaml
 
 from modclust.core import paths
 from modclust.core.checks import SettingsError
-from modclust.experiments.cnn_study import CnnStudy
-from modclust.experiments.mlp_study import MlpSettings
-from modclust.experiments.modular_addition import ModAddConfig
 from modclust.pipeline.deps import DependencyError, preset_chain
 
 EXTENDS = "extends"
@@ -59,8 +56,10 @@ EXTENDS = "extends"
 PIPELINE_PARAMS = ("build_dir", "out_dir", "preset")
 """Parameters the pipeline sets for every stage itself; a preset must not set them."""
 
-STUDIES: dict[str | None, type] = {None: MlpSettings, "cnn": CnnStudy, "modadd": ModAddConfig}
-"""Each study's settings by the preset section that sets them (None: the preset's top level)."""
+Settings = type
+"""A study's settings: a frozen dataclass with a class attribute ``preset_section``, the preset
+section that sets it (None: the preset's top level). This module takes them as arguments and
+imports none, so a notebook that checks its parameters depends on its own study only."""
 
 _SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 _NUMBERISH = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -165,18 +164,18 @@ def notebook_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """A preset's values as notebook parameters: its sections' keys prefixed (``cnn_null_draws``)."""
     out = {}
     for key, value in values.items():
-        if key in STUDIES and isinstance(value, Mapping):
+        if isinstance(value, Mapping):  # a section (no top-level setting is a mapping)
             out.update({parameter_name(key, k): v for k, v in value.items()})
         else:
             out[key] = value
     return out
 
 
-def settings_problems(section: str | None, values: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+def settings_problems(cls: Settings, values: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
     """Every problem of a study's settings built from ``values`` (the rest at their defaults), each
     with the fields it concerns; lists are taken as the settings' tuples."""
     try:
-        STUDIES[section](**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     except SettingsError as err:
         return err.problems
     return []
@@ -188,10 +187,10 @@ def settings_from_parameters(cls: type, namespace: Mapping[str, Any]) -> Any:
     Call it right after the parameters (:func:`check_kernel_parameters`): a notebook run by
     hand gets the value checks a preset gets before the pipeline runs.
     """
-    section = next(name for name, study in STUDIES.items() if study is cls)
+    section = cls.preset_section
     values = {f: namespace[parameter_name(section, f)] for f in setting_types(cls)
               if parameter_name(section, f) in namespace}
-    problems = settings_problems(section, values)
+    problems = settings_problems(cls, values)
     if problems:
         raise PresetError("this notebook's parameters cannot run:\n  " + "\n  ".join(
             f"{parameter_name(section, concerned[0])}: {message}" for concerned, message in problems))
@@ -232,7 +231,7 @@ def merge(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` updated by ``values``; a section (``cnn:``, ``modadd:``) in both merges key by key."""
     out = dict(base)
     for key, value in values.items():
-        if key in STUDIES and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = {**out[key], **value}
         else:
             out[key] = value
@@ -248,7 +247,8 @@ def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
     return merged
 
 
-def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
+def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.PathLike[str]],
+                 studies: Mapping[str | None, Settings]) -> dict[str, Any]:
     """Load the preset at ``path`` and check it against the settings and the notebooks.
 
     Every problem is collected into one :class:`PresetError` that names, for each key, the file
@@ -258,11 +258,11 @@ def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.Path
     """
     layers = preset_layers(path)
     declared = pipeline_parameters(notebooks)
-    types = {section: setting_types(cls) for section, cls in STUDIES.items()}
+    types = {section: setting_types(cls) for section, cls in studies.items()}
     problems: list[str] = []
     origin: dict[tuple[str | None, str], Path] = {}  # (section, key) -> the file that sets it last
     broken: set[str | None] = set()  # studies with a key of the wrong type: their values are not built
-    sectioned = {parameter_name(section, key) for section in STUDIES if section for key in types[section]}
+    sectioned = {parameter_name(section, key) for section in studies if section for key in types[section]}
     own = set(declared) - sectioned - set(PIPELINE_PARAMS)  # notebooks' parameters a preset sets at its top level
 
     def check_key(file: Path, where: str, section: str | None, key: str, value: Any) -> None:
@@ -271,7 +271,7 @@ def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.Path
         if key not in types[section] and not (section is None and key in own):
             head, _, rest = key.partition("_")
             hint = (f" (a {head} setting goes in its section: '{head}: {{{rest}: ...}}')"
-                    if section is None and head in STUDIES and rest in types[head]
+                    if section is None and head in studies and rest in types[head]
                     else _close(key, set(types[section]) | (own if section is None else set())))
             problems.append(f"{shown}{where}: no such setting{hint}")
             return
@@ -292,10 +292,10 @@ def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.Path
         for key, value in values.items():
             if key in PIPELINE_PARAMS:
                 problems.append(f"{key}{where}: set by the pipeline for each stage, not by a preset; remove it")
-            elif key in STUDIES:
+            elif key in studies:
                 if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
                     broken.add(key)
-                    problems.append(f"{key}{where}: must be a section of {STUDIES[key].__name__}'s settings, "
+                    problems.append(f"{key}{where}: must be a section of {studies[key].__name__}'s settings, "
                                     f"one 'name: value' per line indented below '{key}:', got {value!r}")
                     continue
                 for k, v in value.items():
@@ -304,12 +304,12 @@ def check_preset(path: str | os.PathLike[str], notebooks: Iterable[str | os.Path
                 check_key(file, where, None, key, value)
     merged = load_preset(path)
     rank = {file: i for i, (file, _) in enumerate(layers)}
-    for section in STUDIES:
+    for section in studies:
         if section in broken:
             continue
         values = merged if section is None else merged.get(section, {})
         known = {k: v for k, v in values.items() if k in types[section]}
-        for concerned, message in settings_problems(section, known):
+        for concerned, message in settings_problems(studies[section], known):
             key = max(concerned, key=lambda k: rank.get(origin.get((section, k)), -1))  # the latest file's
             shown = key if section is None else f"{section}.{key}"
             file = origin.get((section, key))
@@ -327,7 +327,7 @@ def _annotation_text(annotation: Any) -> str:
     return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
-def check_parameters(namespace: Mapping[str, Any], hidden: Iterable[str] = (),
+def check_parameters(namespace: Mapping[str, Any], studies: Iterable[Settings] = (), hidden: Iterable[str] = (),
                      known: Iterable[str] = ()) -> None:
     """Check a notebook's parameters as its kernel holds them (call it in the cell after them).
 
@@ -348,10 +348,11 @@ def check_parameters(namespace: Mapping[str, Any], hidden: Iterable[str] = (),
             if why is not None:
                 problems.append(f"{name}: must be {type_name}; {why}")
     if not problems:  # the values, where the types are right: each study's fields this notebook declares
-        for section, cls in STUDIES.items():
+        for cls in studies:
+            section = cls.preset_section
             given = {f: namespace[parameter_name(section, f)] for f in setting_types(cls)
                      if parameter_name(section, f) in annotations and parameter_name(section, f) in namespace}
-            for concerned, message in settings_problems(section, given) if given else []:
+            for concerned, message in settings_problems(cls, given) if given else []:
                 if set(concerned) <= set(given):  # a rule between fields, one of them not here, is the preset's
                     problems.append(f"{parameter_name(section, concerned[0])}: {message}")
     hidden, known = set(hidden), set(known)
@@ -365,11 +366,12 @@ def check_parameters(namespace: Mapping[str, Any], hidden: Iterable[str] = (),
         raise PresetError("this notebook's parameters cannot run:\n  " + "\n  ".join(problems))
 
 
-def check_kernel_parameters(namespace: Mapping[str, Any]) -> None:
-    """:func:`check_parameters` in the running IPython kernel, against the pipeline's notebooks."""
+def check_kernel_parameters(namespace: Mapping[str, Any], *studies: Settings) -> None:
+    """:func:`check_parameters` in the running IPython kernel, against the pipeline's notebooks and
+    the settings of the ``studies`` whose fields the notebook declares."""
     from IPython import get_ipython  # the notebooks' kernel; not needed elsewhere
 
     shell = get_ipython()
     hidden = getattr(shell, "user_ns_hidden", {}) if shell is not None else {}
     known = pipeline_parameters(sorted((paths.REPO / "notebooks").glob("0*.ipynb")))
-    check_parameters(namespace, hidden=hidden, known=known)
+    check_parameters(namespace, studies, hidden=hidden, known=known)

@@ -56,6 +56,7 @@ from modclust.paper.latex import Macros, number_word, write_text
 from modclust.pipeline.presets import PIPELINE_PARAMS, PresetError, check_preset, notebook_values, parameters_of
 from modclust.pipeline.report import ReportError, write_report
 from modclust.pipeline.stage_table import STAGES, paper_inputs
+from modclust.pipeline.studies import STUDIES
 
 KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 """The kernel's own log silenced: on a run that succeeds it prints only machinery noise (a
@@ -115,7 +116,7 @@ class Layout:
         return _shown(self.root / "presets" / f"{preset}.yaml")
 
     def check(self, preset: str) -> dict:
-        return check_preset(self.preset_file(preset), self.notebooks())
+        return check_preset(self.preset_file(preset), self.notebooks(), STUDIES)
 
 
 # -- one run per build folder -----------------------------------------------------------------
