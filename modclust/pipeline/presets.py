@@ -1,10 +1,11 @@
 """Presets and notebook parameters: every key known, every value of its type and valid.
 
 Each study's settings are one frozen dataclass whose field defaults are the defaults
-(:data:`modclust.pipeline.studies.STUDIES`, which names each one's preset section): the MLP study's :class:`~modclust.experiments.mlp_study.MlpSettings` (with
-the machine, ``device`` and ``threads``), the CNN's
-:class:`~modclust.experiments.cnn_study.CnnStudy` and modular addition's
-:class:`~modclust.experiments.modular_addition.ModAddConfig`; constructing one checks its values.
+(:data:`modclust.pipeline.studies.STUDIES`, by preset section): the MLP study's
+:class:`~modclust.experiments.mlp_study.MlpSettings` (with the machine, ``device`` and
+``threads``), the CNN's :class:`~modclust.experiments.cnn_study.CnnStudy` and modular
+addition's :class:`~modclust.experiments.modular_addition.ModAddConfig`; constructing one checks
+its values. This module takes them as arguments and imports none of them.
 
 A preset (``presets/<name>.yaml``) sets MlpSettings' fields at its top level and the others'
 in a section each, by field name::
