@@ -283,7 +283,8 @@ def two_datasets(result: dict) -> dict:
 
 
 def test_figures_draw(result: dict) -> None:
-    for fn, n_axes in ((cnn_figures.tradeoff_figure, 2), (cnn_figures.ablation_figure, 4), (cnn_figures.circuit_figure, 1)):
+    for fn, n_axes in ((cnn_figures.tradeoff_figure, 2), (cnn_figures.ablation_figure, 4),
+                       (cnn_figures.circuit_figure, 1)):
         for res, rows in ((result, 1), (two_datasets(result), 2)):
             fig = fn(res)
             assert len(fig.axes) == n_axes * rows

@@ -1,5 +1,5 @@
-"""modclust.paper.figures: the shared helpers (colours, mean and interval, ranking, saving) and the
-figures that no study's test draws, on tiny hand-made inputs."""
+"""modclust.paper.figures: the shared helpers (colours, mean and interval, ranking, saving) and every
+figure, on tiny hand-made inputs."""
 
 from __future__ import annotations
 
@@ -7,23 +7,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import math  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from scipy import stats as st  # noqa: E402
 
+from modclust.analysis.ablation import order_by_importance  # noqa: E402
+from modclust.core.partition import Partition  # noqa: E402
+from modclust.core.stats import mean_ci  # noqa: E402
 from modclust.paper import figures as fg  # noqa: E402
 
 CLASSES = [str(c) for c in range(3)]
-
-
-def test_mean_and_half_is_the_t_interval_per_column():
-    v = np.array([[1.0, 2.0], [3.0, 2.0], [2.0, 5.0]])  # (seeds, points)
-    m, h = fg.mean_and_half(v)
-    assert m == pytest.approx([2.0, 3.0])
-    assert h == pytest.approx(st.t.ppf(0.975, 2) * v.std(0, ddof=1) / np.sqrt(3))
-    m1, h1 = fg.mean_and_half(v[:1])
-    assert m1 == pytest.approx(v[0]) and h1 == pytest.approx([0.0, 0.0])  # one seed: no interval
 
 
 def test_colours_tell_the_settings_apart():
@@ -87,3 +82,45 @@ def test_plotly_twins_have_one_trace_per_series():
     assert len(fg.plotly_lines([0.0, 1.0, 5.0], series, "t", "x", "y").data) >= 2
     curves = {0.0: [[(0.9, 100.0), (0.95, 200.0)]], 15.0: [[(0.9, 50.0)], [(0.92, 60.0)]]}
     assert len(fg.plotly_size_faithfulness(curves, "t", "faithfulness").data) == 3
+
+
+def test_clusters_are_ranked_by_importance():
+    assert order_by_importance([0.8, 0.5, 0.9, 0.5]) == [1, 3, 0, 2]
+    assert order_by_importance(np.array([0.3, math.nan, 0.1])) == [2, 0, 1] and order_by_importance([]) == []
+    rows = [{"off_acc": [0.8, 0.5], "x": [10, 20]}, {"off_acc": [0.4, 0.6], "x": [30, 40]}]
+    assert fg.ranked_ablation(rows, "x").tolist() == [[20, 10], [30, 40]]
+
+
+def test_every_figure_draws_and_saves_a_pdf(tmp_path):
+    fg.use_style()
+    rng = np.random.default_rng(0)
+    classes = [str(i) for i in range(10)]
+    figs = {
+        "ablation": fg.classwise_ablation(rng.random((3, 4, 10)), rng.random((3, 4, 10)), rng.random((3, 10)), classes),
+        "matrix": fg.ablation_matrices({"clustered": rng.random((3, 4, 10)), "unclustered": rng.random((3, 4, 10))},
+                                       classes, [0, 1, 2]),
+        "graph": fg.weight_graphs([("a", rng.normal(size=(64, 64)), rng.normal(size=(10, 64)),
+                                    Partition.equal_blocks((64, 64), 4))], classes),
+        "revcum": fg.reverse_cumulative({"fc2": {0.0: rng.random((3, 10)), 15.0: rng.random((3, 10))}}, 10, [0.0, 15.0]),
+        "curves": fg.training_curves(np.arange(5), {0.0: rng.random((3, 5))}, {0.0: rng.random((3, 5))}, [0.0]),
+        "tradeoff": fg.tradeoff([0.0, 15.0], {0.0: [0.9, 0.91], 15.0: [0.89, 0.9]}, {0.0: [0.2, 0.3], 15.0: [0.9, 1.0]}),
+        "grid": fg.image_grid(rng.random((4, 3, 28, 28)), rng.integers(0, 10, (4, 3)), ["a", "b", "c", "d"], classes),
+        "circuits": fg.circuit_sizes({0.0: rng.random((3, 10)), 15.0: rng.random((3, 10))}, list(range(10)), classes,
+                                     [0.0, 15.0]),
+    }
+    for name, fig in figs.items():
+        path = fg.save(fig, tmp_path / f"{name}.pdf", close=True)
+        assert path.read_bytes().startswith(b"%PDF")
+    m, h = fg.mean_and_half(np.array([[1.0, 2.0]]))
+    assert h.tolist() == [0.0, 0.0]
+
+
+def test_mean_and_half_is_the_interval_of_mean_ci():
+    rng = np.random.default_rng(1)
+    v = rng.random((5, 3))
+    m, h = fg.mean_and_half(v)
+    for j in range(3):
+        iv = mean_ci(v[:, j].tolist())
+        assert m[j] == pytest.approx(iv.mean) and h[j] == pytest.approx((iv.hi - iv.lo) / 2)
+    m, h = fg.mean_and_half(v, axis=1, level=0.9)
+    assert h[0] == pytest.approx((mean_ci(v[0].tolist(), 0.9).hi - mean_ci(v[0].tolist(), 0.9).lo) / 2)

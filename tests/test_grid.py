@@ -10,6 +10,7 @@ from modclust.core.data import Dataset
 from modclust.core.train import TrainConfig, run_name, train
 from modclust.experiments.grid import (
     grid_configs,
+    group,
     layer_clusterabilities,
     layers_label,
     paired_difference,
@@ -129,3 +130,9 @@ def test_saving_runs_without_the_main_lambda_writes_nothing(data: Dataset, tmp_p
     summary = save_runs([run], tmp_path / "01_train", main_lambda=5.0, sweep=[run])
     assert [r["name"] for r in summary["runs"]] == [r["name"] for r in summary["sweep"]] == ["lam5_seed0_init_lr0.05"]
     assert [p.name for p in (tmp_path / "01_train" / "checkpoints").iterdir()] == ["lam5_seed0_init_lr0.05.pt"]  # saved once
+
+
+def test_grouping_by_lambda_sorts_by_seed():
+    rows = [{"lam": 15, "seed": 2, "v": 3}, {"lam": 0, "seed": 0, "v": 1}, {"lam": 15, "seed": 1, "v": 2}]
+    assert group(rows, "v") == {0.0: [1], 15.0: [2, 3]}
+    assert summarise(rows, "v")[15.0].mean == 2.5

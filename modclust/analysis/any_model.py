@@ -725,7 +725,8 @@ def _check_params(params: Sequence[str] | None, what: str) -> None:
 
 
 def greedy_circuits(model: nn.Module, params: Sequence[str] | None, x: Tensor, y: Tensor,
-                    labels: Sequence[int] | None = None, objective: str | ObjectiveKind = "margin", threshold: float = 1e-4,
+                    labels: Sequence[int] | None = None, objective: str | ObjectiveKind = "margin",
+                    threshold: float = 1e-4,
                     baseline: str = "current", ablation: str = "zero", progress: bool = False,
                     tol: float | None = None) -> list[Circuit]:
     """Greedy per-label circuits over the chosen parameters of ``model``, searched on ``x`` (N, ...), ``y`` (N,).
@@ -765,7 +766,8 @@ def greedy_circuits(model: nn.Module, params: Sequence[str] | None, x: Tensor, y
 
 
 def mask_circuits(model: nn.Module, params: Sequence[str] | None, x: Tensor, y: Tensor,
-                  labels: Sequence[int] | None = None, objective: str | ObjectiveKind = "margin", sparsity: float = 1e-4,
+                  labels: Sequence[int] | None = None, objective: str | ObjectiveKind = "margin",
+                  sparsity: float = 1e-4,
                   steps: int = 300, lr: float = 0.1, init_logit: float = 3.0, threshold: float = 0.5,
                   log_every: int = 10, ablation: str = "zero", progress: bool = False) -> list[MaskCircuit]:
     """Learned-mask per-label circuits over the chosen parameters of ``model``, searched on ``x``, ``y``.

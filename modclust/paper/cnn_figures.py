@@ -43,8 +43,8 @@ def tradeoff_figure(results: Mapping[str, Any]) -> plt.Figure:
         for layer, color in (("conv2", "#228833"), ("fc1", "#AA3377")):
             c = np.array([seed_column(rec, f"C_{layer}", lam) for lam in lams]).T
             _errorbar(axes[1, j], x, c, color=color, label=f"C of {layer}")
-        axes[1, j].axhline(float(np.mean(seed_column(un, "C_conv2") + seed_column(un, "C_fc1"))), color="grey", ls=":", lw=0.8,
-                           label="untrained")
+        untrained_c = float(np.mean(seed_column(un, "C_conv2") + seed_column(un, "C_fc1")))
+        axes[1, j].axhline(untrained_c, color="grey", ls=":", lw=0.8, label="untrained")
         axes[1, j].set_ylim(0, 1.02)
         axes[1, j].set_ylabel("clusterability C")
         axes[1, j].set_xticks(x, [f"{lam:g}" for lam in lams])
