@@ -17,13 +17,12 @@ from modclust import MLP, TrainConfig, clusterability_and_grad, clusterability_g
 from modclust import clusterability
 from modclust import train
 from modclust.core.checks import check_float, check_int, check_ints
-from modclust.analysis.circuits import greedy_circuit, greedy_circuit_fast, greedy_circuits_fast, search_space_pruned
+from modclust.analysis.circuits import greedy_circuit, greedy_circuit_fast, greedy_circuits_fast
 from modclust.seed.pruning_cell import seed_cell_prune
 from modclust.analysis.ablation import classwise_correct
 from modclust.analysis.any_model import label_semanticity, unit_selectivity
 from modclust.analysis.semanticity import top_k_indices
 from modclust.analysis.masks import mask_circuit_mlp, mask_circuits_mlp
-from modclust.core.model import init_weights
 from modclust.core.optim import Modularity
 from modclust.core.partition import Partition
 from modclust.analysis.selectivity import (binary_entropy_bits, bin_activations, class_means, cluster_selectivity,
@@ -133,32 +132,6 @@ def test_too_few_outputs_for_the_labels_fail_before_training(tiny, widths, metho
         train(cfg, tiny, method=method, progress=False)
     with pytest.raises(ValueError, match=r"TrainConfig\.widths start at 784 inputs but the data has \(20,\) features"):
         train(small(), make_tiny(n_in=20), method=method, progress=False)
-
-
-# --- MLP and its init ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("widths, err, match", [
-    ((784, 0, 10), ValueError, r"MLP widths\[1\] must be an int >= 1, got 0"),
-    ("784", TypeError, r"MLP widths must be a sequence of ints, got '784'"),
-    ((784,), ValueError, r"MLP widths must have at least 2 entries"),
-    ((784, 8.5, 10), ValueError, r"MLP widths\[1\] must be an int >= 1, got 8\.5"),
-    ((784, False, 10), TypeError, r"MLP widths\[1\]"),
-])
-def test_mlp_and_init_reject_bad_widths(widths, err, match):
-    with pytest.raises(err, match=match):
-        MLP(widths)
-    with pytest.raises(err, match=match.replace("MLP widths", "widths")):
-        init_weights(widths, torch.Generator().manual_seed(0))
-    with pytest.raises(err, match=match.replace("MLP widths", "widths")):
-        search_space_pruned(widths, Partition.equal_blocks((4, 4), 2))
-
-
-def test_mlp_keeps_valid_widths_and_checks_its_seed():
-    assert MLP([784.0, 8, 10]).widths == (784, 8, 10)
-    assert torch.equal(MLP((784, 8, 10), seed=np.int64(2)).fc1.weight, MLP((784, 8, 10), seed=2).fc1.weight)
-    with pytest.raises(ValueError, match=r"MLP seed must be an int in \[0, "):
-        MLP((784, 8, 10), seed=-3)
 
 
 # --- Modularity ---------------------------------------------------------------------------------

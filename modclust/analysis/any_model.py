@@ -5,7 +5,7 @@ then the data, and works on any model through forward hooks on its named modules
 per-model rewrite). For the seed's bias-free :class:`~modclust.core.model.MLP` on its
 ``fc1 .. fcL`` layers a small dispatcher (:func:`mlp_fast_path`) sends the call to the MLP's
 fast kernel instead (a batched ablation, the batched exact greedy pruner, ...), which gives
-the same numbers (tested in ``tests/test_analysis_modules.py``):
+the same numbers (tested in ``tests/test_any_model.py``):
 
 - :func:`ablate`: cluster OFF / ON, overall and class-wise (MLP kernel:
   :func:`modclust.analysis.ablation.ablate_mlp`);

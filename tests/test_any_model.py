@@ -153,28 +153,6 @@ def old_unit_selectivity(mlp: MLP, x: Tensor, y: Tensor, layer: str, n_classes: 
                            label_entropy(y, n_classes), n_bins, *live_split(acts, sel))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_mlp_forward_calls_its_layers_with_the_kernel_s_logits(dtype: torch.dtype) -> None:
-    """MLP.forward runs fc1 .. fcL as modules (hooks fire) and its logits are bitwise those of the
-    batched kernel ``forward(weights, x)`` the paper's numbers were computed with."""
-    from modclust.core.model import forward
-    for widths in ((784, 64, 64, 10), (16, 12, 12, N_CLASSES), (5, 3)):
-        mlp = MLP(widths, seed=3).to(dtype)
-        for n in (1, 7, 300):
-            x = torch.randn(n, widths[0], generator=torch.Generator().manual_seed(n)).to(dtype)
-            with torch.no_grad():
-                assert torch.equal(mlp(x), forward(mlp.weights(), x))
-                assert torch.equal(mlp(x.view(n, 1, -1)), mlp(x))
-        fired: list[str] = []
-        handles = [getattr(mlp, n).register_forward_hook(lambda m, a, o, n=n: fired.append(n))
-                   for n in mlp.layer_names]
-        with torch.no_grad():
-            mlp(x)
-        for h in handles:
-            h.remove()
-        assert fired == mlp.layer_names
-
-
 def test_mlp_fast_path_dispatch(cnn: tuple[TinyCNN, Tensor, Tensor]) -> None:
     mlp, _, _ = mlp_setup()
 
