@@ -8,6 +8,7 @@ import re
 import pytest
 
 from modclust.core import paths
+from modclust.core.stats import mean_ci
 from modclust.paper import latex
 
 
