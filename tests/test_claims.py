@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-from scipy import stats as st
 
 from modclust.core.stats import contrast, holm
 from modclust.paper import claims

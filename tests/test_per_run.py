@@ -25,9 +25,8 @@ from modclust.core.train import TrainConfig, train
 from modclust.experiments.grid import grid_configs, paired_difference, run_record, train_grid
 from modclust.paper.figures import iou_figure, pareto_figure, plotly_pareto, profile_figure
 from modclust.paper.latex import macros_tex
-from modclust.paper import numbers as report
 from modclust.paper.numbers import beyond_macros, write_beyond_numbers
-from stage_results import stage5_results, stage6_results, written_macros
+from stage_results import stage6_results, written_macros
 
 
 def tiny_run() -> tuple:

@@ -562,7 +562,7 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
     circuits."""
     study = res["study"]
     main = float(study["main_lambda"])
-    records, rows, untrained = res["records"], res["rows"], res["untrained"]
+    records, untrained = res["records"], res["untrained"]
     by_lam = {lam: [r for r in res["runs"] if r["lam"] == lam] for lam in (0.0, main)}
     return {
         "tradeoff": summary_table(records, metrics=["test_acc", "C_conv2", "C_fc1", "C_clustered"], by=("lam",)),
