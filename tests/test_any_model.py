@@ -534,6 +534,11 @@ def test_errors_and_modes(cnn: tuple[TinyCNN, Tensor, Tensor]) -> None:
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="1 non-finite values"):  # not a score computed from nan activations
         label_semanticity(model, "conv", bad, y, k=10, n_classes=3)
+    bad[0, 0, 0, 0], bad[1, 0, 0, 0] = float("inf"), -float("inf")  # their sum is nan: both are found
+    with pytest.raises(ValueError, match="2 non-finite values"):
+        label_semanticity(model, "conv", bad, y, k=10, n_classes=3)
+    huge = torch.full_like(x, 3e38)  # finite inputs whose sum overflows are not refused
+    assert len(label_semanticity(model, "conv", huge, y, k=10, n_classes=3).distinct) > 0
     # dropout in train mode: every analysis runs in eval mode and restores the modes
     drop = nn.Sequential(OrderedDict([("lin", nn.Linear(5, 3)), ("drop", nn.Dropout(0.5))]))
     drop.train()
