@@ -144,6 +144,14 @@ def check_ints(name: str, values: Any, minimum: int | None = None, maximum: int 
     return out
 
 
+def check_list(name: str, value: Any) -> list[Any]:
+    """``value`` as a list: a list or tuple (not a string), the one check of a settings field that
+    holds several values (YAML gives a list, the dataclass keeps a tuple)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list, got {value!r}")
+    return list(value)
+
+
 def check_finite_numbers(name: str, values: Sequence[Any], min_length: int = 0, hint: str = "") -> list[float]:
     """A sequence of finite real numbers, as floats; says which entry is not one."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):

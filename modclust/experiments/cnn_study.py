@@ -53,7 +53,7 @@ from modclust.analysis import any_model as am
 from modclust.analysis.ablation import AblationResult, order_by_importance
 from modclust.analysis.circuits import Circuit
 from modclust.core.checks import (Problems, check_choice, check_distinct, check_float, check_int, check_ints,
-                                  check_seeds)
+                                  check_list, check_seeds)
 from modclust.core.clusterability import layer_clusterability
 from modclust.core.cnn import CNN, VIEW_LAYERS, cnn_as_sequential, make_cnn
 from modclust.core.data import DATASETS, Dataset, balanced_indices
@@ -122,7 +122,7 @@ class CnnStudy:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
         problems = Problems()
         with problems.about("datasets"):
-            names = _seq("datasets", self.datasets)
+            names = check_list("CnnStudy.datasets", self.datasets)
             for name in names:
                 check_choice("CnnStudy.datasets item", name, DATASETS)
             if not names:
@@ -131,7 +131,7 @@ class CnnStudy:
             put("datasets", tuple(names))
         with problems.about("lambdas"):
             lams = [check_float("CnnStudy lambda", v, 0.0, hint="lambdas are >= 0 (0 = unclustered)")
-                    for v in _seq("lambdas", self.lambdas)]
+                    for v in check_list("CnnStudy.lambdas", self.lambdas)]
             check_distinct("CnnStudy.lambdas", lams)
             put("lambdas", tuple(sorted(lams)))
         with problems.about("main_lambda"):
@@ -141,9 +141,9 @@ class CnnStudy:
             problems.add(f"the lambda grid {list(self.lambdas)} must hold 0 (the unclustered control) and "
                          f"main_lambda {self.main_lambda:g}: add them to the lambdas", "lambdas", "main_lambda")
         with problems.about("seeds"):
-            put("seeds", check_seeds("CnnStudy.seeds", _seq("seeds", self.seeds), SEED_MAX))
+            put("seeds", check_seeds("CnnStudy.seeds", check_list("CnnStudy.seeds", self.seeds), SEED_MAX))
         with problems.about("channels"):
-            channels = check_ints("CnnStudy.channels", _seq("channels", self.channels), 1,
+            channels = check_ints("CnnStudy.channels", check_list("CnnStudy.channels", self.channels), 1,
                                   hint="(conv1's, conv2's) output channels, e.g. [8, 16]")
             if len(channels) != 2:
                 raise ValueError(f"CnnStudy.channels must be two ints (conv1's, conv2's), got {list(channels)}")
@@ -173,7 +173,7 @@ class CnnStudy:
                          f"{self.channels[0]}) and fc1 ({self.hidden} units): lower n_clusters or widen the layers",
                          "n_clusters", "channels", "hidden")
         with problems.about("circuit_params"):
-            params = tuple(_seq("circuit_params", self.circuit_params))
+            params = tuple(check_list("CnnStudy.circuit_params", self.circuit_params))
             if not params:
                 raise ValueError("CnnStudy.circuit_params needs at least one parameter to mask, e.g. ['fc1.weight']")
             known = [f"{m}.{p}" for m in ("conv1", "conv2", "fc1", "fc2") for p in ("weight", "bias")]
@@ -192,11 +192,6 @@ class CnnStudy:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
-
-def _seq(name: str, value: Any) -> list[Any]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ValueError(f"CnnStudy.{name} must be a list, got {value!r}")
-    return list(value)
 
 
 # --- the model, its view and its clusters ------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from modclust.analysis.circuits import Faithfulness
 from modclust.analysis.objectives import ABLATIONS, OBJECTIVES
 from modclust.core.checks import (Problems, check_choice, check_distinct, check_float, check_int, check_ints,
-                                  check_open_unit, check_seeds)
+                                  check_list, check_open_unit, check_seeds)
 from modclust.core.data import DATASETS
 from modclust.core.model import SEED_MAX, layer_names
 from modclust.core.train import SETTINGS
@@ -100,7 +100,7 @@ class MlpSettings:
             """A list of distinct names (each one of ``choices`` when given, which may come from the
             fields ``reads``), stored as a tuple."""
             with problems.about(name, *reads):
-                values = _seq(name, getattr(self, name))
+                values = check_list(f"MlpSettings.{name}", getattr(self, name))
                 for v in values:
                     if choices is None:
                         if not isinstance(v, str):
@@ -116,7 +116,7 @@ class MlpSettings:
         def lambda_list(name: str) -> None:
             with problems.about(name):
                 lams = tuple(check_float(f"MlpSettings.{name} item", v, 0.0, hint="lambdas are >= 0 (0 = unclustered)")
-                             for v in _seq(name, getattr(self, name)))
+                             for v in check_list(f"MlpSettings.{name}", getattr(self, name)))
                 if not lams:
                     raise ValueError(f"MlpSettings.{name} is empty: give 0 (unclustered) and main_lambda at least")
                 check_distinct(f"MlpSettings.{name}", lams)
@@ -125,7 +125,7 @@ class MlpSettings:
         with problems.about("dataset"):
             check_choice("MlpSettings.dataset", self.dataset, DATASETS)
         with problems.about("widths"):
-            widths = check_ints("MlpSettings.widths", _seq("widths", self.widths), 1, min_length=3,
+            widths = check_ints("MlpSettings.widths", check_list("MlpSettings.widths", self.widths), 1, min_length=3,
                                 hint="layer widths, input first, at least one hidden layer, e.g. [784, 64, 64, 10]")
             if widths[0] != 784 or widths[-1] > 10:
                 raise ValueError(f"MlpSettings.widths must start with 784 (a 28 x 28 image) and end in at most 10 "
@@ -146,7 +146,7 @@ class MlpSettings:
                          f"main_lambda {self.main_lambda:g}, which the later stages compare: add them",
                          "lambdas", "main_lambda")
         with problems.about("seeds"):
-            put("seeds", check_seeds("MlpSettings.seeds", _seq("seeds", self.seeds), SEED_MAX))
+            put("seeds", check_seeds("MlpSettings.seeds", check_list("MlpSettings.seeds", self.seeds), SEED_MAX))
         for name in ("epochs", "batch_size", "top_k", "grid_images", "search_per_class"):
             with problems.about(name):
                 check_int(f"MlpSettings.{name}", getattr(self, name), 1)
@@ -195,11 +195,11 @@ class MlpSettings:
         lambda_list("sweep_lambdas")
         with problems.about("sweep_thresholds"):
             values = tuple(check_float("MlpSettings.sweep_thresholds item", v, 0.0, strict_min=True)
-                           for v in _seq("sweep_thresholds", self.sweep_thresholds))
+                           for v in check_list("MlpSettings.sweep_thresholds", self.sweep_thresholds))
             check_distinct("MlpSettings.sweep_thresholds", values, "a threshold")
             put("sweep_thresholds", values)
         with problems.about("labels"):
-            labels = check_ints("MlpSettings.labels", _seq("labels", self.labels), 0, 9,
+            labels = check_ints("MlpSettings.labels", check_list("MlpSettings.labels", self.labels), 0, 9,
                                 hint="classes 0-9; [] means every class")
             check_distinct("MlpSettings.labels", labels, "a circuit")
             put("labels", labels)
@@ -216,11 +216,6 @@ class MlpSettings:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-
-def _seq(name: str, value: Any) -> list[Any]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise TypeError(f"MlpSettings.{name} must be a list, got {value!r}")
-    return list(value)
 
 
 FIELDS = tuple(f.name for f in fields(MlpSettings))
