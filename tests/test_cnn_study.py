@@ -16,9 +16,12 @@ from modclust.analysis import any_model as am
 from modclust.analysis.circuits import Circuit
 from modclust.core import paths
 from modclust.core.checks import SettingsError
-from modclust.core.cnn import make_cnn
+from modclust.core.cnn import VIEW_LAYERS, cnn_as_sequential, make_cnn
 from modclust.core.data import Dataset
+from modclust.experiments import classifier as cl
 from modclust.experiments import cnn_study as cs
+from modclust.experiments.study import run_study
+from modclust.pipeline.presets import settings_from_parameters
 from modclust.experiments.grid import paired_difference
 from modclust.paper import cnn_figures
 from modclust.paper import cnn_numbers as cn
@@ -44,11 +47,11 @@ def blob_images(n_train: int = 400, n_test: int = 200, seed: int = 0) -> Dataset
     return Dataset("mnist", tx, ty, vx, vy)
 
 
-def tiny_study(**kw: object) -> cs.CnnStudy:
+def tiny_study(**kw: object) -> cs.CnnSettings:
     base = dict(lambdas=(0.0, 5.0), main_lambda=5.0, seeds=(0, 1), epochs=2, lr=1e-2, batch_size=32, top_k=5,
                 null_draws=2, search_per_class=5, mask_steps=5, batch_size_eval=64, **SMALL)
     base.update(kw)
-    return cs.CnnStudy(**base)  # type: ignore[arg-type]
+    return cs.CnnSettings(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -58,64 +61,65 @@ def data() -> Dataset:
 
 @pytest.fixture(scope="module")
 def result(data: Dataset) -> dict:
-    return cs.run_study([data], tiny_study(), progress=False)
+    return cl.run_datasets(cs.Cnn(tiny_study()), [data], progress=False)
 
 
 def test_the_view_and_its_cuts_compute_the_cnn(data: Dataset) -> None:
     model = make_cnn(3, (4, 8), 16)
     x = data.test_x[:50]
-    view = cs.cnn_as_sequential(model)
-    assert list(view._modules) == list(cs.VIEW_LAYERS)
+    view = cnn_as_sequential(model)
+    assert list(view._modules) == list(VIEW_LAYERS)
     torch.testing.assert_close(view(x), model(x), rtol=0, atol=0)
     assert dict(view.named_parameters()).keys() == dict(model.named_parameters()).keys()
     assert view.fc1.weight is model.fc1.weight  # its own modules, not copies
-    before, rest = cs.split_at(view, "conv2")
+    before, rest = cl.split_at(view, "conv2")
     torch.testing.assert_close(rest(before(x)), model(x), rtol=0, atol=0)
     assert "fc2.weight" in dict(rest.named_parameters()) and "conv1.weight" not in dict(rest.named_parameters())
-    at = cs.cuts(model, x, ["fc1", "conv2", "images"], batch_size=7)
+    at = cl.cuts(view, x, ["fc1", "conv2", "images"], batch_size=7)
     assert list(at) == ["images", "conv2", "fc1"]
     for layer, (tail, inputs) in at.items():
         torch.testing.assert_close(tail(inputs), model(x), msg=layer)
     assert at["conv2"][1].shape == (50, 4, 14, 14) and at["fc1"][1].shape == (50, 8 * 49)
     with pytest.raises(ValueError, match="cannot cut"):
-        cs.split_at(view, "fc3")
-    with pytest.raises(ValueError, match="cannot cut the CNN"):
-        cs.cuts(model, x, ["relu9"])
+        cl.split_at(view, "fc3")
+    with pytest.raises(ValueError, match="cannot cut the model"):
+        cl.cuts(view, x, ["relu9"])
     with pytest.raises(TypeError, match="takes a modclust.core.cnn.CNN"):
-        cs.cnn_as_sequential(torch.nn.Linear(2, 2))
+        cnn_as_sequential(torch.nn.Linear(2, 2))
 
 
 def test_the_clusters_line_up_through_the_flatten(data: Dataset) -> None:
     model = make_cnn(0, (4, 8), 16)
-    clusters = cs.unit_clusters(model, 2, data.train_x)
+    clusters = cs.Cnn(tiny_study()).unit_clusters(model, data.train_x)
     parts = clusters.partitions(model)
     assert parts["conv2"].shape == (8, 4) and parts["fc1"].shape == (16, 8 * 49)
     assert parts["fc1"].cols[1] == tuple(range(4 * 49, 8 * 49))  # conv2's channels 4-7, flattened
-    cs_ = cs.layer_cs(model, clusters)
+    cs_ = cl.layer_cs(model, clusters)
     assert set(cs_) == {"C_conv2", "C_fc1"} and all(0.3 < v < 0.7 for v in cs_.values())  # about 1/k at init
 
 
 def test_analyses_on_cuts_equal_the_whole_network(data: Dataset) -> None:
     """The stage measures on the cut views; every number equals the hook analyses on the whole CNN."""
     model = make_cnn(1, (4, 8), 16)
-    clusters = cs.unit_clusters(model, 2, data.train_x)
+    clusters = cs.Cnn(tiny_study()).unit_clusters(model, data.train_x)
     study = tiny_study()
     x, y = data.test_x, data.test_y
-    view = cs.cnn_as_sequential(model)
-    abl = cs.ablation_analysis(model, clusters, x, y, study, 10)
-    for layer in cs.CLUSTERED_LAYERS:
+    view = cnn_as_sequential(model)
+    at = cl.cuts(view, x, cs.Cnn.clustered_layers)
+    abl = cl.ablation_analysis(at, clusters, y, study, 10)
+    for layer in cs.Cnn.clustered_layers:
         whole = am.ablate(view, clusters.groups[layer], layer, x, y, 10)
         assert abl[layer]["off_acc"] == whole.off_acc and abl[layer]["on_classwise"] == whole.on_classwise
         assert abl[layer]["order"] == sorted(range(2), key=lambda c: whole.off_acc[c])
-    sem = cs.semanticity_analysis(model, clusters, x, y, study, 10)
-    for layer in cs.CLUSTERED_LAYERS:
+    sem = cl.semanticity_analysis(at, clusters, y, study, 10)
+    for layer in cs.Cnn.clustered_layers:
         whole = am.label_semanticity(view, layer, x, y, k=5, post=torch.relu)
         assert sem[layer]["semanticity"] == pytest.approx(whole.score, abs=1e-12)
         assert sem[layer]["reduce"] == ("mean" if layer == "conv2" else "none") and sem[layer]["post"] == "relu"
         sel = am.unit_selectivity(view, layer, x, y, post=torch.relu)
         assert sem[layer]["mean_mi"] == pytest.approx(sel.mean_mi, abs=1e-6)
     # a circuit judged on the cut is judged the same on the whole network
-    circ = cs.circuit_analysis(model, data.train_x[:60], data.train_y[:60], x, y, study, 10, seed=1)
+    circ = cl.circuit_analysis(view, data.train_x[:60], data.train_y[:60], x, y, study, 10, seed=1)
     assert circ["params"] == ["fc1.weight", "fc2.weight"] and circ["n_entries"] == 16 * 392 + 10 * 16
     assert [lab["label"] for lab in circ["labels"]] == list(range(10))
     labels = [0, 7]  # the whole network recomputes the convolutions at every mask step: two labels suffice
@@ -135,7 +139,7 @@ def test_random_circuits_match_the_size_and_follow_their_seed() -> None:
     kept = {"fc1.weight": torch.rand(16, 392) < 0.1, "fc2.weight": torch.rand(10, 16) < 0.5}
     like = Circuit(label=3, baseline="mask", threshold=0.5, layers=list(kept), kept=kept, full_loss=0.0,
                       final_loss=0.0, objective="margin")
-    a, b, c = (cs.random_circuit(like, params, s) for s in (7, 7, 8))
+    a, b, c = (cl.random_circuit(like, params, s) for s in (7, 7, 8))
     assert a.size_per_layer == like.size_per_layer and a.label == 3 and a.objective == "margin"
     assert all(torch.equal(a.kept[n], b.kept[n]) for n in kept)
     assert not torch.equal(a.kept["fc1.weight"], c.kept["fc1.weight"])
@@ -143,43 +147,44 @@ def test_random_circuits_match_the_size_and_follow_their_seed() -> None:
 
 
 def test_small_helpers() -> None:
-    assert cs.majority_accuracy(torch.tensor([0, 1, 1, 2]), 3) == 0.5
+    assert cl.majority_accuracy(torch.tensor([0, 1, 1, 2]), 3) == 0.5
     full = [1.0, 1.0, 1.0]
-    assert cs.class_spread(full, [[0.5, 0.5, 0.5], [1.0, 1.0, 1.0]]) == 0.0  # an even loss has no spread
-    assert cs.class_spread(full, [[0.0, 1.0, 1.0]]) == pytest.approx(torch.tensor([1.0, 0, 0]).std(unbiased=False))
+    assert cl.class_spread(full, [[0.5, 0.5, 0.5], [1.0, 1.0, 1.0]]) == 0.0  # an even loss has no spread
+    assert cl.class_spread(full, [[0.0, 1.0, 1.0]]) == pytest.approx(torch.tensor([1.0, 0, 0]).std(unbiased=False))
 
 
 def test_user_mistakes_get_one_clear_message() -> None:
     with pytest.raises(ValueError, match="must hold 0"):
-        cs.CnnStudy(lambdas=(1.0, 5.0), main_lambda=5.0)
+        cs.CnnSettings(lambdas=(1.0, 5.0), main_lambda=5.0)
     with pytest.raises(ValueError, match="must hold 0"):
-        cs.CnnStudy(lambdas=(0.0, 1.0), main_lambda=5.0)
+        cs.CnnSettings(lambdas=(0.0, 1.0), main_lambda=5.0)
     with pytest.raises(ValueError, match="two ints"):
-        cs.CnnStudy(channels=(4, 8, 16))
+        cs.CnnSettings(channels=(4, 8, 16))
     with pytest.raises(ValueError, match="does not fit"):
-        cs.CnnStudy(channels=(4, 8), n_clusters=6)
+        cs.CnnSettings(channels=(4, 8), n_clusters=6)
     with pytest.raises(ValueError, match="circuit_params must name"):
-        cs.CnnStudy(circuit_params=("fc3.weight",))
+        cs.CnnSettings(circuit_params=("fc3.weight",))
     with pytest.raises(ValueError, match="at least 2 shuffled"):
-        cs.CnnStudy(null_draws=1)
-    with pytest.raises(ValueError, match="unknown CnnStudy settings"):
-        cs.study_from_parameters(lambda_grid=[0.0])
-    study = cs.study_from_parameters(lambdas=[5.0, 0.0], main_lambda=5, seeds=[1, 2])
+        cs.CnnSettings(null_draws=1)
+    study = settings_from_parameters(cs.CnnSettings, {"cnn_lambdas": [5.0, 0.0], "cnn_main_lambda": 5,
+                                                      "cnn_seeds": [1, 2]})
     assert study.lambdas == (0.0, 5.0) and study.seeds == (1, 2) and study.main_lambda == 5.0
     with pytest.raises(ValueError, match="seeds lists 1 more than once, which would count a run twice"):
-        cs.CnnStudy(seeds=(1, 1, 2))
+        cs.CnnSettings(seeds=(1, 1, 2))
     with pytest.raises(ValueError, match="lambdas lists 5.0 more than once"):
-        cs.CnnStudy(lambdas=(5.0, 0.0, 5.0))
+        cs.CnnSettings(lambdas=(5.0, 0.0, 5.0))
     with pytest.raises(ValueError, match=r"datasets item must be one of \['mnist', 'fashion-mnist'\], got 'cifar'"):
-        cs.CnnStudy(datasets=("cifar",))
+        cs.CnnSettings(datasets=("cifar",))
     with pytest.raises(SettingsError) as info:  # every problem at once, each with its field
-        cs.CnnStudy(channels=(0, 16), null_draws=1, seeds=())
-    assert [fields for fields, _ in info.value.problems] == [("seeds",), ("channels",), ("null_draws",)]
+        cs.CnnSettings(channels=(0, 16), null_draws=1, seeds=())
+    assert [fields for fields, _ in info.value.problems] == [("seeds",), ("null_draws",), ("channels",)]
     with pytest.raises(ValueError, match="flat images"):
-        cs.run_dataset(Dataset("mnist", torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long),
-                               torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)), tiny_study())
+        run_study(cs.Cnn(tiny_study()), Dataset("mnist", torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long),
+                                                torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)))
     with pytest.raises(ValueError, match="at least one dataset"):
-        cs.run_study([], tiny_study())
+        cl.run_datasets(cs.Cnn(tiny_study()), [])
+    with pytest.raises(TypeError, match="takes CnnSettings"):
+        cs.Cnn(tiny_study().to_dict())  # type: ignore[arg-type]
 
 
 def test_the_study_trains_and_measures(result: dict) -> None:
@@ -202,7 +207,7 @@ def test_the_study_trains_and_measures(result: dict) -> None:
     summary = res["summary"]
     assert [r["lam"] for r in summary["tradeoff"]] == [0.0, 5.0]
     assert summary["paired_accuracy"][0]["lam"] == 5.0 and summary["paired_accuracy"][0]["n"] == 2
-    assert set(summary["untrained"]) == {"test_acc", "C_conv2", "C_fc1", *cs.UNTRAINED_SUMMARISED}
+    assert set(summary["untrained"]) == {"test_acc", "C_conv2", "C_fc1", *(f"{key}_{layer}" for layer in ("conv2", "fc1") for key in cl.UNTRAINED_KEYS)}
     ranked = summary["ablation"]["5"]["fc1"]
     for off in ranked["off_acc"]:
         assert off == sorted(off)  # ranked by importance: lowest OFF accuracy first
@@ -214,8 +219,8 @@ def test_the_study_trains_and_measures(result: dict) -> None:
 def test_the_study_is_deterministic() -> None:
     data = blob_images(120, 60, seed=1)
     study = tiny_study(seeds=(3,), search_per_class=3, mask_steps=2)
-    a, b = (cs.run_dataset(data, study, progress=False) for _ in range(2))
-    assert a["records"] == b["records"] and a["rows"] == b["rows"] and a["untrained"] == b["untrained"]
+    a, b = (run_study(cs.Cnn(study), data, progress=False) for _ in range(2))
+    assert a.records == b.records and a.rows == b.rows and a.untrained == b.untrained
 
 
 def test_macros_tables_and_sentences_follow_the_data(result: dict, tmp_path) -> None:

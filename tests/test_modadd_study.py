@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +22,7 @@ from modclust.analysis.fourier import ClusterAblation, NeuronFrequencies, neuron
 from modclust.core.checks import SettingsError
 from modclust.core.transformer import make_transformer, modular_addition_data
 from modclust.experiments import modular_addition as ma
+from modclust.experiments.study import StudyResult, Trained, run_study
 from modclust.paper import modadd_figures
 from modclust.paper import modadd_numbers as report
 
@@ -169,64 +171,74 @@ def test_specificity_and_own_frequency_rules() -> None:
 
 def test_config_and_lambdas_are_checked_with_clear_messages() -> None:
     with pytest.raises(ValueError, match="must be odd.*use 57 or 59"):
-        ma.ModAddConfig(p=58)
+        ma.ModAddSettings(p=58)
     with pytest.raises(ValueError, match="n_clusters"):
-        ma.ModAddConfig(d_model=8, n_heads=2, n_clusters=16)
+        ma.ModAddSettings(d_model=8, n_heads=2, n_clusters=16)
     with pytest.raises(ValueError, match="divisible"):
-        ma.ModAddConfig(d_model=10, n_heads=4)
+        ma.ModAddSettings(d_model=10, n_heads=4)
     with pytest.raises(ValueError, match="spectral_weights"):
-        ma.ModAddConfig(spectral_weights="W_in")
+        ma.ModAddSettings(spectral_weights="W_in")
     with pytest.raises(ValueError, match="train_frac"):
-        ma.ModAddConfig(train_frac=1.0)
+        ma.ModAddSettings(train_frac=1.0)
     with pytest.raises(ValueError, match="seeds lists 0 more than once"):
-        ma.ModAddConfig(seeds=(0, 0))
+        ma.ModAddSettings(seeds=(0, 0))
     with pytest.raises(ValueError, match="repeat p = 59"):
-        ma.ModAddConfig(moduli=(41, 59))
+        ma.ModAddSettings(moduli=(41, 59))
     with pytest.raises(SettingsError) as info:  # every problem at once, each with its field
-        ma.ModAddConfig(train_frac=1.5, seeds=(), spectral_weights="W_in")
+        ma.ModAddSettings(train_frac=1.5, seeds=(), spectral_weights="W_in")
     assert [fields for fields, _ in info.value.problems] == [("train_frac",), ("seeds",), ("spectral_weights",)]
-    assert ma.ModAddConfig().lambdas == [0.0, 1.0]
-    with pytest.raises(ValueError, match="need 0 and a positive"):
-        ma.check_study_lambdas([1.0])
-    with pytest.raises(ValueError, match="need 0 and a positive"):
-        ma.check_study_lambdas([0.0, 0])
-    assert ma.check_study_lambdas([1, 0.0, 1.0]) == [0.0, 1.0]
+    assert ma.ModAddSettings().lambdas == [0.0, 1.0]
+    assert ma.ModularAddition(ma.ModAddSettings(main_lambda=2.0, seeds=(3, 1))).grid() == [
+        (0.0, 3), (0.0, 1), (2.0, 3), (2.0, 1)]
+    with pytest.raises(TypeError, match="ModAddSettings"):
+        ma.ModularAddition({"p": 59})
 
 
-TINY = ma.ModAddConfig(p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, max_steps=100, eval_every=25,
-                       n_clusters=4, steps_after=0, null_draws=20, control_draws=2)
+TINY = ma.ModAddSettings(p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, max_steps=100, eval_every=25,
+                         n_clusters=4, steps_after=0, null_draws=20, control_draws=2, seeds=(0, 1), moduli=())
 
 
 @pytest.fixture(scope="module")
-def tiny_study() -> dict:
+def tiny_study() -> StudyResult:
     """Two seeds x (0, 1) on p = 11 for 100 steps: none reaches 0.99 (about 1 s)."""
-    return ma.run_study(TINY, [0, 1], [0.0, 1.0], progress=False)
+    return run_study(ma.ModularAddition(TINY), None, progress=False)
 
 
 def test_a_tiny_study_end_to_end(tiny_study) -> None:
     st = tiny_study
-    assert [(r["lam"], r["seed"]) for r in st["records"]] == [(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)]
-    json.dumps(st)  # JSON-ready
-    assert st["generalised"]["0.0"] == {"n_runs": 2, "n_generalised": 0, "failed_seeds": [0, 1]}
-    for r in st["records"]:
-        assert not r["generalised"] and r["steps"] is None and r["steps_trained"] == 100
-        assert r["history"]["step"][0] == 0 and r["init_test_acc"] < 0.3
-        assert set(ma.SUMMARY_METRICS) <= set(r) and len(r["ablation"]["controls"]) == 2 * TINY.n_clusters
-        assert 0 <= r["mi"] <= r["mi_max"] + 1e-9 and 0 <= r["c_in"] <= 1 and 0 <= r["spectral_c"] <= 1
+    grid = [(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)]
+    for part in (st.records, st.runs, st.rows):
+        assert [(r["lam"], r["seed"]) for r in part] == grid
+    assert st.study == TINY.to_dict() and st.untrained == [] and st.context == {}
+    text = json.dumps(st.to_dict())  # JSON-ready, read back whole
+    assert json.dumps(StudyResult.from_dict(json.loads(text)).to_dict()) == text
+    assert st.summary["generalised"]["0.0"] == {"n_runs": 2, "n_generalised": 0, "failed_seeds": [0, 1]}
+    for rec, run, row in zip(st.records, st.runs, st.rows):
+        assert not rec["generalised"] and rec["steps"] is None and rec["steps_trained"] == 100
+        assert rec["history"]["step"][0] == 0 and rec["init_test_acc"] < 0.3
+        assert set(row) == {"lam", "seed", *ma.SUMMARY_METRICS}  # the scalars, each once
+        assert {k: row[k] for k in ma.TRAINING_METRICS} == {k: rec[k] for k in ma.TRAINING_METRICS}
+        assert {k: row[k] for k in ma.ANALYSIS_METRICS} == {k: run[k] for k in ma.ANALYSIS_METRICS}
+        assert "history" not in run and len(run["ablation"]["controls"]) == 2 * TINY.n_clusters
+        assert 0 <= row["mi"] <= row["mi_max"] + 1e-9 and 0 <= row["c_in"] <= 1 and 0 <= row["spectral_c"] <= 1
     first = ma.summary_row(st, 0.0)
     assert first["n"] == 2 and first["steps"] is None and first["test_acc"]["n"] == 2
     clustered = ma.summary_row(st, 1.0)
     assert clustered["c_in"]["mean"] > first["c_in"]["mean"]  # the loss acts
-    assert "compare" not in st  # clustered against unclustered is the paper's, paired by seed
+    assert set(st.summary) == {"runs", "against_null", "generalised"}  # clustered against unclustered: the paper's
     with pytest.raises(ValueError, match="no runs at lambda=3"):
         ma.summary_row(st, 3.0)
-    rerun = ma.analyse_run(ma.train_run(TINY, 1.0, 1), TINY, 1)  # seeded: the same numbers again
-    assert {k: rerun[k] for k in ma.SUMMARY_METRICS} == {k: st["records"][3][k] for k in ma.SUMMARY_METRICS}
+    study = ma.ModularAddition(TINY)
+    (again,) = [t for t in study.train(None, None) if (t.lam, t.seed) == (1.0, 1)]  # seeded: the same numbers again
+    assert again.record["history"] == st.records[3]["history"]
+    assert study.row(study.analyse(None, None, again)) == {k: st.rows[3][k] for k in ma.ANALYSIS_METRICS}
+    with pytest.raises(TypeError, match="analyses the runs its train gives"):
+        study.analyse(None, None, Trained(again.model, again.record))
 
 
 def test_a_run_that_generalises_reports_its_steps() -> None:
-    cfg = ma.ModAddConfig(p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, max_steps=200, eval_every=25,
-                          n_clusters=4, steps_after=0, stop_at=0.2, null_draws=5, control_draws=1)
+    cfg = ma.ModAddSettings(p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, max_steps=200, eval_every=25,
+                            n_clusters=4, steps_after=0, stop_at=0.2, null_draws=5, control_draws=1)
     run = ma.train_run(cfg, 0.0, 0)
     rec = ma.training_record(run, cfg.stop_at)
     assert rec["generalised"] and rec["steps"] == rec["steps_trained"] and rec["steps"] % 25 == 0
@@ -234,12 +246,13 @@ def test_a_run_that_generalises_reports_its_steps() -> None:
 
 
 def test_other_moduli_are_checked_and_summarised() -> None:
-    cfg = ma.ModAddConfig(p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, max_steps=50, eval_every=25,
-                          n_clusters=4, steps_after=0, null_draws=5, control_draws=1)
-    for bad in ([11], [13, 13], [12]):
+    cfg = ma.ModAddSettings(p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, max_steps=50, eval_every=25,
+                            n_clusters=4, steps_after=0, null_draws=5, control_draws=1, seeds=(0, 1), moduli=(13,))
+    for bad in ((11,), (13, 13), (12,)):
         with pytest.raises(ValueError):
-            ma.other_moduli(cfg, bad, [0], [0.0, 1.0], progress=False)
-    studies = ma.other_moduli(cfg, [13], [0, 1], [0.0, 1.0], progress=False)
+            replace(cfg, moduli=bad)
+    studies = ma.other_moduli(cfg, progress=False)
+    assert list(studies) == ["13"] and studies["13"].study["p"] == 13 and studies["13"].study["moduli"] == []
     row = ma.modulus_row(studies["13"])
     assert row["p"] == 13 and row["runs"] == 4 and row["seeds"] == [0, 1]
     assert len(row["mi_trained"]) == len(row["mi_spectral_unclustered"]) == 2
@@ -253,19 +266,23 @@ def test_other_moduli_are_checked_and_summarised() -> None:
 
 
 def test_summaries_test_against_nulls() -> None:
-    """Made-up records: clustered MI well above unclustered and above its null; unclustered at its null."""
+    """Made-up rows: clustered MI well above unclustered and above its null; unclustered at its null."""
+    settings = ma.ModAddSettings(seeds=(0, 1, 2, 3, 4))
     base = {k: None for k in ma.SUMMARY_METRICS}
-    recs = []
+    rows, recs = [], []
     for lam, mi in ((0.0, [0.05, 0.06, 0.07, 0.05, 0.06]), (1.0, [0.9, 1.0, 0.8, 0.95, 0.85])):
         for s, v in enumerate(mi):
-            recs.append({**base, "lam": lam, "seed": s, "generalised": s != 4 or lam == 0, "mi": v,
-                         "mi_null": [0.06, 0.05, 0.06, 0.06, 0.05][s], "steps": None if (s == 4 and lam) else 100 + s})
-    out = ma.summarise_study(recs, [0.0, 1.0])
+            steps = None if (s == 4 and lam) else 100 + s
+            rows.append({**base, "lam": lam, "seed": s, "mi": v, "mi_null": [0.06, 0.05, 0.06, 0.06, 0.05][s],
+                         "steps": steps})
+            recs.append({"lam": lam, "seed": s, "generalised": steps is not None, "steps": steps})
+    study = StudyResult(study=settings.to_dict(), records=recs, runs=[], rows=rows)
+    out = ma.ModularAddition(settings).summarise(study)
     assert out["against_null"]["1.0"]["mi"]["direction"] == "higher"
     assert out["against_null"]["0.0"]["mi"]["direction"] == "indistinguishable"
     assert out["against_null"]["0.0"]["abl_specificity"]["difference"] is None
     assert out["generalised"]["1.0"]["failed_seeds"] == [4]
-    study = {"records": recs, "lambdas": [0.0, 1.0]}
+    assert [(r["lam"], r["n"], r["steps"]["n"]) for r in out["runs"]] == [(0.0, 5, 5), (1.0, 5, 4)]
     c = report.clustered_contrast(study, "mi")  # what the notebook prints: paired by seed
     assert c.rule == "paired" and c.diff.n == 5 and c.p < 0.001
     assert c.diff.mean == pytest.approx(sum(a - b for a, b in zip([0.9, 1.0, 0.8, 0.95, 0.85],
@@ -293,25 +310,29 @@ def test_every_macro_the_section_uses_is_generated(tiny_study, tmp_path) -> None
 
 
 def test_sentences_follow_the_data(tiny_study) -> None:
-    st = json.loads(json.dumps(tiny_study))
-    for r in st["records"]:
-        r.update(generalised=True, steps=100 + r["seed"] if r["lam"] else 500 + 7 * r["seed"], seconds=1.0 + r["seed"])
+    st = StudyResult.from_dict(json.loads(json.dumps(tiny_study.to_dict())))  # as read back from modadd.json
+    assert report.modadd_macros(st).items == report.modadd_macros(tiny_study).items
+    study = ma.ModularAddition(TINY)
+    for rec, r in zip(st.records, st.rows):
+        steps = 100 + r["seed"] if r["lam"] else 500 + 7 * r["seed"]
+        rec.update(generalised=True, steps=steps, seconds=1.0 + r["seed"])
+        r.update(steps=steps, seconds=1.0 + r["seed"])
         r["mi"] = 1.5 + 0.1 * r["seed"] if r["lam"] else 0.02 * r["seed"]
         r["mi_null"] = 0.05 + 0.01 * r["seed"]
-    st.update(ma.summarise_study(st["records"], st["lambdas"]))
+    st.summary = study.summarise(st)
     m = report.modadd_macros(st).items
     assert m["ModAddGeneralisedSentence"] == "All 4 runs reached test accuracy 0.99 within 100 steps."
     assert m["ModAddStepsSentence"].startswith("The clustered models need fewer steps than the unclustered ones")
     assert m["ModAddMiSentence"].startswith("The trained clusters of the clustered models say more about")
     assert m["ModAddMiNullSentenceClustered"].startswith("above its shuffled null")
     assert m["ModAddMiNullSentenceUnclustered"].startswith("not distinguishable from its shuffled null")
-    for r in st["records"]:  # swap the roles: now the unclustered models' clusters carry the bits
+    for r in st.rows:  # swap the roles: now the unclustered models' clusters carry the bits
         r["mi"] = 0.02 * r["seed"] if r["lam"] else 1.5 + 0.1 * r["seed"]
-    st.update(ma.summarise_study(st["records"], st["lambdas"]))
+    st.summary = study.summarise(st)
     assert report.modadd_macros(st).items["ModAddMiSentence"].startswith(
         "The trained clusters of the clustered models say less about")
     with pytest.raises(ValueError, match="one main_lambda"):
-        report.modadd_macros({**st, "lambdas": [0.0, 1.0, 2.0]})
+        report.modadd_macros(replace(st, records=[*st.records, {**st.records[0], "lam": 2.0}]))
 
 
 def test_figures_draw_from_the_study(tiny_study) -> None:
@@ -319,7 +340,7 @@ def test_figures_draw_from_the_study(tiny_study) -> None:
                 modadd_figures.ablation_figure(tiny_study)):
         assert len(fig.axes) >= 2
         matplotlib.pyplot.close(fig)
-    counts, left, keys = modadd_figures.ablation_tables(tiny_study["records"][0])
+    counts, left, keys = modadd_figures.ablation_tables(tiny_study.runs[0])
     assert counts.shape == left.shape == (TINY.n_clusters, len(keys))
     for fig in (modadd_figures.plotly_training(tiny_study), modadd_figures.plotly_summary(tiny_study),
                 modadd_figures.plotly_ablation(tiny_study)):

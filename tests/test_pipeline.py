@@ -325,8 +325,8 @@ def _extends_paper(tmp_path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("text, expected", [
     ("cnn:\n  datasets: [cifar]\n",
-     r"cnn\.datasets: CnnStudy\.datasets item must be one of \['mnist', 'fashion-mnist'\], got 'cifar'"),
-    ("cnn:\n  channels: [0, 16]\n", r"cnn\.channels: CnnStudy\.channels\[0\] must be an int >= 1, got 0"),
+     r"cnn\.datasets: CnnSettings\.datasets item must be one of \['mnist', 'fashion-mnist'\], got 'cifar'"),
+    ("cnn:\n  channels: [0, 16]\n", r"cnn\.channels: CnnSettings\.channels\[0\] must be an int >= 1, got 0"),
     ("modadd:\n  train_frac: 1.5\n", r"modadd\.train_frac: modadd train_frac must be a finite number in \(0, 1\), "
                                      r"got 1\.5"),
     ("seeds: []\n", r"seeds: MlpSettings\.seeds is empty: give at least one seed"),
@@ -338,7 +338,7 @@ def _extends_paper(tmp_path: Path, text: str) -> Path:
                              r"'cnn: \{null_draws: \.\.\.\}'\)"),
     ("cnn:\n  null_draw: 5\n", r"cnn\.null_draw: no such setting \(did you mean 'null_draws'\?\)"),
     ("cnn:\n  null_draws: 2.5\n", r"cnn\.null_draws: must be int \(notebooks/07_cnn\.ipynb: .*\); got float 2\.5"),
-    ("cnn: 5\n", r"cnn: must be a section of CnnStudy's settings"),
+    ("cnn: 5\n", r"cnn: must be a section of CnnSettings's settings"),
 ])
 def test_a_preset_with_a_bad_value_fails_the_check_before_anything_runs(tmp_path, text, expected):
     """Values, not only types: each of these used to pass the check and fail (or count a run
@@ -423,13 +423,13 @@ def test_a_notebook_run_by_hand_checks_its_values():
     with pytest.raises(PresetError) as info:
         check_parameters(ns, STUDIES.values())
     msg = str(info.value)
-    assert "seeds: MlpSettings.seeds lists 0 more than once" in msg and "cnn_channels: CnnStudy.channels[0]" in msg
+    assert "seeds: MlpSettings.seeds lists 0 more than once" in msg and "cnn_channels: CnnSettings.channels[0]" in msg
     assert "fc9" not in msg  # circuit_layers reads widths, which this notebook does not declare: the preset checks it
     check_parameters({"__annotations__": {"seeds": list[int]}, "seeds": [3, 4]}, STUDIES.values())
-    study = settings_from_parameters(cs.CnnStudy, {"cnn_seeds": [3], "cnn_null_draws": 2, "seeds": [0, 0]})
-    assert study.seeds == (3,) and study.null_draws == 2 and study.lambdas == cs.CnnStudy().lambdas
-    with pytest.raises(PresetError, match="cnn_seeds: CnnStudy.seeds is empty"):
-        settings_from_parameters(cs.CnnStudy, {"cnn_seeds": []})
+    study = settings_from_parameters(cs.CnnSettings, {"cnn_seeds": [3], "cnn_null_draws": 2, "seeds": [0, 0]})
+    assert study.seeds == (3,) and study.null_draws == 2 and study.lambdas == cs.CnnSettings().lambdas
+    with pytest.raises(PresetError, match="cnn_seeds: CnnSettings.seeds is empty"):
+        settings_from_parameters(cs.CnnSettings, {"cnn_seeds": []})
 
 
 def test_a_missing_preset_lists_the_presets(tmp_path):
@@ -503,7 +503,7 @@ def test_params_gives_a_notebooks_preset_values_for_papermill_by_hand(capsys) ->
     assert "the stages are 01_train" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("stem, name, cls", [("07_cnn", "study", "CnnStudy"), ("08_modadd", "config", "ModAddConfig")])
+@pytest.mark.parametrize("stem, name, cls", [("07_cnn", "study", "CnnSettings"), ("08_modadd", "config", "ModAddSettings")])
 def test_notebooks_07_and_08_build_their_settings_right_after_the_parameters(stem, name, cls):
     """The parameters cell, a preset's values as papermill injects them, then the cell after:
     the settings object holds the preset's values, and a bad one stops there."""

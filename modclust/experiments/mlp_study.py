@@ -1,8 +1,8 @@
 """Stages 1-6's settings: the MLP study's one home for its defaults, and their checks.
 
 A preset's top-level keys are the fields of :class:`MlpSettings` (its ``cnn:`` and ``modadd:``
-sections are :class:`modclust.experiments.cnn_study.CnnStudy` and
-:class:`modclust.experiments.modular_addition.ModAddConfig`). Each of notebooks 01-06 declares
+sections are :class:`modclust.experiments.cnn_study.CnnSettings` and
+:class:`modclust.experiments.modular_addition.ModAddSettings`). Each of notebooks 01-06 declares
 the fields it reads as parameters of the same names and defaults (a test keeps them equal).
 """
 

@@ -1,16 +1,19 @@
 """Stage 8: a one-layer transformer on modular addition, clustered against unclustered, read
 against its known mechanism (MLP neurons tuned to a few key Fourier frequencies).
 
-For each seed and each lambda (0, unclustered, and the clustered one) :func:`run_study` trains
-a :mod:`modclust.core.transformer` model until its test accuracy reaches ``stop_at`` (or
-``max_steps`` pass: such a run is flagged, never dropped) and analyses it with
-:mod:`modclust.analysis.fourier`. The seed fixes the model's initialisation and the train/test
-split, so the two lambdas of one seed start from the same model on the same data. Per run
-(:func:`analyse_run`, one flat JSON-ready record):
+The stage is a study (:mod:`modclust.experiments.study`): :class:`ModularAddition` trains, for
+each seed and each lambda (0, unclustered, and ``main_lambda``), a
+:mod:`modclust.core.transformer` model until its test accuracy reaches ``stop_at`` (or
+``max_steps`` pass: such a run is flagged, never dropped), and analyses every model with
+:mod:`modclust.analysis.fourier`. Its data is None: the seed fixes the model's initialisation
+and the train/test split, so the two lambdas of one seed start from the same model on the same
+data. The template (:func:`modclust.experiments.study.run_study`) runs it and returns its
+:class:`~modclust.experiments.study.StudyResult`:
 
-1. Training: steps and seconds to ``stop_at`` (None when never reached), final train and test
+1. Training (each run's record, ``records``; its scalars :data:`TRAINING_METRICS` also in
+   ``rows``): steps and seconds to ``stop_at`` (None when never reached), final train and test
    accuracy, C of W_in and W_out on the k equal neuron blocks, and the same at step 0 (the
-   untrained model: accuracy near 1/p, C near 1/k).
+   untrained model: accuracy near 1/p, C near 1/k), and the history of evaluations.
 2. Frequencies: each neuron's dominant frequency (:func:`~modclust.analysis.fourier.neuron_frequencies`),
    the model's key frequencies, the share of neurons a single frequency explains, and the share
    of the logits' power at the key frequencies; beside each, the untrained model of the same
@@ -28,11 +31,13 @@ split, so the two lambdas of one seed start from the same model on the same data
    Control: ``control_draws`` random neuron sets of each cluster's size per cluster (seeded),
    scored the same way.
 
-:func:`summarise_study` gives means with 95 % intervals over seeds per lambda
-(:func:`modclust.experiments.grid.summary_table`) and the comparisons the paper's sentences come
-from: each measure against its null or control by the 95 % interval of the per-run difference
-(:func:`modclust.core.stats.direction`). Clustered against unclustered models is compared in the
-paper, paired by seed (:mod:`modclust.paper.modadd_numbers`).
+2.-4. are each model's analyses (``runs``: details and scalars); their scalars
+:data:`ANALYSIS_METRICS` are its row. :meth:`ModularAddition.summarise` gives means with 95 %
+intervals over seeds per lambda (:func:`modclust.experiments.grid.summary_table`), each measure
+against its null or control by the 95 % interval of the per-run difference
+(:func:`modclust.experiments.study.against`) and the runs that did not generalise. Clustered
+against unclustered models is compared in the paper, paired by seed
+(:mod:`modclust.paper.modadd_numbers`).
 
 Measured on this project's 2-core CPU (2 threads, no other job running), p = 59, d_mlp = 256,
 half the pairs for training, stop at 0.99, seeds 0-4: lambda 0 got there in 600-1200 steps
@@ -49,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -64,18 +69,22 @@ from modclust.core.checks import (Problems, check_choice, check_distinct, check_
                                   check_ints, check_seeds)
 from modclust.core.model import SEED_MAX
 from modclust.core.progress import track
-from modclust.core.stats import Interval, direction, mean_ci
+from modclust.core.stats import Interval
 from modclust.core.transformer import (ModAddData, ModAddTransformer, TransformerRun, make_transformer,
                                        modular_addition_data, neuron_clusters, train_transformer)
 from modclust.experiments.grid import summary_table
+from modclust.experiments.study import Study, StudyResult, Trained, against, run_study
 
 SPECTRAL_WEIGHTS = ("mlp_in", "neuron_weights")
 """What spectral co-clustering reads: |W_in| (hidden neurons x residual dimensions), or each
 neuron's input and output weights side by side, |[W_in, W_out^T]| (d_mlp x 2 d_model)."""
 
-SUMMARY_METRICS = (
-    "steps", "seconds", "steps_trained", "train_acc", "test_acc", "c_in", "c_out", "init_test_acc", "init_c_in",
-    "init_c_out", "n_key", "explained_share", "mean_share", "untrained_n_key", "untrained_explained_share",
+TRAINING_METRICS = ("steps", "seconds", "steps_trained", "train_acc", "test_acc", "c_in", "c_out", "init_test_acc",
+                    "init_c_in", "init_c_out")
+"""The scalars of a run's training record (:func:`training_record`) summarised over seeds, in each row."""
+
+ANALYSIS_METRICS = (
+    "n_key", "explained_share", "mean_share", "untrained_n_key", "untrained_explained_share",
     "logit_key_share", "untrained_logit_key_share",
     "mi", "mi_null", "mi_z", "mi_norm", "mi_excess", "mi_max",
     "spectral_mi", "spectral_mi_null", "spectral_mi_z", "spectral_mi_norm", "spectral_mi_excess", "spectral_c",
@@ -84,7 +93,10 @@ SUMMARY_METRICS = (
     "abl_power_specificity", "abl_purity", "control_acc_after", "control_test_acc_after", "control_specificity",
     "control_power_specificity", "control_purity", "specificity_excess",
 )
-"""The per-run scalars :func:`summarise_study` summarises over seeds (None where undefined)."""
+"""The scalars of a model's analyses (:meth:`ModularAddition.analyse`), its row (None where undefined)."""
+
+SUMMARY_METRICS = TRAINING_METRICS + ANALYSIS_METRICS
+"""The per-run scalars summarised over seeds (:meth:`ModularAddition.summarise`): a row's."""
 
 AGAINST_NULL = {"mi": "mi_null", "spectral_mi": "spectral_mi_null", "abl_specificity": "control_specificity",
                 "abl_power_specificity": "control_power_specificity", "abl_purity": "control_purity",
@@ -93,7 +105,7 @@ AGAINST_NULL = {"mi": "mi_null", "spectral_mi": "spectral_mi_null", "abl_specifi
 
 
 @dataclass(frozen=True)
-class ModAddConfig:
+class ModAddSettings:
     """Stage 8's settings, one home for their defaults (the paper preset's values), checked on
     construction: every problem of the values in one :class:`~modclust.core.checks.SettingsError`.
 
@@ -206,24 +218,14 @@ class ModAddConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def check_study_lambdas(lambdas: Iterable[float]) -> list[float]:
-    """The study's lambdas, sorted and deduplicated: 0 (unclustered) and at least one positive value."""
-    lams = sorted({check_float("modadd lambda", v, 0.0, hint="the weight of clusterability in the loss")
-                   for v in lambdas})
-    if 0.0 not in lams or len(lams) < 2:
-        raise ValueError(f"the study compares clustered with unclustered runs: lambdas need 0 and a positive "
-                         f"value (modadd main_lambda > 0), got {lams}")
-    return lams
-
-
 # --- training -------------------------------------------------------------------------------
 
-def make_model(config: ModAddConfig, seed: int) -> ModAddTransformer:
+def make_model(config: ModAddSettings, seed: int) -> ModAddTransformer:
     """The seed's untrained transformer (also the trivial baseline of every measure)."""
     return make_transformer(config.p, seed, config.d_model, config.n_heads, config.d_mlp)
 
 
-def train_run(config: ModAddConfig, lam: float, seed: int, device: str | torch.device = "cpu") -> TransformerRun:
+def train_run(config: ModAddSettings, lam: float, seed: int, device: str | torch.device = "cpu") -> TransformerRun:
     """Train the seed's model on the seed's split at ``lam`` until it generalises or ``max_steps`` pass."""
     seed = check_int("seed", seed, 0, SEED_MAX)
     data = modular_addition_data(config.p, config.train_frac, seed, device=device)
@@ -246,7 +248,7 @@ def training_record(run: TransformerRun, stop_at: float) -> dict[str, Any]:
 
 # --- frequencies ----------------------------------------------------------------------------
 
-def frequencies_of(model: ModAddTransformer, config: ModAddConfig) -> NeuronFrequencies:
+def frequencies_of(model: ModAddTransformer, config: ModAddSettings) -> NeuronFrequencies:
     """Every hidden neuron's dominant frequency and the model's key frequencies, by the config's rule."""
     return neuron_frequencies(neuron_activations(model).cpu(), config.min_share, config.min_neurons)
 
@@ -257,7 +259,7 @@ def logit_key_share(model: ModAddTransformer, frequencies: Sequence[int]) -> flo
     return float(sum(float(shares[k - 1]) for k in frequencies))
 
 
-def frequency_record(model: ModAddTransformer, untrained: ModAddTransformer, config: ModAddConfig
+def frequency_record(model: ModAddTransformer, untrained: ModAddTransformer, config: ModAddSettings
                      ) -> tuple[NeuronFrequencies, dict[str, Any]]:
     """The trained model's frequencies, and a record of them beside the untrained model's.
 
@@ -424,39 +426,91 @@ def ablation_analysis(model: ModAddTransformer, data: ModAddData, clusters: Tens
     return out
 
 
-# --- one run, the study ---------------------------------------------------------------------
+# --- the study -----------------------------------------------------------------------------
 
-def analyse_run(run: TransformerRun, config: ModAddConfig, seed: int) -> dict[str, Any]:
-    """One flat JSON-ready record of a trained run: training, frequencies, MI, ablations (see the module doc).
+@dataclass
+class TrainedRun(Trained):
+    """One trained model of the grid and its record, with its
+    :class:`~modclust.core.transformer.TransformerRun`: the seed's data and the run's neuron
+    clusters, which the analyses read."""
 
-    Scalars sit at the top level (the names of :data:`SUMMARY_METRICS`; None where undefined);
-    the details under ``"history"``, ``"mi_detail"``, ``"spectral"`` and ``"ablation"``.
-    """
-    model = run.model
-    rec: dict[str, Any] = {"lam": float(run.lam), "seed": int(seed), **training_record(run, config.stop_at)}
-    untrained = make_model(config, seed).to(next(model.parameters()).device)
-    nf, freq = frequency_record(model, untrained, config)
-    rec.update(freq)
-    blocks = run.neuron_clusters
-    found, c_found = spectral_clusters(model, config.n_clusters, config.spectral_weights, seed)
-    both = (blocks >= 0) & (found >= 0)  # the trained blocks and the found clusters, scored on the same neurons
-    mi = mi_record(blocks, nf, config.null_draws, seed, among=both)
-    rec.update({"mi": mi["mi"], "mi_neurons": mi["n_neurons"], "mi_null": mi["null"], "mi_z": mi["z"],
-                "mi_norm": mi["norm"],
-                "mi_excess": mi["excess"], "mi_max": mi["max"], "mi_detail": mi,
-                "counts": frequency_counts(blocks, nf)})
-    smi = mi_record(found, nf, config.null_draws, seed, among=both)
-    rec.update({"spectral_mi": smi["mi"], "spectral_mi_null": smi["null"], "spectral_mi_z": smi["z"],
-                "spectral_mi_norm": smi["norm"], "spectral_mi_excess": smi["excess"], "spectral_c": c_found,
-                "spectral_k": int(found.max()) + 1,
-                "spectral": {"mi": smi, "labels": found.tolist(), "counts": frequency_counts(found, nf),
-                             "sizes": [int((found == c).sum()) for c in range(int(found.max()) + 1)]}})
-    abl = ablation_analysis(model, run.data, blocks, nf, config.control_draws, seed)
-    rec.update({k: v for k, v in abl.items() if k.startswith(("abl_", "control_"))})
-    spec, ctrl = rec["abl_specificity"], rec["control_specificity"]
-    rec["specificity_excess"] = None if spec is None or ctrl is None else spec - ctrl
-    rec["ablation"] = {k: abl[k] for k in ("frequencies", "clusters", "controls")}
-    return rec
+    run: TransformerRun = field(repr=False)
+
+
+class ModularAddition(Study[ModAddSettings, None, None]):
+    """Modular addition as a study (see the module doc): every seed at lambda 0 and at
+    ``main_lambda``, each run trained on its seed's own split (the study's data is None) on
+    ``device``; ``progress`` shows a bar over the training."""
+
+    name = "modular addition"
+    record_metrics = TRAINING_METRICS
+
+    def __init__(self, settings: ModAddSettings, device: str | torch.device = "cpu", progress: bool = False) -> None:
+        if not isinstance(settings, ModAddSettings):
+            raise TypeError(f"the modular-addition study takes ModAddSettings, got {type(settings).__name__}")
+        super().__init__(settings)
+        self.device = device
+        self.progress = progress
+
+    def train(self, data: None, prepared: None) -> list[Trained]:
+        """Every (lambda, seed) of the grid (:func:`train_run`), with its :func:`training_record`."""
+        s = self.settings
+        out: list[Trained] = []
+        for lam, seed in track(self.grid(), desc=f"{self.name}: training", disable=not self.progress):
+            run = train_run(s, lam, seed, self.device)
+            out.append(TrainedRun(run.model, {"lam": float(lam), "seed": int(seed),
+                                              **training_record(run, s.stop_at)}, run))
+        return out
+
+    def analyse(self, data: None, prepared: None, run: Trained) -> dict[str, Any]:
+        """Frequencies, MI, spectral clusters and ablations of one trained model (see the module doc).
+
+        Scalars sit at the top level (the names of :data:`ANALYSIS_METRICS`, None where
+        undefined, and ``mi_neurons``); the details under ``"key_frequencies"``, ``"mi_detail"``,
+        ``"counts"``, ``"spectral"`` and ``"ablation"``.
+        """
+        if not isinstance(run, TrainedRun):
+            raise TypeError(f"the modular-addition study analyses the runs its train gives, got {type(run).__name__}")
+        s, seed, model = self.settings, run.seed, run.model
+        untrained = make_model(s, seed).to(next(model.parameters()).device)
+        nf, rec = frequency_record(model, untrained, s)
+        blocks = run.run.neuron_clusters
+        found, c_found = spectral_clusters(model, s.n_clusters, s.spectral_weights, seed)
+        both = (blocks >= 0) & (found >= 0)  # the trained blocks and the found clusters, scored on the same neurons
+        mi = mi_record(blocks, nf, s.null_draws, seed, among=both)
+        rec.update({"mi": mi["mi"], "mi_neurons": mi["n_neurons"], "mi_null": mi["null"], "mi_z": mi["z"],
+                    "mi_norm": mi["norm"], "mi_excess": mi["excess"], "mi_max": mi["max"], "mi_detail": mi,
+                    "counts": frequency_counts(blocks, nf)})
+        smi = mi_record(found, nf, s.null_draws, seed, among=both)
+        rec.update({"spectral_mi": smi["mi"], "spectral_mi_null": smi["null"], "spectral_mi_z": smi["z"],
+                    "spectral_mi_norm": smi["norm"], "spectral_mi_excess": smi["excess"], "spectral_c": c_found,
+                    "spectral_k": int(found.max()) + 1,
+                    "spectral": {"mi": smi, "labels": found.tolist(), "counts": frequency_counts(found, nf),
+                                 "sizes": [int((found == c).sum()) for c in range(int(found.max()) + 1)]}})
+        abl = ablation_analysis(model, run.run.data, blocks, nf, s.control_draws, seed)
+        rec.update({k: v for k, v in abl.items() if k.startswith(("abl_", "control_"))})
+        spec, ctrl = rec["abl_specificity"], rec["control_specificity"]
+        rec["specificity_excess"] = None if spec is None or ctrl is None else spec - ctrl
+        rec["ablation"] = {k: abl[k] for k in ("frequencies", "clusters", "controls")}
+        return rec
+
+    def row(self, analysis: Mapping[str, Any]) -> dict[str, Any]:
+        """The analyses' scalars :data:`ANALYSIS_METRICS`."""
+        return {k: analysis[k] for k in ANALYSIS_METRICS}
+
+    def summarise(self, result: StudyResult) -> dict[str, Any]:
+        """``"runs"``: :func:`~modclust.experiments.grid.summary_table` of the rows'
+        :data:`SUMMARY_METRICS` by lambda. ``"against_null"``: per lambda and metric of
+        :data:`AGAINST_NULL`, the interval of the per-run difference to its null and its
+        :func:`~modclust.core.stats.direction` (:func:`~modclust.experiments.study.against`).
+        ``"generalised"``: per lambda, the runs and the seeds that did not reach ``stop_at``."""
+        generalised = {}
+        for lam in self.lambdas:
+            at = sorted((r for r in result.records if float(r["lam"]) == lam), key=lambda r: r["seed"])
+            generalised[str(lam)] = {"n_runs": len(at), "n_generalised": sum(bool(r["generalised"]) for r in at),
+                                     "failed_seeds": [r["seed"] for r in at if not r["generalised"]]}
+        return {"runs": summary_table(result.rows, SUMMARY_METRICS, by=("lam",)),
+                "against_null": against(result.rows, AGAINST_NULL, self.lambdas), "generalised": generalised}
 
 
 def shown(summary: Mapping[str, Any] | None, digits: int = 3) -> str:
@@ -466,81 +520,33 @@ def shown(summary: Mapping[str, Any] | None, digits: int = 3) -> str:
     return Interval(**summary).fmt(digits)
 
 
-def summary_row(study: Mapping[str, Any], lam: float) -> dict[str, Any]:
-    """The study's summary row (:func:`summarise_study`'s ``"summary"``) of lambda ``lam``."""
-    for row in study["summary"]:
+def summary_row(study: StudyResult, lam: float) -> dict[str, Any]:
+    """The study's summary row (its ``summary["runs"]``) of lambda ``lam``."""
+    for row in study.summary["runs"]:
         if float(row["lam"]) == float(lam):
             return row
-    raise ValueError(f"the study has no runs at lambda={lam}: its lambdas are {study['lambdas']}")
+    raise ValueError(f"the study has no runs at lambda={lam}: its lambdas are "
+                     f"{[row['lam'] for row in study.summary['runs']]}")
 
 
-def summarise_study(records: Sequence[Mapping[str, Any]], lambdas: Sequence[float]) -> dict[str, Any]:
-    """Summaries over seeds per lambda, the clustered-vs-unclustered comparisons and each measure against its null.
-
-    ``"summary"``: :func:`modclust.experiments.grid.summary_table` of :data:`SUMMARY_METRICS` by
-    lambda. ``"against_null"``: per
-    lambda and metric of :data:`AGAINST_NULL`, the interval of the per-run difference to its
-    null and its :func:`~modclust.core.stats.direction`. ``"generalised"``: per lambda, the runs
-    and the seeds that did not reach ``stop_at``.
-    """
-    lams = check_study_lambdas(lambdas)
-    by_lam = {lam: sorted((r for r in records if float(r["lam"]) == lam), key=lambda r: r["seed"]) for lam in lams}
-    out: dict[str, Any] = {"summary": summary_table(list(records), SUMMARY_METRICS, by=("lam",)),
-                           "against_null": {}, "generalised": {}}
-
-    for lam, rows in by_lam.items():
-        out["generalised"][str(lam)] = {"n_runs": len(rows), "n_generalised": sum(bool(r["generalised"]) for r in rows),
-                                        "failed_seeds": [r["seed"] for r in rows if not r["generalised"]]}
-        nulls = {}
-        for key, base in AGAINST_NULL.items():
-            diffs = [float(r[key]) - float(r[base]) for r in rows if r.get(key) is not None and r.get(base) is not None]
-            iv = mean_ci(diffs) if diffs else None
-            nulls[key] = {"null": base, "n": len(diffs), "difference": None if iv is None else iv.to_dict(),
-                          "direction": "indistinguishable" if iv is None else direction(iv)}
-        out["against_null"][str(lam)] = nulls
-    return out
+def other_moduli(settings: ModAddSettings, device: str | torch.device = "cpu", progress: bool = True
+                 ) -> dict[str, StudyResult]:
+    """The whole study again at each modulus of ``settings.moduli`` (the rest of ``settings``
+    kept): whether what one modulus shows holds at another. ``{str(p): its result}``."""
+    return {str(p): run_study(ModularAddition(replace(settings, p=p, moduli=()), device, progress), None, progress)
+            for p in settings.moduli}
 
 
-def run_study(config: ModAddConfig, seeds: Sequence[int], lambdas: Sequence[float],
-              device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Train and analyse every (lambda, seed), then summarise: the stage's whole result, JSON-ready.
-
-    Returns ``"config"``, ``"seeds"``, ``"lambdas"``, ``"records"`` (one :func:`analyse_run` each,
-    lambda-major) and the keys of :func:`summarise_study`.
-    """
-    lams = check_study_lambdas(lambdas)
-    seeds = list(dict.fromkeys(check_ints("modadd seeds", seeds, 0, SEED_MAX, min_length=1)))
-    jobs = [(lam, s) for lam in lams for s in seeds]
-    records = []
-    for lam, seed in track(jobs, desc="modular addition: train and analyse", disable=not progress):
-        run = train_run(config, lam, seed, device)
-        records.append(analyse_run(run, config, seed))
-    return {"config": config.to_dict(), "seeds": seeds, "lambdas": lams, "records": records,
-            **summarise_study(records, lams)}
-
-
-def other_moduli(config: ModAddConfig, moduli: Sequence[int], seeds: Sequence[int], lambdas: Sequence[float],
-                 device: str | torch.device = "cpu", progress: bool = True) -> dict[str, dict[str, Any]]:
-    """The whole study again at each modulus of ``moduli`` (the rest of ``config`` kept): whether
-    what one modulus shows holds at another. ``{str(p): run_study(...)}``; a modulus equal to
-    ``config.p`` or given twice is an error, not a second count of the same runs."""
-    ps = check_ints("modadd moduli", moduli, 3, min_length=0)
-    if len(set(ps)) != len(ps) or config.p in ps:
-        raise ValueError(f"modadd moduli must be distinct and differ from modadd p ({config.p}), got {list(ps)}")
-    return {str(p): run_study(replace(config, p=p, moduli=()), seeds, lambdas, device, progress) for p in ps}
-
-
-def modulus_row(study: Mapping[str, Any]) -> dict[str, Any]:
-    """One modulus's key numbers, paired by seed (clustered lambda against 0): runs generalised,
-    key frequencies, and the MI of the clustered models' trained clusters and
-    of the unclustered models' clusters found after training."""
-    lam = max(float(v) for v in study["lambdas"])
-    by = {(float(r["lam"]), int(r["seed"])): r for r in study["records"]}
-    seeds = [int(s) for s in study["seeds"]]
+def modulus_row(study: StudyResult) -> dict[str, Any]:
+    """One modulus's key numbers, paired by seed (clustered lambda against 0; nan where
+    undefined): runs generalised, key frequencies, and the MI of the clustered models' trained
+    clusters and of the unclustered models' clusters found after training."""
+    lam, seeds = float(study.study["main_lambda"]), [int(s) for s in study.study["seeds"]]
 
     def vals(v: float, key: str) -> list[float]:
-        return [float(by[v, s][key]) if by[v, s].get(key) is not None else math.nan for s in seeds]
-    return {"p": int(study["config"]["p"]), "lam": lam, "seeds": seeds,
-            "generalised": sum(bool(r["generalised"]) for r in study["records"]), "runs": len(study["records"]),
+        got = study.values(key, v)
+        return [got.get(s, math.nan) for s in seeds]
+    return {"p": int(study.study["p"]), "lam": lam, "seeds": seeds,
+            "generalised": sum(bool(r["generalised"]) for r in study.records), "runs": len(study.records),
             "n_key": {"unclustered": vals(0.0, "n_key"), "clustered": vals(lam, "n_key")},
             "mi_trained": vals(lam, "mi"), "mi_spectral_unclustered": vals(0.0, "spectral_mi")}

@@ -1,6 +1,6 @@
 """The figures of the paper's section "A convolutional network", from ``cnn.json`` (stage 7).
 
-Each takes what :func:`modclust.experiments.cnn_study.run_study` returns for every dataset and
+Each takes what :func:`modclust.experiments.classifier.run_datasets` returns for every dataset and
 draws means with 95 % intervals over seeds: :func:`tradeoff_figure` (accuracy and C against
 lambda), :func:`ablation_figure` (each cluster OFF and ON) and :func:`circuit_figure` (each
 label's circuit against a random mask of its size). The section's numbers are in

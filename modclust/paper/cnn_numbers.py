@@ -1,8 +1,8 @@
 """The paper's section "A convolutional network": its macros, tables and figures, from ``cnn.json``.
 
 ``cnn.json`` is what stage 7 (``notebooks/07_cnn.ipynb``) writes:
-:func:`modclust.experiments.cnn_study.run_study`, one result per dataset. :func:`cnn_macros`
-turns it into LaTeX macros, every name prefixed ``Cnn`` (letters only), and
+:func:`modclust.experiments.classifier.run_datasets` of the CNN's study
+(:class:`modclust.experiments.cnn_study.Cnn`), one result per dataset. :func:`cnn_macros` turns it into LaTeX macros, every name prefixed ``Cnn`` (letters only), and
 :func:`write_cnn_numbers` writes them to ``generated/cnn.tex``:
 
 - per dataset ``D`` (``Mnist``, ``Fashion``; :func:`dataset_word`), numbers as ``mean ± 95 %
@@ -28,7 +28,8 @@ from typing import Any
 from modclust.core.stats import Interval
 from modclust.paper.claims import ALPHA, DECLARED, Verdict, Wording, not_measured, record
 from modclust.paper.latex import Macros, count_noun, letters, num, p_text, pm, pm_values, tex_escape, write_macros
-from modclust.paper.numbers import by_seed, paired, paired_values
+from modclust.experiments.study import seed_column, seed_values
+from modclust.paper.numbers import paired, paired_values
 
 CNN_SOURCE = "notebooks/07_cnn.ipynb"  # writes cnn.tex (cnn_macros)
 
@@ -48,12 +49,6 @@ def dataset_word(name: str) -> tuple[str, str]:
         return DATASET_NAMES[name]
     word = "".join(letters(int(p)) if p.isdigit() else p.capitalize() for p in re.findall(r"[A-Za-z]+|[0-9]+", name))
     return word, name
-
-
-def seed_column(rows: Sequence[Mapping[str, Any]], key: str, lam: float | None = None) -> list[float]:
-    """The seeds' values of ``key`` (at ``lam``), in seed order; undefined ones (None, nan) left out."""
-    picked = sorted((r for r in rows if lam is None or float(r["lam"]) == lam), key=lambda r: r["seed"])
-    return [float(r[key]) for r in picked if r.get(key) is not None and r[key] == r[key]]
 
 
 def _pct(values: Sequence[float], digits: int = 1) -> str:
@@ -81,17 +76,13 @@ def cnn_verdicts(res: Mapping[str, Any]) -> dict[str, Verdict]:
     out = {}
     plain = Wording("", "", "", "", "")
     for key, *_ in MEASURES:
-        a, b = by_seed(_defined(rows, key), key, main), by_seed(_defined(rows, key), key, 0.0)
+        a, b = seed_values(rows, key, main), seed_values(rows, key, 0.0)
         if len(set(a) & set(b)) >= 2:
             out[key] = paired(a, b, plain)
-        u = by_seed(_defined(un, key), key, 0.0)
+        u = seed_values(un, key, 0.0)
         if len(set(b) & set(u)) >= 2:
             out[f"untrained:{key}"] = paired(b, u, plain)
     return out
-
-
-def _defined(rows: Sequence[Mapping[str, Any]], key: str) -> list[Mapping[str, Any]]:
-    return [r for r in rows if r.get(key) is not None and r[key] == r[key]]
 
 
 PRIMARY_STEMS = {"test_acc": "CnnAcc", "circuit_size": "CnnCircuit"}
@@ -115,8 +106,8 @@ def primary_records(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 continue
             res = results["results"][name]
             main = float(res["study"]["main_lambda"])
-            picked = _defined(res[rows], key)
-            out.append(record(claim, *paired_values(by_seed(picked, key, main), by_seed(picked, key, 0.0))))
+            out.append(record(claim, *paired_values(seed_values(res[rows], key, main),
+                                                    seed_values(res[rows], key, 0.0))))
     return out
 
 
@@ -262,7 +253,7 @@ def _constant_sentence(res: Mapping[str, Any], main: float) -> str:
 
 
 def cnn_macros(results: Mapping[str, Any]) -> dict[str, str]:
-    """Every macro of the CNN section (name -> LaTeX), from ``cnn.json`` (``run_study``'s result)."""
+    """Every macro of the CNN section (name -> LaTeX), from ``cnn.json`` (``run_datasets``' result)."""
     names = list(results["datasets"])
     if not names:
         raise ValueError("cnn.json holds no dataset: run notebooks/07_cnn.ipynb with cnn_datasets")

@@ -1,6 +1,8 @@
 """The figures of the paper's modular-addition section, from the result of stage 8.
 
-Each takes what :func:`modclust.experiments.modular_addition.run_study` returns:
+Each takes what the template's run of
+:class:`~modclust.experiments.modular_addition.ModularAddition` returns (a
+:class:`~modclust.experiments.study.StudyResult`):
 :func:`training_figure` (test accuracy and the blocks' C over training), :func:`summary_figure`
 (MI and ablation specificity per model, against their nulls) and :func:`ablation_figure` (the
 clusters' ablation by frequency), each with a plotly twin for the notebook. The section's
@@ -18,24 +20,31 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from modclust.core.stats import mean_ci
+from modclust.experiments.study import StudyResult, seed_column
 from modclust.paper.figures import MODEL_COLORS, lambda_label, mean_and_half
-from modclust.paper.modadd_numbers import clustered_lambda, values
+from modclust.paper.modadd_numbers import clustered_lambda
 
 
 def _color(lam: float) -> str:
     return MODEL_COLORS["unclustered" if lam == 0 else "clustered"]
 
 
-def _runs(study: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return sorted(study["records"], key=lambda r: (r["lam"], r["seed"]))
+def _records(study: StudyResult) -> list[Mapping[str, Any]]:
+    """Every run's training record (its history), by lambda and seed."""
+    return sorted(study.records, key=lambda r: (r["lam"], r["seed"]))
 
 
-def training_figure(study: Mapping[str, Any]) -> plt.Figure:
+def _run(study: StudyResult, lam: float, seed: int) -> Mapping[str, Any]:
+    """The analyses of the model at ``lam`` and ``seed``."""
+    return next(r for r in study.runs if float(r["lam"]) == lam and r["seed"] == seed)
+
+
+def training_figure(study: StudyResult) -> plt.Figure:
     """Test accuracy and C(W_in) against training step, one line per run, coloured by lambda."""
-    stop = study["config"]["stop_at"]
+    stop = study.study["stop_at"]
     fig, axes = plt.subplots(1, 2, figsize=(6.5, 2.3))
     seen: set[float] = set()
-    for r in _runs(study):
+    for r in _records(study):
         h, lam = r["history"], float(r["lam"])
         label = None if lam in seen else lambda_label(lam)
         seen.add(lam)
@@ -61,7 +70,7 @@ def _dots(ax: plt.Axes, x: float, vals: Sequence[float], color: str, marker: str
                 markersize=4)
 
 
-def summary_figure(study: Mapping[str, Any]) -> plt.Figure:
+def summary_figure(study: StudyResult) -> plt.Figure:
     """MI(cluster, frequency) against its shuffled null (left) and ablation specificity against
     random neuron sets (right), per model; dots are runs, markers means with 95 % intervals."""
     lam = clustered_lambda(study)
@@ -70,15 +79,15 @@ def summary_figure(study: Mapping[str, Any]) -> plt.Figure:
     groups = [("blocks", 0.0, "mi", "mi_null"), ("spectral", 0.0, "spectral_mi", "spectral_mi_null"),
               ("trained", lam, "mi", "mi_null")]
     for i, (name, v, key, null) in enumerate(groups):
-        _dots(ax_mi, i - 0.15, values(study, v, key), _color(v))
-        _dots(ax_mi, i + 0.15, values(study, v, null), "#888888", "s")
+        _dots(ax_mi, i - 0.15, seed_column(study.rows, key, v), _color(v))
+        _dots(ax_mi, i + 0.15, seed_column(study.rows, null, v), "#888888", "s")
     ax_mi.set_xticks(range(len(groups)), [f"{n}\n{'λ=0' if v == 0 else f'λ={v:g}'}" for n, v, _, _ in groups])
     ax_mi.set_ylabel("MI(cluster, frequency), bits")
     ax_mi.scatter([], [], color="#888888", marker="s", s=8, label="shuffled null")
     ax_mi.legend(loc="upper left")
     for i, v in enumerate((0.0, lam)):
-        _dots(ax_sp, i - 0.15, values(study, v, "abl_specificity"), _color(v))
-        _dots(ax_sp, i + 0.15, values(study, v, "control_specificity"), "#888888", "s")
+        _dots(ax_sp, i - 0.15, seed_column(study.rows, "abl_specificity", v), _color(v))
+        _dots(ax_sp, i + 0.15, seed_column(study.rows, "control_specificity", v), "#888888", "s")
     ax_sp.set_xticks(range(2), ["equal blocks\nλ=0", f"trained clusters\nλ={lam:g}"])
     ax_sp.set_ylabel("ablation specificity")
     ax_sp.set_ylim(0, 1.03)
@@ -89,24 +98,24 @@ def summary_figure(study: Mapping[str, Any]) -> plt.Figure:
     return fig
 
 
-def ablation_tables(record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """One run's (k, n_key) explained-neuron counts per (cluster, key frequency), the logits'
-    remaining rms at each key frequency with each cluster ablated (after / before), and the key frequencies."""
-    counts = np.asarray(record["counts"], dtype=float).reshape(len(record["ablation"]["clusters"]), -1)
+def ablation_tables(run: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """One model's (k, n_key) explained-neuron counts per (cluster, key frequency), the logits'
+    remaining rms at each key frequency with each cluster ablated (after / before), and the key
+    frequencies; ``run`` is its analyses (an entry of the study's ``runs``)."""
+    counts = np.asarray(run["counts"], dtype=float).reshape(len(run["ablation"]["clusters"]), -1)
     left = np.array([[a / b if b > 0 else np.nan for a, b in zip(c["logit_rms_after"], c["logit_rms_before"])]
-                     for c in record["ablation"]["clusters"]], dtype=float).reshape(counts.shape)
-    return counts, left, list(record["key_frequencies"])
+                     for c in run["ablation"]["clusters"]], dtype=float).reshape(counts.shape)
+    return counts, left, list(run["key_frequencies"])
 
 
-def ablation_figure(study: Mapping[str, Any], seed: int | None = None) -> plt.Figure:
+def ablation_figure(study: StudyResult, seed: int | None = None) -> plt.Figure:
     """For one seed (default the first), unclustered and clustered: neurons per (cluster, key
     frequency), and the share of the logits' rms left at each key frequency with each cluster ablated."""
     lam = clustered_lambda(study)
-    seed = study["seeds"][0] if seed is None else seed
+    seed = study.study["seeds"][0] if seed is None else seed
     fig, axes = plt.subplots(2, 2, figsize=(6.5, 3.6), squeeze=False)
     for row, v in enumerate((0.0, lam)):
-        rec = next(r for r in study["records"] if float(r["lam"]) == v and r["seed"] == seed)
-        counts, left, keys = ablation_tables(rec)
+        counts, left, keys = ablation_tables(_run(study, v, seed))
         k = counts.shape[0]
         for col, (mat, title, cmap, vmax) in enumerate(((counts, "explained neurons", "Blues", None),
                                                        (left, "logit rms left (after / before)", "magma", 1.0))):
@@ -127,11 +136,11 @@ def ablation_figure(study: Mapping[str, Any], seed: int | None = None) -> plt.Fi
     return fig
 
 
-def plotly_training(study: Mapping[str, Any]) -> go.Figure:
+def plotly_training(study: StudyResult) -> go.Figure:
     """Interactive :func:`training_figure` (hover: lambda and seed)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=["test accuracy", "C(W_in)"])
     seen: set[float] = set()
-    for r in _runs(study):
+    for r in _records(study):
         h, lam = r["history"], float(r["lam"])
         for col, key in ((1, "test_acc"), (2, "c_in")):
             fig.add_trace(go.Scatter(x=h["step"], y=h[key], mode="lines", line={"color": _color(lam)},
@@ -144,7 +153,7 @@ def plotly_training(study: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
-def plotly_summary(study: Mapping[str, Any]) -> go.Figure:
+def plotly_summary(study: StudyResult) -> go.Figure:
     """Interactive :func:`summary_figure`: means with 95 % intervals, beside their nulls."""
     lam = clustered_lambda(study)
     fig = make_subplots(rows=1, cols=2, subplot_titles=["MI(cluster, dominant frequency), bits",
@@ -155,7 +164,8 @@ def plotly_summary(study: Mapping[str, Any]) -> go.Figure:
                  (f"trained λ={lam:g}", lam, "abl_specificity", "control_specificity")]
     for col, groups, null_name in ((1, mi_groups, "shuffled null"), (2, sp_groups, "random neuron sets")):
         for which, name in ((2, "model"), (3, null_name)):
-            iv = [mean_ci(values(study, g[1], g[which])) if values(study, g[1], g[which]) else None for g in groups]
+            cols = [seed_column(study.rows, g[which], g[1]) for g in groups]
+            iv = [mean_ci(col) if col else None for col in cols]
             fig.add_trace(go.Bar(x=[g[0] for g in groups], y=[i.mean if i else None for i in iv], name=name,
                                  legendgroup=name, showlegend=col == 1 or which == 3,
                                  error_y={"type": "data", "array": [(i.hi - i.lo) / 2 if i and i.n > 1 else 0
@@ -165,15 +175,14 @@ def plotly_summary(study: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
-def plotly_ablation(study: Mapping[str, Any], seed: int | None = None) -> go.Figure:
+def plotly_ablation(study: StudyResult, seed: int | None = None) -> go.Figure:
     """Interactive :func:`ablation_figure`."""
     lam = clustered_lambda(study)
-    seed = study["seeds"][0] if seed is None else seed
+    seed = study.study["seeds"][0] if seed is None else seed
     titles = [f"{lambda_label(v)}: {t}" for v in (0.0, lam) for t in ("explained neurons", "logit rms left")]
     fig = make_subplots(rows=2, cols=2, subplot_titles=titles)
     for row, v in enumerate((0.0, lam), start=1):
-        rec = next(r for r in study["records"] if float(r["lam"]) == v and r["seed"] == seed)
-        counts, left, keys = ablation_tables(rec)
+        counts, left, keys = ablation_tables(_run(study, v, seed))
         ys = [f"cluster {c + 1}" for c in range(counts.shape[0])]
         xs = [str(f) for f in keys]
         fig.add_trace(go.Heatmap(z=counts, x=xs, y=ys, colorscale="Blues", showscale=False), row=row, col=1)

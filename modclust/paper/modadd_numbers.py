@@ -1,8 +1,11 @@
 """The paper's numbers, sentences and figures for the modular-addition stage (notebooks/08_modadd.ipynb).
 
-:func:`modadd_macros` turns the stage's result (:func:`modclust.experiments.modular_addition.run_study`)
-into LaTeX macros, every name prefixed ``ModAdd`` (letters only): numbers as means with 95 %
-half-widths over seeds, and every sentence whose direction depends on the data given by a
+:func:`modadd_macros` turns the stage's result (the template's run of
+:class:`~modclust.experiments.modular_addition.ModularAddition`,
+a :class:`~modclust.experiments.study.StudyResult`; ``modadd.json`` read back with
+:meth:`~modclust.experiments.study.StudyResult.from_dict`) into LaTeX macros, every name prefixed
+``ModAdd`` (letters only): numbers as means with 95 % half-widths over seeds (the scalars of its
+``rows``), and every sentence whose direction depends on the data given by a
 :class:`modclust.paper.claims.Verdict`: the clustered models against the unclustered ones paired by
 seed (the trained clusters' MI is a declared primary comparison, :func:`primary_records`; the rest
 is exploratory and says so), or a measure against its shuffled null, random control or untrained
@@ -21,6 +24,7 @@ from typing import Any
 
 from modclust.core.stats import Contrast, Interval, contrast
 from modclust.experiments.modular_addition import modulus_row
+from modclust.experiments.study import StudyResult, seed_column
 from modclust.paper.latex import Macros, count_noun, num, pm, pm_values, table, write_macros
 from modclust.paper.claims import Verdict, Wording, record
 from modclust.paper.numbers import paired, paired_values
@@ -33,49 +37,42 @@ SPECTRAL_TEXT = {"mlp_in": "$|W_{\\mathrm{in}}|$",
 
 # -- reading the study -------------------------------------------------------------------------
 
-def clustered_lambda(study: Mapping[str, Any]) -> float:
-    """The study's one clustered lambda (the stage compares it with lambda = 0)."""
-    positive = [float(v) for v in study["lambdas"] if float(v) > 0]
-    if len(positive) != 1:
-        raise ValueError(f"the modular-addition macros compare one clustered lambda with 0, got lambdas "
-                         f"{study['lambdas']}: run the stage with one main_lambda (the preset's modadd: section)")
-    return positive[0]
-
-
-def values(study: Mapping[str, Any], lam: float, key: str) -> list[float]:
-    """The seeds' values of ``key`` at ``lam`` (seed order), undefined ones (None, nan) left out."""
-    rows = sorted((r for r in study["records"] if float(r["lam"]) == lam), key=lambda r: r["seed"])
-    return [float(r[key]) for r in rows if r.get(key) is not None and r[key] == r[key]]
+def clustered_lambda(study: StudyResult) -> float:
+    """The study's clustered lambda, its ``main_lambda`` (the stage compares it with lambda = 0)."""
+    lam = float(study.study["main_lambda"])
+    got = sorted({float(r["lam"]) for r in study.records})
+    if got != [0.0, lam]:
+        raise ValueError(f"the modular-addition macros compare one clustered lambda ({lam:g}) with 0, got runs at "
+                         f"lambdas {got}: run the stage with one main_lambda (the preset's modadd: section)")
+    return lam
 
 
 def _pct(vals: Sequence[float], digits: int = 1) -> str:
     return pm_values([100 * v for v in vals], digits) + "\\,\\%" if vals else "n/a"
 
 
-def seed_values(study: Mapping[str, Any], lam: float, key: str) -> dict[int, float]:
-    """Each seed's value of ``key`` at ``lam`` (nan where undefined)."""
-    return {int(r["seed"]): (float(r[key]) if r.get(key) is not None else math.nan)
-            for r in study["records"] if float(r["lam"]) == lam}
+def _every(study: StudyResult, key: str) -> list[float]:
+    """``key`` of every run (the rows, in the grid's order)."""
+    return [float(r[key]) for r in study.rows]
 
 
-def clustered_contrast(study: Mapping[str, Any], key: str, other: str | None = None) -> Contrast | None:
+def clustered_contrast(study: StudyResult, key: str, other: str | None = None) -> Contrast | None:
     """The clustered models' ``key`` against the unclustered ones' ``other`` (default ``key``), paired
     by seed with undefined pairs dropped (:func:`modclust.core.stats.contrast`); None with fewer than
     two pairs. What the notebook prints; the paper's sentences are :class:`~modclust.paper.claims.Verdict`."""
-    xs, ys = paired_values(seed_values(study, clustered_lambda(study), key), seed_values(study, 0.0, other or key))
-    pairs = [(x, y) for x, y in zip(xs, ys) if x == x and y == y]
-    if len(pairs) < 2:
+    xs, ys = paired_values(study.values(key, clustered_lambda(study)), study.values(other or key, 0.0))
+    if len(xs) < 2:
         return None
     with warnings.catch_warnings():  # scipy warns of precision loss on (nearly) equal samples
         warnings.simplefilter("ignore", RuntimeWarning)
-        return contrast([x for x, _ in pairs], [y for _, y in pairs], "paired")
+        return contrast(xs, ys, "paired")
 
 
-def _sentence(study: Mapping[str, Any], a: tuple[float, str], b: tuple[float, str], wording: Wording) -> str:
-    """The exploratory verdict's sentence for ``key`` at lambda ``a`` against ``b`` (each a
-    (lambda, key) pair), paired by seed; or a plain statement that they cannot be compared."""
-    xs, ys = seed_values(study, *a), seed_values(study, *b)
-    if sum(xs[s] == xs[s] and ys[s] == ys[s] for s in set(xs) & set(ys)) < 2:
+def _sentence(study: StudyResult, key: str, wording: Wording) -> str:
+    """The exploratory verdict's sentence for ``key``, the clustered models against the
+    unclustered ones paired by seed; or a plain statement that they cannot be compared."""
+    xs, ys = study.values(key, clustered_lambda(study)), study.values(key, 0.0)
+    if len(set(xs) & set(ys)) < 2:
         return (f"{wording.subject} and {wording.other} cannot be compared by {wording.quantity}: fewer than two "
                 "seeds have it defined in both.")
     with warnings.catch_warnings():  # scipy warns of precision loss on (nearly) equal samples
@@ -83,15 +80,15 @@ def _sentence(study: Mapping[str, Any], a: tuple[float, str], b: tuple[float, st
         return paired(xs, ys, wording).sentence()
 
 
-def primary_records(study: Mapping[str, Any]) -> list[dict[str, Any]]:
+def primary_records(study: StudyResult) -> list[dict[str, Any]]:
     """The declared primary comparison of this section (``ModaddMi``): the MI of the clustered
     models' trained clusters against that of the clusters found after training in the unclustered
     models, paired by seed."""
     lam = clustered_lambda(study)
-    return [record("ModaddMi", *paired_values(seed_values(study, lam, "mi"), seed_values(study, 0.0, "spectral_mi")))]
+    return [record("ModaddMi", *paired_values(study.values("mi", lam), study.values("spectral_mi", 0.0)))]
 
 
-def _null_sentence(study: Mapping[str, Any], lam: float, key: str, words: Mapping[str, str], what: str,
+def _null_sentence(study: StudyResult, lam: float, key: str, words: Mapping[str, str], what: str,
                    digits: int = 2, unit: str = "", scale: float = 1.0) -> str:
     """``words[direction]`` for the per-run difference of ``key`` to its null, then that difference's interval.
 
@@ -99,7 +96,7 @@ def _null_sentence(study: Mapping[str, Any], lam: float, key: str, words: Mappin
     seeds (the study's ``"against_null"``); ``words`` maps each direction to a phrase such as
     "above its shuffled null".
     """
-    entry = study["against_null"][str(lam)][key]
+    entry = study.summary["against_null"][str(lam)][key]
     if entry["difference"] is None:
         return f"{words['indistinguishable']} (undefined for every run)"
     iv = Interval(**entry["difference"])
@@ -107,16 +104,16 @@ def _null_sentence(study: Mapping[str, Any], lam: float, key: str, words: Mappin
     return f"{words[entry['direction']]} ({what} {pm(iv, digits, scale)}{unit}, {seeds})"
 
 
-def _freq_list(study: Mapping[str, Any], lam: float) -> str:
-    rows = sorted((r for r in study["records"] if float(r["lam"]) == lam), key=lambda r: r["seed"])
+def _freq_list(study: StudyResult, lam: float) -> str:
+    rows = sorted((r for r in study.runs if float(r["lam"]) == lam), key=lambda r: r["seed"])
     return "; ".join("\\{" + ", ".join(str(k) for k in r["key_frequencies"]) + "\\}" if r["key_frequencies"]
                      else "none" for r in rows)
 
 
 # -- macros -----------------------------------------------------------------------------------
 
-def _setup_macros(m: Macros, study: Mapping[str, Any], lam: float) -> None:
-    cfg = study["config"]
+def _setup_macros(m: Macros, study: StudyResult, lam: float) -> None:
+    cfg = study.study
     p = int(cfg["p"])
     m.add("ModAddP", p)
     m.add("ModAddNFreq", (p - 1) // 2)
@@ -129,7 +126,7 @@ def _setup_macros(m: Macros, study: Mapping[str, Any], lam: float) -> None:
     m.add("ModAddK", cfg["n_clusters"])
     m.add("ModAddBlockSize", cfg["d_mlp"] // cfg["n_clusters"])
     m.add("ModAddLambda", f"{lam:g}")
-    m.add("ModAddSeeds", len(study["seeds"]))
+    m.add("ModAddSeeds", len(cfg["seeds"]))
     m.add("ModAddStopAt", f"{cfg['stop_at']:g}")
     m.add("ModAddStepsAfter", cfg.get("steps_after", 0))
     m.add("ModAddMaxSteps", cfg["max_steps"])
@@ -145,10 +142,10 @@ def _setup_macros(m: Macros, study: Mapping[str, Any], lam: float) -> None:
     m.add("ModAddMaxMi", num(math.log2(cfg["n_clusters"]), 2))
 
 
-def generalised_sentence(study: Mapping[str, Any], lam: float) -> str:
+def generalised_sentence(study: StudyResult, lam: float) -> str:
     """How many runs reached the stop accuracy, and which did not (never hidden)."""
-    cfg = study["config"]
-    gen = study["generalised"]
+    cfg = study.study
+    gen = study.summary["generalised"]
     n_runs = sum(g["n_runs"] for g in gen.values())
     n_ok = sum(g["n_generalised"] for g in gen.values())
     goal = f"test accuracy {cfg['stop_at']:g} within {cfg['max_steps']} steps"
@@ -165,22 +162,21 @@ def generalised_sentence(study: Mapping[str, Any], lam: float) -> str:
             "count only the runs that got there.")
 
 
-def modadd_macros(study: Mapping[str, Any]) -> Macros:
+def modadd_macros(study: StudyResult) -> Macros:
     """Every number and data-dependent sentence of the section "Modular addition" (names ``ModAdd...``)."""
     lam = clustered_lambda(study)
     m = Macros(source=MODADD_SOURCE)
     _setup_macros(m, study, lam)
     lams = {"Unclustered": 0.0, "Clustered": lam}
-    everything = list(study["records"])
     m.add("ModAddGeneralisedSentence", generalised_sentence(study, lam))
-    m.add("ModAddNGeneralised", sum(bool(r["generalised"]) for r in everything))
-    m.add("ModAddNRuns", len(everything))
-    m.add("ModAddInitAcc", _pct([float(r["init_test_acc"]) for r in everything]))
-    m.add("ModAddInitC", pm_values([float(r[k]) for r in everything for k in ("init_c_in", "init_c_out")]))
-    m.add("ModAddUntrainedExplained", _pct([float(r["untrained_explained_share"]) for r in everything]))
-    m.add("ModAddUntrainedNKey", pm_values([float(r["untrained_n_key"]) for r in everything], 1))
+    m.add("ModAddNGeneralised", sum(bool(r["generalised"]) for r in study.records))
+    m.add("ModAddNRuns", len(study.records))
+    m.add("ModAddInitAcc", _pct(_every(study, "init_test_acc")))
+    m.add("ModAddInitC", pm_values([float(r[k]) for r in study.rows for k in ("init_c_in", "init_c_out")]))
+    m.add("ModAddUntrainedExplained", _pct(_every(study, "untrained_explained_share")))
+    m.add("ModAddUntrainedNKey", pm_values(_every(study, "untrained_n_key"), 1))
     for tag, v in lams.items():
-        col = lambda key: values(study, v, key)  # noqa: E731
+        col = lambda key: seed_column(study.rows, key, v)  # noqa: E731
         m.add(f"ModAddSteps{tag}", pm_values(col("steps"), 0))
         m.add(f"ModAddSeconds{tag}", pm_values(col("seconds"), 1))
         m.add(f"ModAddNGeneralised{tag}", len(col("steps")))
@@ -253,9 +249,9 @@ def modadd_macros(study: Mapping[str, Any]) -> Macros:
                                                  diff_unit=" percentage points")),
     }
     for name, (key, wording) in sentences.items():
-        m.add(f"ModAdd{name}Sentence", _sentence(study, (lam, key), (0.0, key), wording))
+        m.add(f"ModAdd{name}Sentence", _sentence(study, key, wording))
     m.add("ModAddTable", summary_table_tex(study, lam))
-    rows = [modulus_row(study)] + list(study.get("other_moduli", []))
+    rows = [modulus_row(study)] + list(study.context.get("other_moduli", []))
     m.add("ModAddModuli", ", ".join(str(r["p"]) for r in rows))
     m.add("ModAddNModuliText", count_noun(len(rows), "modulus", "moduli"))
     m.add("ModAddModuliTable", moduli_table(rows))
@@ -263,9 +259,9 @@ def modadd_macros(study: Mapping[str, Any]) -> Macros:
     return m
 
 
-def summary_table_tex(study: Mapping[str, Any], lam: float) -> str:
+def summary_table_tex(study: StudyResult, lam: float) -> str:
     """A booktabs table of the headline numbers, unclustered against clustered (means ± 95 % half-widths)."""
-    rows = [("steps to test accuracy " + f"{study['config']['stop_at']:g}", "steps", 0, False),
+    rows = [("steps to test accuracy " + f"{study.study['stop_at']:g}", "steps", 0, False),
             ("seconds to it", "seconds", 1, False), ("test accuracy (\\%)", "test_acc", 1, True),
             ("$C(W_{\\mathrm{in}})$", "c_in", 3, False), ("$C(W_{\\mathrm{out}})$", "c_out", 3, False),
             ("key frequencies", "n_key", 1, False), ("neurons explained (\\%)", "explained_share", 1, True),
@@ -284,7 +280,8 @@ def summary_table_tex(study: Mapping[str, Any], lam: float) -> str:
             if v != 0 and key.startswith("spectral"):  # they find the trained blocks again: a check, not a result
                 cells.append("--")
                 continue
-            vals = [100 * x for x in values(study, v, key)] if percent else values(study, v, key)
+            vals = seed_column(study.rows, key, v)
+            vals = [100 * x for x in vals] if percent else vals
             cells.append(f"${pm_values(vals, digits)}$" if vals else "n/a")
         body.append([label, *cells])
     return table(["", "unclustered ($\\lambda=0$)", f"clustered ($\\lambda={lam:g}$)"], body, "lrr")

@@ -3,8 +3,8 @@
 Each study's settings are one frozen dataclass whose field defaults are the defaults
 (:data:`modclust.pipeline.studies.STUDIES`, by preset section): the MLP study's
 :class:`~modclust.experiments.mlp_study.MlpSettings` (with the machine, ``device`` and
-``threads``), the CNN's :class:`~modclust.experiments.cnn_study.CnnStudy` and modular
-addition's :class:`~modclust.experiments.modular_addition.ModAddConfig`; constructing one checks
+``threads``), the CNN's :class:`~modclust.experiments.cnn_study.CnnSettings` and modular
+addition's :class:`~modclust.experiments.modular_addition.ModAddSettings`; constructing one checks
 its values. This module takes them as arguments and imports none of them.
 
 A preset (``presets/<name>.yaml``) sets MlpSettings' fields at its top level and the others'

@@ -9,9 +9,9 @@ one study's code does not make make rerun the others' stages.
 
 from __future__ import annotations
 
-from modclust.experiments.cnn_study import CnnStudy
+from modclust.experiments.cnn_study import CnnSettings
 from modclust.experiments.mlp_study import MlpSettings
-from modclust.experiments.modular_addition import ModAddConfig
+from modclust.experiments.modular_addition import ModAddSettings
 
-STUDIES: dict[str | None, type] = {cls.preset_section: cls for cls in (MlpSettings, CnnStudy, ModAddConfig)}
+STUDIES: dict[str | None, type] = {cls.preset_section: cls for cls in (MlpSettings, CnnSettings, ModAddSettings)}
 """Each study's settings by the preset section that sets them (None: the preset's top level)."""
