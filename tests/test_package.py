@@ -65,9 +65,9 @@ SHARED_NAMES: dict[str, tuple[set[str], str]] = {
     "seeded_init": ({"core.cnn", "core.transformer"}, "each model's own initialisation, beside its make_* function"),
     "ablation_analysis": ({"experiments.classifier", "experiments.modular_addition"}, STEPS),
     "circuit_analysis": ({"experiments.classifier", "experiments.per_run"}, STEPS),
-    "primary_records": ({"paper.numbers", "paper.controls_numbers", "paper.cnn_numbers", "paper.modadd_numbers"},
+    "primary_records": ({"paper.numbers", "paper.controls_numbers", "paper.classifier_numbers", "paper.modadd_numbers"},
                         "each stage's numbers module hands its primary comparisons to modclust.paper.claims"),
-    "ablation_figure": ({"paper.cnn_figures", "paper.modadd_figures"},
+    "ablation_figure": ({"paper.classifier_figures", "paper.modadd_figures"},
                         "each study's ablation figure, in its figures module"),
 }
 

@@ -252,8 +252,8 @@ def _inputs(tex: str) -> list[str]:
 
 def test_the_paper_inputs_every_stage_s_macros_and_section_through_the_table():
     """main.tex inputs the generated list of macro files in its preamble and that of sections in
-    its body, and none of them itself; every section of paper/ and every macro file the package
-    writes for a stage is declared (so a stage's part of the paper cannot be left out)."""
+    its body, and none of them itself; every section of paper/ and every macro file the package or a
+    notebook writes for a stage is declared (so a stage's part of the paper cannot be left out)."""
     main = (REPO / "paper" / "main.tex").read_text()
     preamble, body = main.split("\\begin{document}")
     assert "generated/" + stage_table.STAGE_MACROS in _inputs(preamble)
@@ -263,8 +263,8 @@ def test_the_paper_inputs_every_stage_s_macros_and_section_through_the_table():
     assert len(set(macros)) == len(macros) and len(set(sections)) == len(sections)
     assert not set(_inputs(main)) & ({f"generated/{m}" for m in macros} | set(sections)), "input twice"
     assert sorted(sections) == sorted(p.name for p in (REPO / "paper").glob("*_section.tex"))
-    written = {m for p in (REPO / "modclust" / "paper").glob("*.py")
-               for m in re.findall(r'/ "(\w+\.tex)"', p.read_text())}
+    written = {m for p in [*(REPO / "modclust" / "paper").glob("*.py"), *(REPO / "notebooks").glob("*.ipynb")]
+               for m in re.findall(r'/ \\?"(\w+\.tex)\\?"', p.read_text())}  # in a notebook's JSON: / \"cnn.tex\"
     direct = {Path(i).name for i in _inputs(main)}  # written at compile time (the claims), input by main.tex
     assert written - direct == set(macros)
     assert PAPER_STAGES == tuple(s.name for s in STAGES if s.paper)

@@ -437,6 +437,16 @@ def per_label_circuits(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 # --- the study -----------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class LayerWords:
+    """How the paper names one clustered layer: its word in macro names (``"Conv"``), its units
+    (``"channels"``) and one cluster of it (``"conv2 channel"``, as in "one conv2 channel cluster")."""
+
+    macro: str
+    units: str
+    cluster: str
+
+
 class ClassifierStudy(Study[C, Dataset, Prepared]):
     """An image classifier's study (see the module doc): a family says what its model is
     (:meth:`build`), which layers are clustered (:attr:`clustered_layers`) and how to view the
@@ -449,6 +459,12 @@ class ClassifierStudy(Study[C, Dataset, Prepared]):
     clustered_layers: ClassVar[tuple[str, ...]]
     """The layers that carry the clusterability loss and whose units are ablated and measured."""
 
+    macro_prefix: ClassVar[str]
+    """The first word of every macro of the family's paper section (letters only, e.g. ``"Cnn"``)."""
+
+    layer_words: ClassVar[dict[str, LayerWords]]
+    """How the paper names each clustered layer (:class:`LayerWords`), in the order of :attr:`clustered_layers`."""
+
     @abstractmethod
     def build(self, seed: int, n_classes: int) -> nn.Module:
         """The seed's untrained model for ``n_classes`` classes (flat images in)."""
@@ -457,6 +473,11 @@ class ClassifierStudy(Study[C, Dataset, Prepared]):
     def view(self, model: nn.Module) -> nn.Sequential:
         """A cuttable view of ``model``: its own modules (the clustered layers among them, under their
         names) in forward order, computing ``model(x)``."""
+
+    def setup_values(self) -> dict[str, int | tuple[int, int] | None]:
+        """The family's own setup numbers the section states, by macro word (after the prefix): an
+        int, a block shape (rows, columns), or None for blocks of unequal sizes (default: none)."""
+        return {}
 
     @property
     def record_metrics(self) -> tuple[str, ...]:  # type: ignore[override]

@@ -11,7 +11,7 @@ writes the classes. Conv2's channels are measured by their spatial mean (post-Re
 The analyses run :func:`modclust.core.cnn.cnn_as_sequential` (the CNN's own modules), cut at
 the first layer a measurement touches: conv1 on 28 x 28 images is most of a forward pass, and
 it runs once per model and test set. The paper's comparisons pair the runs by seed
-(:mod:`modclust.paper.cnn_numbers`).
+(:mod:`modclust.paper.classifier_numbers`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 from modclust.core.checks import Problems, check_int, check_ints, check_list
 from modclust.core.cnn import CNN, cnn_as_sequential, make_cnn
-from modclust.experiments.classifier import ClassifierSettings, ClassifierStudy
+from modclust.experiments.classifier import ClassifierSettings, ClassifierStudy, LayerWords
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ class Cnn(ClassifierStudy[CnnSettings]):
 
     name = "CNN"
     clustered_layers = ("conv2", "fc1")
+    macro_prefix = "Cnn"
+    layer_words = {"conv2": LayerWords("Conv", "channels", "conv2 channel"), "fc1": LayerWords("Fc", "units", "fc1")}
 
     def __init__(self, settings: CnnSettings) -> None:
         if not isinstance(settings, CnnSettings):
@@ -79,3 +81,11 @@ class Cnn(ClassifierStudy[CnnSettings]):
 
     def view(self, model: nn.Module) -> nn.Sequential:
         return cnn_as_sequential(model)  # type: ignore[arg-type]
+
+    def setup_values(self) -> dict[str, int | tuple[int, int] | None]:
+        """The widths, fc1's input features (conv2's 7 x 7 maps flattened) and the two layers' block shapes."""
+        s = self.settings
+        k, (c1, c2), h = s.n_clusters, s.channels, s.hidden
+        return {"ChannelsOne": c1, "ChannelsTwo": c2, "Hidden": h, "FcOneIn": c2 * 49,
+                "ConvBlock": (c2 // k, c1 // k) if c2 % k == 0 and c1 % k == 0 else None,
+                "FcBlock": (h // k, c2 * 49 // k) if h % k == 0 and c2 % k == 0 else None}

@@ -1,43 +1,43 @@
-"""The paper's section "A convolutional network": its macros, tables and figures, from ``cnn.json``.
+"""An image classifier's paper section: its macros, tables and sentences, from the study's result.
 
-``cnn.json`` is what stage 7 (``notebooks/07_cnn.ipynb``) writes:
-:func:`modclust.experiments.classifier.run_datasets` of the CNN's study
-(:class:`modclust.experiments.cnn_study.Cnn`), one result per dataset. :func:`cnn_macros` turns it into LaTeX macros, every name prefixed ``Cnn`` (letters only), and
-:func:`write_cnn_numbers` writes them to ``generated/cnn.tex``:
+The result is what :func:`modclust.experiments.classifier.run_datasets` returns for a family's
+:class:`~modclust.experiments.classifier.ClassifierStudy` (the CNN's: stage 7 writes it as
+``cnn.json``), one result per dataset. :func:`classifier_macros` turns it into LaTeX macros,
+every name starting with the family's ``macro_prefix`` (``Cnn``):
 
 - per dataset ``D`` (``Mnist``, ``Fashion``; :func:`dataset_word`), numbers as ``mean ± 95 %
   half-width`` over seeds, e.g. ``\\CnnMnistAccMain``;
 - sentences over every dataset run (``\\CnnAccSentences``, ...), each direction a
-  :class:`modclust.paper.claims.Verdict` paired by seed (:func:`cnn_verdicts`, which the measure
-  table reads too, so a cell cannot contradict its sentence): accuracy and circuit size are
-  declared primary comparisons (their values go to ``claims_07_cnn.json``,
+  :class:`modclust.paper.claims.Verdict` paired by seed (:func:`classifier_verdicts`, which the
+  measure table reads too, so a cell cannot contradict its sentence): accuracy and circuit size
+  are declared primary comparisons (their values go to the stage's claims file,
   :func:`primary_records`), the rest is exploratory and says so;
 - two tables (``\\CnnTradeoffTable``, ``\\CnnMeasureTable``) holding a ``tabular`` each.
 
-The section's figures are in :mod:`modclust.paper.cnn_figures`.
+Each clustered layer is named as the family's
+:attr:`~modclust.experiments.classifier.ClassifierStudy.layer_words` say. The section's figures
+are in :mod:`modclust.paper.classifier_figures`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from modclust.core.stats import Interval
 from modclust.paper.claims import ALPHA, DECLARED, Verdict, Wording, not_measured, record
-from modclust.paper.latex import Macros, count_noun, letters, num, p_text, pm, pm_values, tex_escape, write_macros
+from modclust.experiments.classifier import ClassifierStudy, LayerWords
 from modclust.experiments.study import seed_column, seed_values
+from modclust.paper.latex import Macros, count_noun, letters, num, p_text, pm, pm_values, tex_escape
 from modclust.paper.numbers import paired, paired_values
 
-CNN_SOURCE = "notebooks/07_cnn.ipynb"  # writes cnn.tex (cnn_macros)
+Family = ClassifierStudy[Any]
+"""A family's study: its ``macro_prefix`` and ``layer_words`` name the section's macros and layers,
+its settings give its own setup numbers."""
 
 DATASET_NAMES = {"mnist": ("Mnist", "MNIST"), "fashion-mnist": ("Fashion", "Fashion-MNIST")}
 """Dataset key -> (its word in macro names, its name in text)."""
-
-LAYER_WORDS = {"conv2": "Conv", "fc1": "Fc"}
-"""The clustered layers' words in macro names."""
 
 PCT = {"digits": 1, "scale": 100.0, "unit": "\\,\\%"}
 
@@ -67,7 +67,36 @@ def clause(v: Verdict, other: str, words: tuple[str, str, str], digits: int = 2,
             f"paired {p_text(v.p)}, exploratory)")
 
 
-def cnn_verdicts(res: Mapping[str, Any]) -> dict[str, Verdict]:
+def _and(items: Sequence[str], comma: str = "") -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"`` (``comma=","``: ``"a, and b"``, ``"a, b, and c"``)."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f"{comma} and " + items[-1]
+
+
+def _c_on(values: Sequence[str], layers: Sequence[str]) -> str:
+    """``"$C=a$ on conv2 and b on fc1"``: one value per layer, the first in math mode after ``C=``."""
+    return _and([f"$C={values[0]}$ on {layers[0]}", *(f"{v} on {layer}" for v, layer in zip(values[1:], layers[1:]))])
+
+
+def measures(words: Mapping[str, LayerWords]) -> list[tuple[str, str, int, bool]]:
+    """The rows of the measure table: (row key, label, digits, whether the untrained network has
+    it), every clustered layer's (the class spread of its OFF loss for the last layer only)."""
+    layers = list(words)
+    rows = [("test_acc", "test accuracy", 3, True)]
+    for layer in layers:
+        rows += [(f"off_mean_{layer}", f"acc., one {layer} cluster OFF", 3, False),
+                 (f"on_mean_{layer}", f"acc., one {layer} cluster ON", 3, False)]
+    rows.append((f"spread_{layers[-1]}", f"class spread of {layers[-1]} OFF loss", 3, False))
+    for key, label in (("sem", "semanticity, {l} {u}"), ("dead", "dead share, {l} {u}"),
+                       ("sel_live", "selectivity, live {l} {u}"), ("mi", "MI (bits), {l} {u}")):
+        rows += [(f"{key}_{layer}", label.format(l=layer, u=words[layer].units), 2, True) for layer in layers]
+    rows += [("circuit_size", "circuit size (weights)", 0, False),
+             ("circuit_balanced_agreement", "circuit balanced agreement", 3, False),
+             ("random_balanced_agreement", "random same-size mask", 3, False)]
+    rows += [(f"spectral_c_{layer}", f"spectral clusters' $C$, {layer}", 2, False) for layer in layers]
+    return rows
+
+
+def classifier_verdicts(res: Mapping[str, Any], family: Family) -> dict[str, Verdict]:
     """Every exploratory comparison of one dataset, paired by seed: ``<key>`` is clustered against
     unclustered, ``untrained:<key>`` unclustered against the untrained network of the same seed.
     The sentences and the measure table both read these."""
@@ -75,7 +104,7 @@ def cnn_verdicts(res: Mapping[str, Any]) -> dict[str, Verdict]:
     rows, un = res["rows"], res["untrained"]
     out = {}
     plain = Wording("", "", "", "", "")
-    for key, *_ in MEASURES:
+    for key, *_ in measures(family.layer_words):
         a, b = seed_values(rows, key, main), seed_values(rows, key, 0.0)
         if len(set(a) & set(b)) >= 2:
             out[key] = paired(a, b, plain)
@@ -85,20 +114,20 @@ def cnn_verdicts(res: Mapping[str, Any]) -> dict[str, Verdict]:
     return out
 
 
-PRIMARY_STEMS = {"test_acc": "CnnAcc", "circuit_size": "CnnCircuit"}
+PRIMARY_STEMS = {"test_acc": "Acc", "circuit_size": "Circuit"}
 """The measures whose clustered-vs-unclustered comparison is primary, by their claim's key stem
-(the dataset's word completes it: ``CnnAccMnist``)."""
+(the family's prefix before it and the dataset's word after it complete it: ``CnnAccMnist``)."""
 
 
-def primary_records(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The seeds' values of the CNN's declared primary comparisons (accuracy and circuit size per
-    dataset, main lambda against 0, paired by seed); a dataset the preset does not run is recorded
-    as not measured."""
+def primary_records(results: Mapping[str, Any], family: Family) -> list[dict[str, Any]]:
+    """The seeds' values of the family's declared primary comparisons (accuracy and circuit size
+    per dataset, main lambda against 0, paired by seed); a dataset the preset does not run is
+    recorded as not measured."""
     out = []
     for name, (word, title) in DATASET_NAMES.items():
         for key, stem in PRIMARY_STEMS.items():
             rows = "records" if key == "test_acc" else "rows"
-            claim = f"{stem}{word}"
+            claim = f"{family.macro_prefix}{stem}{word}"
             if claim not in DECLARED:
                 continue
             if name not in results["datasets"]:
@@ -113,10 +142,12 @@ def primary_records(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 # --- macros ---------------------------------------------------------------------------------------
 
-def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
-    """Add one dataset's macros (``Cnn<D>...``) to ``m``; returns its sentences by topic."""
+def dataset_macros(m: Macros, res: Mapping[str, Any], family: Family) -> dict[str, str]:
+    """Add one dataset's macros (``<prefix><D>...``) to ``m``; returns its sentences by topic."""
     word, title = dataset_word(res["dataset"])
-    p = f"Cnn{word}"
+    prefix, words = family.macro_prefix, family.layer_words
+    layers = list(words)
+    p = f"{prefix}{word}"
     main = float(res["study"]["main_lambda"])
     rec, rows, un = res["records"], res["rows"], res["untrained"]
     lo = lambda key: seed_column(rows, key, 0.0)  # noqa: E731
@@ -132,34 +163,42 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
     acc_diff = next(d for d in res["summary"]["paired_accuracy"] if float(d["lam"]) == main)
     diff = Interval(**acc_diff["difference"])
     m.add(f"{p}AccDiff", pm(diff, 1, 100))
-    for layer, lw in LAYER_WORDS.items():
-        m.add(f"{p}C{lw}Main", pm_values(seed_column(rec, f"C_{layer}", main), 3))
-        m.add(f"{p}C{lw}Unclustered", pm_values(seed_column(rec, f"C_{layer}", 0.0), 3))
-        m.add(f"{p}C{lw}Untrained", pm_values(seed_column(un, f"C_{layer}"), 3))
-    verdicts = cnn_verdicts(res)
+    for layer, lw in words.items():
+        m.add(f"{p}C{lw.macro}Main", pm_values(seed_column(rec, f"C_{layer}", main), 3))
+        m.add(f"{p}C{lw.macro}Unclustered", pm_values(seed_column(rec, f"C_{layer}", 0.0), 3))
+        m.add(f"{p}C{lw.macro}Untrained", pm_values(seed_column(un, f"C_{layer}"), 3))
+    verdicts = classifier_verdicts(res, family)
     sentences["acc"] = (
-        f"\\ClaimCnnAcc{word}Sentence{{}} Test accuracy is {_pct(seed_column(rec, 'test_acc', main))} against "
+        f"\\Claim{prefix}Acc{word}Sentence{{}} Test accuracy is {_pct(seed_column(rec, 'test_acc', main))} against "
         f"{_pct(seed_column(rec, 'test_acc', 0.0))}, where always answering the most frequent class scores "
         f"{num(100 * res['majority_acc'], 1)}\\,\\%; the clustered models reach "
-        f"$C={pm_values(hi('C_conv2'), 3)}$ on conv2 and {pm_values(hi('C_fc1'), 3)} on fc1, "
-        f"against {pm_values(lo('C_conv2'), 3)} and {pm_values(lo('C_fc1'), 3)} without the loss and "
-        f"{pm_values(seed_column(un, 'C_conv2'), 3)} and {pm_values(seed_column(un, 'C_fc1'), 3)} at initialisation.")
+        f"{_c_on([pm_values(hi(f'C_{layer}'), 3) for layer in layers], layers)}, "
+        f"against {_and([pm_values(lo(f'C_{layer}'), 3) for layer in layers])} without the loss and "
+        f"{_and([pm_values(seed_column(un, f'C_{layer}'), 3) for layer in layers])} at initialisation.")
 
     # 2. ablations
     acc_words = ("more accurate than", "less accurate than", "not distinguishable in accuracy from")
-    for layer, lw in LAYER_WORDS.items():
+    for layer, lw in words.items():
         for key, tag in (("off_mean", "Off"), ("on_mean", "On"), ("off_min", "OffMin"), ("spread", "Spread")):
-            m.add(f"{p}{tag}{lw}Main", pm_values(hi(f"{key}_{layer}"), 3))
-            m.add(f"{p}{tag}{lw}Unclustered", pm_values(lo(f"{key}_{layer}"), 3))
+            m.add(f"{p}{tag}{lw.macro}Main", pm_values(hi(f"{key}_{layer}"), 3))
+            m.add(f"{p}{tag}{lw.macro}Unclustered", pm_values(lo(f"{key}_{layer}"), 3))
     cmp = verdicts
-    sentences["ablation"] = (
-        f"On {title}, with one conv2 channel cluster OFF the clustered models are "
-        f"{clause(cmp['off_mean_conv2'], 'the unclustered ones ablated alike', acc_words, **PCT)}, "
-        f"and with only one ON {clause(cmp['on_mean_conv2'], 'them', acc_words, **PCT)}. "
-        f"With one fc1 cluster OFF they are "
-        f"{clause(cmp['off_mean_fc1'], 'the unclustered ones', acc_words, **PCT)}, "
-        f"with only one ON {clause(cmp['on_mean_fc1'], 'them', acc_words, **PCT)}, "
-        "and the accuracy lost with one fc1 cluster OFF is " + clause(cmp["spread_fc1"], "in unclustered models",
+    parts = []
+    for i, (layer, lw) in enumerate(words.items()):
+        off, on = cmp[f"off_mean_{layer}"], cmp[f"on_mean_{layer}"]
+        if i == 0:
+            parts.append(f"On {title}, with one {lw.cluster} cluster OFF the clustered models are "
+                         f"{clause(off, 'the unclustered ones ablated alike', acc_words, **PCT)}, "
+                         f"and with only one ON {clause(on, 'them', acc_words, **PCT)}.")
+        else:
+            parts.append(f" With one {lw.cluster} cluster OFF they are "
+                         f"{clause(off, 'the unclustered ones', acc_words, **PCT)}, "
+                         f"with only one ON {clause(on, 'them', acc_words, **PCT)}"
+                         + ("." if layer != layers[-1] else ""))
+    last = layers[-1]
+    sentences["ablation"] = "".join(parts) + (
+        (", and the accuracy lost with one " if len(layers) > 1 else " The accuracy lost with one ")
+        + f"{words[last].cluster} cluster OFF is " + clause(cmp[f"spread_{last}"], "in unclustered models",
                        ("spread less evenly over the classes than", "spread more evenly over the classes than",
                         "not distinguishably more or less evenly spread over the classes than"), digits=3,
                        quantity="standard deviation over classes") + ".")
@@ -168,15 +207,15 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
     sem = []
     apos = "'"
     more = ("higher than", "lower than", "not distinguishable from")
-    for layer, lw in LAYER_WORDS.items():
+    for i, (layer, lw) in enumerate(words.items()):
         for key, tag, digits in (("sem", "Sem", 2), ("sel", "Sel", 2), ("mi", "Mi", 2), ("csel", "ClusterSel", 2),
                                  ("cmi", "ClusterMi", 2)):
-            m.add(f"{p}{tag}{lw}Main", pm_values(hi(f"{key}_{layer}"), digits))
-            m.add(f"{p}{tag}{lw}Unclustered", pm_values(lo(f"{key}_{layer}"), digits))
+            m.add(f"{p}{tag}{lw.macro}Main", pm_values(hi(f"{key}_{layer}"), digits))
+            m.add(f"{p}{tag}{lw.macro}Unclustered", pm_values(lo(f"{key}_{layer}"), digits))
             if key in ("sem", "sel", "mi"):
-                m.add(f"{p}{tag}{lw}Untrained", pm_values(seed_column(un, f"{key}_{layer}"), digits))
-        unit = "channels" if layer == "conv2" else "units"
-        start = f"On {title}, the" if layer == "conv2" else "The"
+                m.add(f"{p}{tag}{lw.macro}Untrained", pm_values(seed_column(un, f"{key}_{layer}"), digits))
+        unit = lw.units
+        start = f"On {title}, the" if i == 0 else "The"
         untrained = "the untrained network's"
         v = verdicts
         sem.append(
@@ -194,7 +233,6 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
             f"{clause(v[f'untrained:mi_{layer}'], untrained, more, unit=' bits')}.")
     sentences["semanticity"] = " ".join(sem)
 
-    more = ("higher than", "lower than", "not distinguishable from")
     # 4. circuits
     for lam, tag in ((main, "Main"), (0.0, "Unclustered")):
         for key, name, digits in (("circuit_size", "CircSize", 0), ("circuit_balanced_agreement", "CircBal", 3),
@@ -205,26 +243,26 @@ def dataset_macros(m: Macros, res: Mapping[str, Any]) -> dict[str, str]:
             m.add(f"{p}{name}{tag}", pm_values(seed_column(rows, key, lam), digits))
         m.add(f"{p}CircFrac{tag}", _pct(seed_column(rows, "circuit_fraction", lam), 2))
     sentences["circuits"] = (
-        f"\\ClaimCnnCircuit{word}Sentence{{}} Their balanced agreement is "
+        f"\\Claim{prefix}Circuit{word}Sentence{{}} Their balanced agreement is "
         f"{clause(verdicts['circuit_balanced_agreement'], 'that of the unclustered ones', more, digits=3)}, "
         f"while random masks of the same sizes reach {pm_values(hi('random_balanced_agreement'), 3)} and "
         f"{pm_values(lo('random_balanced_agreement'), 3)}. " + _constant_sentence(res, main))
 
     # 5. spectral baseline against shuffled weights
     spec = []
-    for layer, lw in LAYER_WORDS.items():
+    for layer, lw in words.items():
         for lam, tag in ((main, "Main"), (0.0, "Unclustered")):
-            m.add(f"{p}SpecC{lw}{tag}", pm_values(seed_column(rows, f"spectral_c_{layer}", lam), 2))
-            m.add(f"{p}NullC{lw}{tag}", pm_values(seed_column(rows, f"null_c_{layer}", lam), 2))
+            m.add(f"{p}SpecC{lw.macro}{tag}", pm_values(seed_column(rows, f"spectral_c_{layer}", lam), 2))
+            m.add(f"{p}NullC{lw.macro}{tag}", pm_values(seed_column(rows, f"null_c_{layer}", lam), 2))
         beat = [v for v in lo(f"p_c_{layer}") if v < ALPHA]
         n = len(lo(f"p_c_{layer}"))
         spec.append(f"{layer}'s found clusters beat their shuffled copies (empirical p-value below {ALPHA:g}) in "
                     f"{len(beat)} of {n} unclustered models (found $C={pm_values(lo(f'spectral_c_{layer}'), 2)}$ "
                     f"against {pm_values(lo(f'null_c_{layer}'), 2)} for the shuffled copies)")
     sentences["spectral"] = (
-        f"On {title}, {spec[0]}, and {spec[1]}. With the loss the found clusters reach "
-        f"$C={pm_values(hi('spectral_c_conv2'), 2)}$ on conv2 and {pm_values(hi('spectral_c_fc1'), 2)} on fc1, "
-        f"against shuffled copies at {pm_values(hi('null_c_conv2'), 2)} and {pm_values(hi('null_c_fc1'), 2)}; "
+        f"On {title}, {_and(spec, ',')}. With the loss the found clusters reach "
+        f"{_c_on([pm_values(hi(f'spectral_c_{layer}'), 2) for layer in layers], layers)}, against shuffled copies "
+        f"at {_and([pm_values(hi(f'null_c_{layer}'), 2) for layer in layers])}; "
         "that the trained blocks are found again is the loss's doing by construction, a check of the finder "
         "rather than a finding.")
     return sentences
@@ -252,57 +290,53 @@ def _constant_sentence(res: Mapping[str, Any], main: float) -> str:
             f"(every label, seed and both groups) {clear} (lowest {num(worst, 3)}), and {const}.")
 
 
-def cnn_macros(results: Mapping[str, Any]) -> dict[str, str]:
-    """Every macro of the CNN section (name -> LaTeX), from ``cnn.json`` (``run_datasets``' result)."""
+def classifier_macros(results: Mapping[str, Any], family: Family, source: str) -> Macros:
+    """Every macro of the family's section (name -> LaTeX), from ``run_datasets``' result;
+    ``source`` names the notebook that writes them."""
+    prefix = family.macro_prefix
     names = list(results["datasets"])
     if not names:
-        raise ValueError("cnn.json holds no dataset: run notebooks/07_cnn.ipynb with cnn_datasets")
+        raise ValueError(f"the {family.name} study's result holds no dataset: run {source} with its datasets")
     first = results["results"][names[0]]
     study = first["study"]
-    m = Macros(source=CNN_SOURCE)
+    if study != family.settings.to_dict():
+        raise ValueError(f"this result was made with other settings than the {family.name} study given: pass the "
+                         "study that ran it (its settings are the result's 'study')")
+    m = Macros(source=source)
     titles = [dataset_word(n)[1] for n in names]
-    m.add("CnnDatasets", " and ".join([", ".join(titles[:-1]), titles[-1]]) if len(titles) > 1 else titles[0])
-    m.add("CnnSeeds", len(study["seeds"]))
-    m.add("CnnLambdas", ", ".join(f"{v:g}" for v in study["lambdas"]))
-    m.add("CnnMainLambda", f"{float(study['main_lambda']):g}")
-    m.add("CnnChannelsOne", study["channels"][0])
-    m.add("CnnChannelsTwo", study["channels"][1])
-    m.add("CnnHidden", study["hidden"])
-    m.add("CnnK", study["n_clusters"])
-    m.add("CnnEpochs", study["epochs"])
-    m.add("CnnEpochsText", count_noun(int(study["epochs"]), "epoch"))
-    m.add("CnnLr", f"{study['lr']:g}")
-    m.add("CnnBatch", study["batch_size"])
-    m.add("CnnOptimizer", {"adam": "Adam", "sgd": "SGD"}.get(study["optimizer"], study["optimizer"]))
-    m.add("CnnNTrain", first["n_train"])
-    m.add("CnnNTest", first["n_test"])
-    m.add("CnnTopK", study["top_k"])
-    m.add("CnnBins", study["selectivity_bins"])
-    m.add("CnnNullDraws", study["null_draws"])
-    m.add("CnnSearchPerClass", study["search_per_class"])
-    m.add("CnnMaskSteps", study["mask_steps"])
-    m.add("CnnMaskLr", f"{study['mask_lr']:g}")
-    m.add("CnnMaskSparsity", f"{study['mask_sparsity']:g}")
-    m.add("CnnCircuitParams", " and ".join(f"\\texttt{{{tex_escape(p)}}}" for p in study["circuit_params"]))
-    m.add("CnnCircuitEntries", first["runs"][0]["circuits"]["n_entries"])
-    k, c1, c2, h = study["n_clusters"], study["channels"][0], study["channels"][1], study["hidden"]
-    m.add("CnnFcOneIn", c2 * 49)
-    m.add("CnnConvBlock", f"{c2 // k}\\,$\\times$\\,{c1 // k}" if c2 % k == 0 and c1 % k == 0 else "unequal")
-    m.add("CnnFcBlock", f"{h // k}\\,$\\times$\\,{c2 * 49 // k}" if h % k == 0 and c2 % k == 0 else "unequal")
+    m.add(f"{prefix}Datasets", _and(titles))
+    m.add(f"{prefix}Seeds", len(study["seeds"]))
+    m.add(f"{prefix}Lambdas", ", ".join(f"{v:g}" for v in study["lambdas"]))
+    m.add(f"{prefix}MainLambda", f"{float(study['main_lambda']):g}")
+    m.add(f"{prefix}K", study["n_clusters"])
+    m.add(f"{prefix}Epochs", study["epochs"])
+    m.add(f"{prefix}EpochsText", count_noun(int(study["epochs"]), "epoch"))
+    m.add(f"{prefix}Lr", f"{study['lr']:g}")
+    m.add(f"{prefix}Batch", study["batch_size"])
+    m.add(f"{prefix}Optimizer", {"adam": "Adam", "sgd": "SGD"}.get(study["optimizer"], study["optimizer"]))
+    m.add(f"{prefix}NTrain", first["n_train"])
+    m.add(f"{prefix}NTest", first["n_test"])
+    m.add(f"{prefix}TopK", study["top_k"])
+    m.add(f"{prefix}Bins", study["selectivity_bins"])
+    m.add(f"{prefix}NullDraws", study["null_draws"])
+    m.add(f"{prefix}SearchPerClass", study["search_per_class"])
+    m.add(f"{prefix}MaskSteps", study["mask_steps"])
+    m.add(f"{prefix}MaskLr", f"{study['mask_lr']:g}")
+    m.add(f"{prefix}MaskSparsity", f"{study['mask_sparsity']:g}")
+    m.add(f"{prefix}CircuitParams", " and ".join(f"\\texttt{{{tex_escape(p)}}}" for p in study["circuit_params"]))
+    m.add(f"{prefix}CircuitEntries", first["runs"][0]["circuits"]["n_entries"])
+    for word, value in family.setup_values().items():
+        m.add(f"{prefix}{word}", "unequal" if value is None else
+              f"{value[0]}\\,$\\times$\\,{value[1]}" if isinstance(value, tuple) else value)
     topics: dict[str, list[str]] = {}
     for n in names:
-        for topic, text in dataset_macros(m, results["results"][n]).items():
+        for topic, text in dataset_macros(m, results["results"][n], family).items():
             topics.setdefault(topic, []).append(text)
     for topic, texts in topics.items():
-        m.add(f"Cnn{topic.capitalize()}Sentences", " ".join(texts))
-    m.add("CnnTradeoffTable", tradeoff_table(results))
-    m.add("CnnMeasureTable", measure_table(results))
-    return m.items
-
-
-def write_cnn_numbers(macros: Mapping[str, str], out_dir: str | os.PathLike[str]) -> Path:
-    """``cnn.tex`` (stage 7's macros, :func:`cnn_macros`) in ``out_dir`` (a ``generated/`` folder)."""
-    return write_macros(Path(out_dir) / "cnn.tex", macros, CNN_SOURCE)
+        m.add(f"{prefix}{topic.capitalize()}Sentences", " ".join(texts))
+    m.add(f"{prefix}TradeoffTable", tradeoff_table(results, family))
+    m.add(f"{prefix}MeasureTable", measure_table(results, family))
+    return m
 
 
 # --- tables ---------------------------------------------------------------------------------------
@@ -318,49 +352,27 @@ def _tabular(align: str, header: Sequence[str], blocks: Sequence[tuple[str, Sequ
     return "\n".join(lines)
 
 
-def tradeoff_table(results: Mapping[str, Any]) -> str:
-    """Per dataset and lambda: test accuracy (%), C of conv2 and fc1, and the accuracy difference to
-    lambda = 0 paired by seed (percentage points); the untrained network as the first row."""
+def tradeoff_table(results: Mapping[str, Any], family: Family) -> str:
+    """Per dataset and lambda: test accuracy (%), C of each clustered layer, and the accuracy
+    difference to lambda = 0 paired by seed (percentage points); the untrained network first."""
+    layers = list(family.layer_words)
     blocks = []
     for name in results["datasets"]:
         res = results["results"][name]
         rec, un = res["records"], res["untrained"]
         diffs = {float(d["lam"]): Interval(**d["difference"]) for d in res["summary"]["paired_accuracy"]}
         rows = [["untrained", pm_values([100 * v for v in seed_column(un, "test_acc")], 1),
-                 pm_values(seed_column(un, "C_conv2"), 3), pm_values(seed_column(un, "C_fc1"), 3), "--"]]
+                 *(pm_values(seed_column(un, f"C_{layer}"), 3) for layer in layers), "--"]]
         for lam in sorted({float(r["lam"]) for r in rec}):
             rows.append([f"$\\lambda={lam:g}$", pm_values([100 * v for v in seed_column(rec, "test_acc", lam)], 1),
-                         pm_values(seed_column(rec, "C_conv2", lam), 3), pm_values(seed_column(rec, "C_fc1", lam), 3),
+                         *(pm_values(seed_column(rec, f"C_{layer}", lam), 3) for layer in layers),
                          "--" if lam == 0 else pm(diffs[lam], 1, 100)])
         blocks.append((dataset_word(name)[1], rows))
-    return _tabular("lrrrr", ["", "test acc.\\ (\\%)", "$C$ conv2", "$C$ fc1", "$\\Delta$ acc.\\ (points)"], blocks)
+    return _tabular("lr" + "r" * len(layers) + "r", ["", "test acc.\\ (\\%)", *(f"$C$ {layer}" for layer in layers),
+                                                     "$\\Delta$ acc.\\ (points)"], blocks)
 
 
-MEASURES = (
-    ("test_acc", "test accuracy", 3, True),
-    ("off_mean_conv2", "acc., one conv2 cluster OFF", 3, False),
-    ("on_mean_conv2", "acc., one conv2 cluster ON", 3, False),
-    ("off_mean_fc1", "acc., one fc1 cluster OFF", 3, False),
-    ("on_mean_fc1", "acc., one fc1 cluster ON", 3, False),
-    ("spread_fc1", "class spread of fc1 OFF loss", 3, False),
-    ("sem_conv2", "semanticity, conv2 channels", 2, True),
-    ("sem_fc1", "semanticity, fc1 units", 2, True),
-    ("dead_conv2", "dead share, conv2 channels", 2, True),
-    ("dead_fc1", "dead share, fc1 units", 2, True),
-    ("sel_live_conv2", "selectivity, live conv2 channels", 2, True),
-    ("sel_live_fc1", "selectivity, live fc1 units", 2, True),
-    ("mi_conv2", "MI (bits), conv2 channels", 2, True),
-    ("mi_fc1", "MI (bits), fc1 units", 2, True),
-    ("circuit_size", "circuit size (weights)", 0, False),
-    ("circuit_balanced_agreement", "circuit balanced agreement", 3, False),
-    ("random_balanced_agreement", "random same-size mask", 3, False),
-    ("spectral_c_conv2", "spectral clusters' $C$, conv2", 2, False),
-    ("spectral_c_fc1", "spectral clusters' $C$, fc1", 2, False),
-)
-"""The rows of the measure table: (row key, label, digits, whether the untrained network has it)."""
-
-
-def measure_table(results: Mapping[str, Any]) -> str:
+def measure_table(results: Mapping[str, Any], family: Family) -> str:
     """Per dataset, each measure for the untrained network, the unclustered and the clustered
     models (mean ± 95 % half-width over seeds) and the clustered-vs-unclustered verdict, the same
     :class:`~modclust.paper.claims.Verdict` the sentences read (exploratory, paired by seed)."""
@@ -368,12 +380,12 @@ def measure_table(results: Mapping[str, Any]) -> str:
     for name in results["datasets"]:
         res = results["results"][name]
         main = float(res["study"]["main_lambda"])
-        verdicts = cnn_verdicts(res)
+        verdicts = classifier_verdicts(res, family)
         rows = []
-        for key, label, digits, has_untrained in MEASURES:
+        for key, label, digits, has_untrained in measures(family.layer_words):
             a, b = seed_column(res["rows"], key, main), seed_column(res["rows"], key, 0.0)
             v = verdicts.get(key)
-            claim = f"{PRIMARY_STEMS.get(key, '')}{dataset_word(name)[0]}"
+            claim = f"{family.macro_prefix}{PRIMARY_STEMS[key]}{dataset_word(name)[0]}" if key in PRIMARY_STEMS else ""
             # a primary comparison's cell is its verdict after the Holm correction, written at compile time
             cell = f"\\Claim{claim}Cell" if claim in DECLARED else "--" if v is None else v.cell()
             base = pm_values(seed_column(res["untrained"], key), digits) if has_untrained else "--"

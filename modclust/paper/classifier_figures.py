@@ -1,10 +1,10 @@
-"""The figures of the paper's section "A convolutional network", from ``cnn.json`` (stage 7).
+"""The figures of an image classifier's paper section (the CNN's: stage 7), from its study's result.
 
-Each takes what :func:`modclust.experiments.classifier.run_datasets` returns for every dataset and
-draws means with 95 % intervals over seeds: :func:`tradeoff_figure` (accuracy and C against
-lambda), :func:`ablation_figure` (each cluster OFF and ON) and :func:`circuit_figure` (each
-label's circuit against a random mask of its size). The section's numbers are in
-:mod:`modclust.paper.cnn_numbers`.
+Each takes what :func:`modclust.experiments.classifier.run_datasets` returns for every dataset
+(and the first two the family's study, for its clustered layers), and draws means with 95 % intervals over seeds:
+:func:`tradeoff_figure` (accuracy and C against lambda), :func:`ablation_figure` (each cluster
+OFF and ON) and :func:`circuit_figure` (each label's circuit against a random mask of its size).
+The section's numbers are in :mod:`modclust.paper.classifier_numbers`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from modclust.paper.cnn_numbers import dataset_word, seed_column
+from modclust.experiments.classifier import ClassifierStudy
+from modclust.experiments.study import seed_column
+from modclust.paper.classifier_numbers import dataset_word
 from modclust.paper.figures import MODEL_COLORS, lambda_color, lambda_label, mean_and_half
+
+
+LAYER_COLORS = ("#228833", "#AA3377", "#CCBB44", "#66CCEE")
+"""The clustered layers' colours, in their order."""
 
 
 def _errorbar(ax: plt.Axes, x: np.ndarray, values: Sequence[Sequence[float]], **kw: Any) -> None:
@@ -25,8 +31,8 @@ def _errorbar(ax: plt.Axes, x: np.ndarray, values: Sequence[Sequence[float]], **
     ax.errorbar(x, m, yerr=h if v.shape[0] > 1 else None, marker="o", markersize=3, **kw)
 
 
-def tradeoff_figure(results: Mapping[str, Any]) -> plt.Figure:
-    """Per dataset (columns): test accuracy (top) and C of conv2 and fc1 (bottom) against lambda,
+def tradeoff_figure(results: Mapping[str, Any], family: ClassifierStudy[Any]) -> plt.Figure:
+    """Per dataset (columns): test accuracy (top) and C of each clustered layer (bottom) against lambda,
     mean ± 95 % interval over seeds; dotted: the untrained networks' mean C (the majority-class
     accuracy, far below, is left to the tables so that the accuracy axis resolves the seeds)."""
     names = list(results["datasets"])
@@ -40,10 +46,11 @@ def tradeoff_figure(results: Mapping[str, Any]) -> plt.Figure:
         _errorbar(axes[0, j], x, acc, color=MODEL_COLORS["clustered"])
         axes[0, j].set_title(dataset_word(name)[1])
         axes[0, j].set_ylabel("test accuracy")
-        for layer, color in (("conv2", "#228833"), ("fc1", "#AA3377")):
+        layers = family.clustered_layers
+        for layer, color in zip(layers, LAYER_COLORS):
             c = np.array([seed_column(rec, f"C_{layer}", lam) for lam in lams]).T
             _errorbar(axes[1, j], x, c, color=color, label=f"C of {layer}")
-        untrained_c = float(np.mean(seed_column(un, "C_conv2") + seed_column(un, "C_fc1")))
+        untrained_c = float(np.mean([v for layer in layers for v in seed_column(un, f"C_{layer}")]))
         axes[1, j].axhline(untrained_c, color="grey", ls=":", lw=0.8, label="untrained")
         axes[1, j].set_ylim(0, 1.02)
         axes[1, j].set_ylabel("clusterability C")
@@ -53,17 +60,19 @@ def tradeoff_figure(results: Mapping[str, Any]) -> plt.Figure:
     return fig
 
 
-def ablation_figure(results: Mapping[str, Any]) -> plt.Figure:
-    """Per dataset (rows) and layer x mode (columns: conv2 OFF, conv2 ON, fc1 OFF, fc1 ON): test
+def ablation_figure(results: Mapping[str, Any], family: ClassifierStudy[Any]) -> plt.Figure:
+    """Per dataset (rows) and layer x mode (columns: e.g. conv2 OFF, conv2 ON, fc1 OFF, fc1 ON): test
     accuracy with each cluster ablated, clusters ranked by importance per seed, unclustered and
     clustered side by side (mean ± 95 % interval); the line is the full models' accuracy."""
     names = list(results["datasets"])
-    fig, axes = plt.subplots(len(names), 4, figsize=(6.5, 1.7 * len(names) + 0.4), squeeze=False, sharey=True)
+    panels = [(layer, mode) for layer in family.clustered_layers for mode in ("off", "on")]
+    fig, axes = plt.subplots(len(names), len(panels), figsize=(6.5, 1.7 * len(names) + 0.4), squeeze=False,
+                             sharey=True)
     for i, name in enumerate(names):
         res = results["results"][name]
         main = float(res["study"]["main_lambda"])
         abl = res["summary"]["ablation"]
-        for j, (layer, mode) in enumerate((("conv2", "off"), ("conv2", "on"), ("fc1", "off"), ("fc1", "on"))):
+        for j, (layer, mode) in enumerate(panels):
             ax = axes[i, j]
             for s, lam in enumerate((0.0, main)):
                 d = abl[f"{lam:g}"][layer]
