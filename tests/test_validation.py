@@ -325,28 +325,6 @@ def test_fast_pruners_reject_a_bad_tol(circuit_setup, tol):
         greedy_circuits_fast(model, x, y, tol=tol)
 
 
-@pytest.mark.parametrize("kw, err, match", [
-    (dict(threshold=NAN), ValueError, r"threshold must be a finite number in \(0, 1\), got nan"),
-    (dict(threshold=0.0), ValueError, r"threshold must be a finite number in \(0, 1\), got 0\.0"),
-    (dict(threshold=1.0), ValueError, r"threshold must be a finite number in \(0, 1\), got 1\.0"),
-    (dict(sparsity=NAN), ValueError, r"sparsity must be a finite number >= 0, got nan"),
-    (dict(sparsity=-1e-4), ValueError, r"sparsity must be a finite number >= 0"),
-    (dict(lr=0.0), ValueError, r"lr must be a finite number > 0, got 0\.0"),
-    (dict(lr=INF), ValueError, r"lr must be a finite number > 0, got inf"),
-    (dict(init_logit=NAN), ValueError, r"init_logit must be a finite number, got nan"),
-    (dict(steps=1.5), ValueError, r"steps must be an int >= 0, got 1\.5"),
-    (dict(steps=-1), ValueError, r"steps must be an int >= 0, got -1"),
-    (dict(steps=True), TypeError, r"steps must be an int >= 0, got True"),
-    (dict(log_every=0), ValueError, r"log_every must be an int >= 1, got 0"),
-])
-def test_mask_circuit_rejects_bad_numbers(circuit_setup, kw, err, match):
-    model, x, y = circuit_setup
-    with pytest.raises(err, match=match):
-        mask_circuit_mlp(model, x[y == 0], 0, **kw)
-    with pytest.raises(err, match=match):
-        mask_circuits_mlp(model, x, y, **kw)
-
-
 def test_valid_circuit_arguments_still_work(circuit_setup):
     model, x, y = circuit_setup
     a = greedy_circuit(model, x[y == 1], np.int64(1), layers=["fc3"], threshold=0)
