@@ -23,7 +23,7 @@ import pytest
 from modclust.pipeline import stage_table
 from modclust.pipeline.deps import DependencyError, import_closure, makefile, preset_chain
 from modclust.pipeline.presets import PresetError, check_preset, load_preset
-from modclust.pipeline.stage_table import STAGES, Stage
+from modclust.pipeline.stage_table import STAGES
 from modclust.pipeline.stages import PAPER_STAGES
 from modclust.pipeline.studies import STUDIES
 
@@ -188,15 +188,6 @@ def test_every_notebook_is_a_declared_stage_and_every_stage_a_notebook():
     stage_table.check()
 
 
-def test_the_table_must_hold_together():
-    with pytest.raises(ValueError, match="declared twice"):
-        stage_table.check((Stage("01_a"), Stage("01_a")))
-    with pytest.raises(ValueError, match=r"reads \['02_b'\], which are not stages declared before it"):
-        stage_table.check((Stage("01_a", reads=("02_b",)), Stage("02_b")))
-    with pytest.raises(ValueError, match="paper=False"):
-        stage_table.check((Stage("01_a", macros=("a.tex",)),))
-
-
 def _make_variables(preset: str) -> dict[str, str]:
     """The variables of make's database for ``make _results PRESET=preset`` (the last one)."""
     out = subprocess.run(["make", "-pqR", "--no-print-directory", f"PRESET={preset}", "_results"],
@@ -269,12 +260,6 @@ def test_the_paper_inputs_every_stage_s_macros_and_section_through_the_table():
     assert written - direct == set(macros)
     assert PAPER_STAGES == tuple(s.name for s in STAGES if s.paper)
     assert {s.name for s in STAGES if s.macros or s.section} <= set(PAPER_STAGES)
-
-
-def test_the_generated_inputs_follow_the_table_in_order():
-    files = stage_table.paper_inputs()
-    assert _inputs(files[stage_table.STAGE_MACROS]) == [f"generated/{m}" for s in STAGES for m in s.macros]
-    assert _inputs(files[stage_table.STAGE_SECTIONS]) == [s.section for s in STAGES if s.section]
 
 
 def test_a_stage_reads_only_its_own_studys_code(smoke_rules):
