@@ -22,10 +22,9 @@ import pytest
 
 from modclust.pipeline import stage_table
 from modclust.pipeline.deps import DependencyError, import_closure, makefile, preset_chain
-from modclust.pipeline.presets import PresetError, check_preset, load_preset
+from modclust.pipeline.presets import PresetError, load_preset
 from modclust.pipeline.stage_table import STAGES
 from modclust.pipeline.stages import PAPER_STAGES
-from modclust.pipeline.studies import STUDIES
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
@@ -153,17 +152,6 @@ def test_imports_inside_functions_are_followed(tmp_path):
     found = {str(p.relative_to(tmp_path)) for p in import_closure("from modclust.sub.a import f", tmp_path)}
     assert found == {"modclust/__init__.py", "modclust/sub/__init__.py", "modclust/sub/a.py", "modclust/sub/b.py",
                      "modclust/c.py", "modclust/sub/style.mplstyle"}
-
-
-def test_presets_extend_one_another(tmp_path):
-    notebooks = NOTEBOOKS
-    (tmp_path / "base.yaml").write_text("epochs: 3\nlr: 0.01\n")
-    (tmp_path / "child.yaml").write_text("extends: base\nlr: 0.1\n")
-    assert load_preset(tmp_path / "child.yaml") == {"epochs": 3, "lr": 0.1}
-    assert check_preset(tmp_path / "child.yaml", notebooks, STUDIES) == {"epochs": 3, "lr": 0.1}
-    (tmp_path / "base.yaml").write_text("epochz: 3\n")
-    with pytest.raises(PresetError, match=r"epochz \(set in .*base.yaml\): no such setting"):
-        check_preset(tmp_path / "child.yaml", notebooks, STUDIES)
 
 
 def test_a_preset_chain_that_cannot_resolve_is_one_clear_error(tmp_path):
