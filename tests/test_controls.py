@@ -11,12 +11,9 @@ import pytest
 import torch
 
 import modclust as mc
-from modclust.analysis.sparsity import (live_density, live_mask, mean_pairwise_iou, proportional_floor,
-                                        random_subset_iou)
 from modclust.core import checkpoint, paths
 from modclust.core.data import balanced_indices
 from modclust.core.distributed import train_ddp
-from modclust.core.partition import Partition
 from modclust.core.train import SETTINGS, TrainConfig, label_permutation, random_mask, run_name, setting_of
 from modclust.experiments import controls
 from modclust.experiments import grid as ex
@@ -140,51 +137,6 @@ def test_l1_search_reports_a_miss_instead_of_hiding_it():
     s = controls.search_l1(TrainConfig(lam=0.0, epochs=1, lr=0.05, batch_size=50), data, target=0.5,
                            tolerance=1e-6, per_round=2, rounds=1)
     assert not s.within and len(s.probes) == 2
-
-
-# --- sparsity measures -------------------------------------------------------------------------
-
-def test_live_weights_are_those_above_a_share_of_the_largest():
-    w = torch.tensor([[1.0, 0.005, -0.5], [0.0, -0.02, 0.011]])
-    assert live_mask(w).tolist() == [[True, False, True], [False, True, True]]
-    assert live_density(w) == pytest.approx(4 / 6)
-    assert live_density(torch.zeros(3, 3)) == 0.0
-    with pytest.raises(ValueError, match="cutoff"):
-        live_mask(w, cutoff=2.0)
-
-
-def test_random_subset_iou_matches_simulation():
-    g = torch.Generator().manual_seed(0)
-    pool, a, b = 400, 120, 80
-    sims = []
-    for _ in range(2000):
-        x = torch.zeros(pool, dtype=torch.bool)
-        y = torch.zeros(pool, dtype=torch.bool)
-        x[torch.randperm(pool, generator=g)[:a]] = True
-        y[torch.randperm(pool, generator=g)[:b]] = True
-        sims.append(float((x & y).sum() / (x | y).sum()))
-    assert random_subset_iou(a, b, pool) == pytest.approx(sum(sims) / len(sims), rel=0.03)
-    assert random_subset_iou(pool, pool, pool) == 1.0
-    with pytest.raises(ValueError):
-        random_subset_iou(10, 5, 8)
-
-
-def test_pairwise_iou_and_its_random_floor():
-    pool = torch.ones(100, dtype=torch.bool)
-    same = torch.zeros(100, dtype=torch.bool)
-    same[:20] = True
-    seen, chance = mean_pairwise_iou([same, same.clone()], pool)
-    assert seen == 1.0 and chance == pytest.approx(random_subset_iou(20, 20, 100))
-    assert all(math.isnan(v) for v in mean_pairwise_iou([same], pool))
-
-
-def test_proportional_floor_is_a_quarter_for_four_equally_live_blocks():
-    part = Partition.equal_blocks((8, 8), 4)
-    assert proportional_floor(part.mask().bool(), part) == 0.25  # every live weight inside a block
-    assert proportional_floor(torch.ones(8, 8, dtype=torch.bool), part) == pytest.approx(4 / 64)
-    live = part.mask().bool().clone()
-    live[:2, :2] = False  # block 0 emptied: three equal blocks remain
-    assert proportional_floor(live, part) == pytest.approx(1 / 3)
 
 
 # --- stage 4: circuits of the controls, and the table -------------------------------------------

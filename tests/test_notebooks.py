@@ -50,7 +50,7 @@ def test_committed_notebook_is_clean_with_one_typed_parameters_cell(path):
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_every_preset_fits_the_notebooks(preset):
-    """Keys and types are checked by modclust.pipeline.presets (tests/test_pipeline.py); this is the one
+    """Keys and types are checked by modclust.pipeline.presets (tests/test_presets.py); this is the one
     rule between keys: the compared lambdas are trained."""
     values = check_preset(preset, NOTEBOOKS, STUDIES)
     assert values["main_lambda"] in values["lambdas"] and 0 in values["lambdas"]

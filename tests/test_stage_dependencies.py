@@ -22,10 +22,9 @@ import pytest
 
 from modclust.pipeline import stage_table
 from modclust.pipeline.deps import DependencyError, import_closure, makefile, preset_chain
-from modclust.pipeline.presets import PresetError, check_preset, load_preset
-from modclust.pipeline.stage_table import STAGES, Stage
+from modclust.pipeline.presets import PresetError, load_preset
+from modclust.pipeline.stage_table import STAGES
 from modclust.pipeline.stages import PAPER_STAGES
-from modclust.pipeline.studies import STUDIES
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
@@ -155,17 +154,6 @@ def test_imports_inside_functions_are_followed(tmp_path):
                      "modclust/c.py", "modclust/sub/style.mplstyle"}
 
 
-def test_presets_extend_one_another(tmp_path):
-    notebooks = NOTEBOOKS
-    (tmp_path / "base.yaml").write_text("epochs: 3\nlr: 0.01\n")
-    (tmp_path / "child.yaml").write_text("extends: base\nlr: 0.1\n")
-    assert load_preset(tmp_path / "child.yaml") == {"epochs": 3, "lr": 0.1}
-    assert check_preset(tmp_path / "child.yaml", notebooks, STUDIES) == {"epochs": 3, "lr": 0.1}
-    (tmp_path / "base.yaml").write_text("epochz: 3\n")
-    with pytest.raises(PresetError, match=r"epochz \(set in .*base.yaml\): no such setting"):
-        check_preset(tmp_path / "child.yaml", notebooks, STUDIES)
-
-
 def test_a_preset_chain_that_cannot_resolve_is_one_clear_error(tmp_path):
     (tmp_path / "a.yaml").write_text("extends: b\n")
     (tmp_path / "b.yaml").write_text("extends: a\n")
@@ -186,15 +174,6 @@ def test_every_notebook_is_a_declared_stage_and_every_stage_a_notebook():
     assert [p.stem for p in NOTEBOOKS] == stage_table.names()
     assert [int(s.name.split("_")[0]) for s in STAGES] == list(range(1, len(STAGES) + 1))
     stage_table.check()
-
-
-def test_the_table_must_hold_together():
-    with pytest.raises(ValueError, match="declared twice"):
-        stage_table.check((Stage("01_a"), Stage("01_a")))
-    with pytest.raises(ValueError, match=r"reads \['02_b'\], which are not stages declared before it"):
-        stage_table.check((Stage("01_a", reads=("02_b",)), Stage("02_b")))
-    with pytest.raises(ValueError, match="paper=False"):
-        stage_table.check((Stage("01_a", macros=("a.tex",)),))
 
 
 def _make_variables(preset: str) -> dict[str, str]:
@@ -269,12 +248,6 @@ def test_the_paper_inputs_every_stage_s_macros_and_section_through_the_table():
     assert written - direct == set(macros)
     assert PAPER_STAGES == tuple(s.name for s in STAGES if s.paper)
     assert {s.name for s in STAGES if s.macros or s.section} <= set(PAPER_STAGES)
-
-
-def test_the_generated_inputs_follow_the_table_in_order():
-    files = stage_table.paper_inputs()
-    assert _inputs(files[stage_table.STAGE_MACROS]) == [f"generated/{m}" for s in STAGES for m in s.macros]
-    assert _inputs(files[stage_table.STAGE_SECTIONS]) == [s.section for s in STAGES if s.section]
 
 
 def test_a_stage_reads_only_its_own_studys_code(smoke_rules):
