@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from modclust.core.io import write_atomic
-from modclust.core.stats import Contrast, contrast, holm
-from modclust.paper.latex import Macros, generated_header, num, p_text, table
+from modclust.core.stats import Contrast, Interval, contrast, holm
+from modclust.paper.latex import Macros, generated_header, num, p_text, pm, table
 
 ALPHA = 0.05
 """The level of every test (two-sided), of the Holm correction and of the equivalence tests."""
@@ -230,6 +230,17 @@ class Verdict:
             tail = f" The margin of equivalence is {self.margin()}, declared before the data were read."
         return f"{w.subject} {self.predicate()} {w.other} ({body}).{tail}"
 
+    def clause(self, other: str, words: tuple[str, str, str], digits: int = 2, scale: float = 1.0, unit: str = "",
+               quantity: str = "") -> str:
+        """A clause for inside a sentence: ``"<verb> <other> (<a> against <b>, paired p=..., exploratory)"``,
+        the verb chosen by the direction (``words`` = its higher, lower and inconclusive forms), e.g.
+        "less accurate than the unclustered ones (78.9 % against 86.6 %, paired $p=0.007$, exploratory)"."""
+        verb = dict(zip(("higher", "lower", "inconclusive"), words))[self.direction]
+        what = f"{quantity} " if quantity else ""
+        t = self.test
+        return (f"{verb} {other} ({what}{pm(t.a, digits, scale)}{unit} against {pm(t.b, digits, scale)}{unit}, "
+                f"paired {p_text(self.p)}, exploratory)")
+
     def word(self) -> str:
         """The verdict in a word or two: "higher", "lower", "equivalent", "cannot tell"."""
         return {"inconclusive": "cannot tell"}.get(self.direction, self.direction)
@@ -238,6 +249,21 @@ class Verdict:
         """The verdict as a table cell: "lower (Holm $p=0.003$)" for a primary comparison, "lower
         ($p=0.003$, expl.)" for an exploratory one."""
         return f"{self.word()} (Holm {p_text(self.p)})" if self.primary else f"{self.word()} ({p_text(self.p)}, expl.)"
+
+
+def against_clause(entry: Mapping[str, Any], words: Mapping[str, str], what: str, digits: int = 2, unit: str = "",
+                   scale: float = 1.0) -> str:
+    """``words[direction]`` for a measure against its null, then the interval of the per-run difference.
+
+    ``entry`` is one measure's entry of :func:`modclust.experiments.study.against` (the direction
+    is :func:`modclust.core.stats.direction` of the difference's 95 % interval over seeds);
+    ``words`` maps each direction to a phrase such as "above its shuffled null".
+    """
+    if entry["difference"] is None:
+        return f"{words['indistinguishable']} (undefined for every run)"
+    iv = Interval(**entry["difference"])
+    seeds = f"{iv.n} seed{'s' if iv.n != 1 else ''}"
+    return f"{words[entry['direction']]} ({what} {pm(iv, digits, scale)}{unit}, {seeds})"
 
 
 def exploratory(a: Sequence[float], b: Sequence[float], wording: Wording, rule: str = "paired",

@@ -29,7 +29,7 @@ from modclust.core.stats import Interval
 from modclust.paper.claims import ALPHA, DECLARED, Verdict, Wording, not_measured, record
 from modclust.experiments.classifier import ClassifierStudy, LayerWords
 from modclust.experiments.study import seed_column, seed_values
-from modclust.paper.latex import Macros, count_noun, letters, num, p_text, pm, pm_values, tex_escape
+from modclust.paper.latex import Macros, count_noun, letters, num, pm, pm_values, tex_escape
 from modclust.paper.numbers import paired, paired_values
 
 Family = ClassifierStudy[Any]
@@ -53,18 +53,6 @@ def dataset_word(name: str) -> tuple[str, str]:
 
 def _pct(values: Sequence[float], digits: int = 1) -> str:
     return pm_values([100 * v for v in values], digits) + "\\,\\%"
-
-
-def clause(v: Verdict, other: str, words: tuple[str, str, str], digits: int = 2, scale: float = 1.0,
-           unit: str = "", quantity: str = "") -> str:
-    """``"<verb> <other> (<a> against <b>, paired p=...)"``, the verb chosen by the verdict
-    (``words`` = its higher, lower and not-distinguishable forms), e.g. "less accurate than the
-    unclustered ones (78.9 % against 86.6 %, paired $p=0.007$)"."""
-    verb = dict(zip(("higher", "lower", "inconclusive"), words))[v.direction]
-    what = f"{quantity} " if quantity else ""
-    t = v.test
-    return (f"{verb} {other} ({what}{pm(t.a, digits, scale)}{unit} against {pm(t.b, digits, scale)}{unit}, "
-            f"paired {p_text(v.p)}, exploratory)")
 
 
 def _and(items: Sequence[str], comma: str = "") -> str:
@@ -188,17 +176,17 @@ def dataset_macros(m: Macros, res: Mapping[str, Any], family: Family) -> dict[st
         off, on = cmp[f"off_mean_{layer}"], cmp[f"on_mean_{layer}"]
         if i == 0:
             parts.append(f"On {title}, with one {lw.cluster} cluster OFF the clustered models are "
-                         f"{clause(off, 'the unclustered ones ablated alike', acc_words, **PCT)}, "
-                         f"and with only one ON {clause(on, 'them', acc_words, **PCT)}.")
+                         f"{off.clause('the unclustered ones ablated alike', acc_words, **PCT)}, "
+                         f"and with only one ON {on.clause('them', acc_words, **PCT)}.")
         else:
             parts.append(f" With one {lw.cluster} cluster OFF they are "
-                         f"{clause(off, 'the unclustered ones', acc_words, **PCT)}, "
-                         f"with only one ON {clause(on, 'them', acc_words, **PCT)}"
+                         f"{off.clause('the unclustered ones', acc_words, **PCT)}, "
+                         f"with only one ON {on.clause('them', acc_words, **PCT)}"
                          + ("." if layer != layers[-1] else ""))
     last = layers[-1]
     sentences["ablation"] = "".join(parts) + (
         (", and the accuracy lost with one " if len(layers) > 1 else " The accuracy lost with one ")
-        + f"{words[last].cluster} cluster OFF is " + clause(cmp[f"spread_{last}"], "in unclustered models",
+        + f"{words[last].cluster} cluster OFF is " + cmp[f"spread_{last}"].clause("in unclustered models",
                        ("spread less evenly over the classes than", "spread more evenly over the classes than",
                         "not distinguishably more or less evenly spread over the classes than"), digits=3,
                        quantity="standard deviation over classes") + ".")
@@ -220,17 +208,17 @@ def dataset_macros(m: Macros, res: Mapping[str, Any], family: Family) -> dict[st
         v = verdicts
         sem.append(
             f"{start} label semanticity of the clustered models' {layer} {unit} is "
-            f"{clause(v[f'sem_{layer}'], 'that of unclustered ones', more)}, which is "
-            f"{clause(v[f'untrained:sem_{layer}'], untrained, more)}. "
+            f"{v[f'sem_{layer}'].clause('that of unclustered ones', more)}, which is "
+            f"{v[f'untrained:sem_{layer}'].clause(untrained, more)}. "
             f"A share {pm_values(hi(f'dead_{layer}'), 2)} of their {unit} never fires on the test images, against "
             f"{pm_values(lo(f'dead_{layer}'), 2)} without the loss and "
             f"{pm_values(seed_column(un, f'dead_{layer}'), 2)} "
             f"untrained; on the live {unit}, class selectivity is "
-            f"{clause(v[f'sel_live_{layer}'], 'the unclustered ones' + apos, more)}, which is "
-            f"{clause(v[f'untrained:sel_live_{layer}'], untrained, more)}, and the mutual information with the "
+            f"{v[f'sel_live_{layer}'].clause('the unclustered ones' + apos, more)}, which is "
+            f"{v[f'untrained:sel_live_{layer}'].clause(untrained, more)}, and the mutual information with the "
             f"label, which a silent unit cannot raise, is "
-            f"{clause(v[f'mi_{layer}'], 'the unclustered ones' + apos, more, unit=' bits')}, which is "
-            f"{clause(v[f'untrained:mi_{layer}'], untrained, more, unit=' bits')}.")
+            f"{v[f'mi_{layer}'].clause('the unclustered ones' + apos, more, unit=' bits')}, which is "
+            f"{v[f'untrained:mi_{layer}'].clause(untrained, more, unit=' bits')}.")
     sentences["semanticity"] = " ".join(sem)
 
     # 4. circuits
@@ -244,7 +232,7 @@ def dataset_macros(m: Macros, res: Mapping[str, Any], family: Family) -> dict[st
         m.add(f"{p}CircFrac{tag}", _pct(seed_column(rows, "circuit_fraction", lam), 2))
     sentences["circuits"] = (
         f"\\Claim{prefix}Circuit{word}Sentence{{}} Their balanced agreement is "
-        f"{clause(verdicts['circuit_balanced_agreement'], 'that of the unclustered ones', more, digits=3)}, "
+        f"{verdicts['circuit_balanced_agreement'].clause('that of the unclustered ones', more, digits=3)}, "
         f"while random masks of the same sizes reach {pm_values(hi('random_balanced_agreement'), 3)} and "
         f"{pm_values(lo('random_balanced_agreement'), 3)}. " + _constant_sentence(res, main))
 

@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modclust.core.stats import Contrast, Interval, contrast
+from modclust.core.stats import Contrast, contrast
 from modclust.experiments.modular_addition import modulus_row
 from modclust.experiments.study import StudyResult, seed_column
-from modclust.paper.latex import Macros, count_noun, num, pm, pm_values, table, write_macros
-from modclust.paper.claims import Verdict, Wording, record
+from modclust.paper.latex import Macros, count_noun, num, pm_values, table, write_macros
+from modclust.paper.claims import Verdict, Wording, against_clause, record
 from modclust.paper.numbers import paired, paired_values
 
 MODADD_SOURCE = "notebooks/08_modadd.ipynb"  # writes modadd.tex (modadd_macros)
@@ -86,22 +86,6 @@ def primary_records(study: StudyResult) -> list[dict[str, Any]]:
     models, paired by seed."""
     lam = clustered_lambda(study)
     return [record("ModaddMi", *paired_values(study.values("mi", lam), study.values("spectral_mi", 0.0)))]
-
-
-def _null_sentence(study: StudyResult, lam: float, key: str, words: Mapping[str, str], what: str,
-                   digits: int = 2, unit: str = "", scale: float = 1.0) -> str:
-    """``words[direction]`` for the per-run difference of ``key`` to its null, then that difference's interval.
-
-    The direction is :func:`modclust.core.stats.direction` of the difference's 95 % interval over
-    seeds (the study's ``"against_null"``); ``words`` maps each direction to a phrase such as
-    "above its shuffled null".
-    """
-    entry = study.summary["against_null"][str(lam)][key]
-    if entry["difference"] is None:
-        return f"{words['indistinguishable']} (undefined for every run)"
-    iv = Interval(**entry["difference"])
-    seeds = f"{iv.n} seed{'s' if iv.n != 1 else ''}"
-    return f"{words[entry['direction']]} ({what} {pm(iv, digits, scale)}{unit}, {seeds})"
 
 
 def _freq_list(study: StudyResult, lam: float) -> str:
@@ -204,22 +188,23 @@ def modadd_macros(study: StudyResult) -> Macros:
         for key, name in (("abl_test_acc_before", "AblAccBefore"), ("abl_test_acc_after", "AblAcc"),
                           ("control_test_acc_after", "ControlAcc"), ("abl_acc_after", "AblAllAcc")):
             m.add(f"ModAdd{name}{tag}", _pct(col(key)))
-        m.add(f"ModAddMiNullSentence{tag}", _null_sentence(
-            study, v, "mi", {"higher": "above its shuffled null", "lower": "below its shuffled null",
+        nulls = study.summary["against_null"][str(v)]
+        m.add(f"ModAddMiNullSentence{tag}", against_clause(
+            nulls["mi"], {"higher": "above its shuffled null", "lower": "below its shuffled null",
                              "indistinguishable": "not distinguishable from its shuffled null"},
             "MI minus the null's mean", 2, " bits"))
-        m.add(f"ModAddSpectralNullSentence{tag}", _null_sentence(
-            study, v, "spectral_mi", {"higher": "above their shuffled null", "lower": "below their shuffled null",
+        m.add(f"ModAddSpectralNullSentence{tag}", against_clause(
+            nulls["spectral_mi"], {"higher": "above their shuffled null", "lower": "below their shuffled null",
                                       "indistinguishable": "not distinguishable from their shuffled null"},
             "MI minus the null's mean", 2, " bits"))
-        m.add(f"ModAddSpecificityControlSentence{tag}", _null_sentence(
-            study, v, "abl_specificity", {"higher": "more specific than the random sets",
+        m.add(f"ModAddSpecificityControlSentence{tag}", against_clause(
+            nulls["abl_specificity"], {"higher": "more specific than the random sets",
                                           "lower": "less specific than the random sets",
                                           "indistinguishable":
                                               "not distinguishably more specific than the random sets"},
             "difference", 2))
-        m.add(f"ModAddPowerSpecificityControlSentence{tag}", _null_sentence(
-            study, v, "abl_power_specificity", {"higher": "higher than for random sets",
+        m.add(f"ModAddPowerSpecificityControlSentence{tag}", against_clause(
+            nulls["abl_power_specificity"], {"higher": "higher than for random sets",
                                                 "lower": "lower than for random sets",
                                                 "indistinguishable": "not distinguishable from random sets"},
             "difference", 2))
