@@ -14,6 +14,7 @@ import torch
 
 import modclust
 from modclust.core.data import Dataset
+from modclust.core.model import MLP
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 _shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -40,3 +41,14 @@ def tiny() -> Dataset:
 @pytest.fixture(scope="session")
 def mnist() -> Dataset:
     return modclust.load("mnist")
+
+
+@pytest.fixture(scope="module")
+def circuit_setup() -> tuple[MLP, torch.Tensor, torch.Tensor]:
+    """A small MLP, 60 inputs and labels 0-2 only (so labels 3-9 have no examples): for the circuit
+    functions' checks of their arguments."""
+    g = torch.Generator().manual_seed(0)
+    model = MLP((20, 6, 5, 10), seed=0)
+    x = torch.randn(60, 20, generator=g)
+    y = torch.arange(60) % 3  # labels 0, 1, 2 only
+    return model, x, y

@@ -77,15 +77,6 @@ def test_one_circuit_per_label() -> None:
         mask_circuits_mlp(model, x, y, labels=[7], steps=5)
 
 
-@pytest.fixture(scope="module")
-def circuit_setup():
-    g = torch.Generator().manual_seed(0)
-    model = MLP((20, 6, 5, 10), seed=0)
-    x = torch.randn(60, 20, generator=g)
-    y = torch.arange(60) % 3  # labels 0, 1, 2 only
-    return model, x, y
-
-
 @pytest.mark.parametrize("kw, err, match", [
     (dict(threshold=NAN), ValueError, r"threshold must be a finite number in \(0, 1\), got nan"),
     (dict(threshold=0.0), ValueError, r"threshold must be a finite number in \(0, 1\), got 0\.0"),

@@ -260,15 +260,6 @@ def test_diverging_run_on_cuda_is_caught_without_a_per_step_sync(cuda_graph):
 # --- circuits -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def circuit_setup():
-    g = torch.Generator().manual_seed(0)
-    model = MLP((20, 6, 5, 10), seed=0)
-    x = torch.randn(60, 20, generator=g)
-    y = torch.arange(60) % 3  # labels 0, 1, 2 only
-    return model, x, y
-
-
 def test_every_circuit_function_refuses_a_label_with_no_examples(circuit_setup):
     model, x, y = circuit_setup
     none = x[y == 7]
