@@ -168,11 +168,6 @@ class ClassifierSettings:
         """The model's parameter names the circuit masks may act on (a family's settings say)."""
         raise NotImplementedError(f"{type(self).__name__} must say which parameters circuits may mask")
 
-    @property
-    def analysis_lambdas(self) -> tuple[float, float]:
-        """The lambdas the deeper analyses compare: the unclustered 0 and the main lambda."""
-        return 0.0, self.main_lambda
-
     def to_dict(self) -> dict[str, Any]:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
@@ -565,8 +560,7 @@ class ClassifierStudy(Study[C, Dataset, Prepared]):
     def summarise(self, result: StudyResult) -> dict[str, Any]:
         """The trade-off table, the paired accuracy differences, the untrained networks' values,
         ranked ablations and per-label circuits."""
-        main = float(self.settings.main_lambda)
-        by_lam = {lam: [r for r in result.runs if r["lam"] == lam] for lam in (0.0, main)}
+        by_lam = {lam: [r for r in result.runs if r["lam"] == lam] for lam in self.analysed_lambdas}
         untrained_keys = ("test_acc", *(f"C_{layer}" for layer in self.clustered_layers),
                           *(f"{key}_{layer}" for layer in self.clustered_layers for key in UNTRAINED_KEYS))
         return {
@@ -574,9 +568,9 @@ class ClassifierStudy(Study[C, Dataset, Prepared]):
             "paired_accuracy": paired_difference(result.records, "test_acc", baseline_lam=0.0),
             "untrained": {key: mean_ci(list(seed_values(result.untrained, key).values())).to_dict()
                           for key in untrained_keys},
-            "ablation": {f"{lam:g}": {layer: ranked_layer_ablation(by_lam[lam], layer)
-                                      for layer in self.clustered_layers} for lam in (0.0, main)},
-            "circuits": {f"{lam:g}": per_label_circuits(by_lam[lam]) for lam in (0.0, main)},
+            "ablation": {f"{lam:g}": {layer: ranked_layer_ablation(runs, layer) for layer in self.clustered_layers}
+                         for lam, runs in by_lam.items()},
+            "circuits": {f"{lam:g}": per_label_circuits(runs) for lam, runs in by_lam.items()},
         }
 
 
