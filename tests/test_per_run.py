@@ -2,6 +2,7 @@
 JSON-ready results on a tiny run; its figures (modclust.paper.figures) draw and its paper numbers
 (modclust.paper.numbers) follow the data."""
 
+import dataclasses
 import json
 import re
 
@@ -133,13 +134,13 @@ def test_beyond_macro_strings_are_pinned() -> None:
 def test_beyond_sentences_follow_the_side_of_the_interval() -> None:
     """A paired difference whose interval lies above 0 reads "more", one that straddles 0 "not distinguishable"."""
     res = stage6_results()
-    for r in res["records"]:
+    for r in res.records:
         if r["lam"]:
             r["test_acc"] = 0.95 + 0.001 * r["seed"] + (0.01 * r["seed"] if r["layers"] == "all" else 0)
             if r["layers"] == "all":
                 r["test_acc"] -= 0.07 if r["seed"] % 2 else -0.03
-    res["paired_accuracy"] = paired_difference(res["records"])
-    for r in res["spectral"]["rows"]:
+    res = dataclasses.replace(res, paired_accuracy=paired_difference(res.records))
+    for r in res.spectral["rows"]:
         r["z_c"] = 3.0 + 0.1 * r["seed"]
     m = beyond_macros(res)
     assert m["AccSentenceFcTwo"] == "more accurate than"
@@ -151,7 +152,7 @@ def test_an_undefined_value_of_one_seed_is_left_out() -> None:
     """An IoU of two empty circuits is nan (undefined): that seed drops out of the interval and
     the comparison instead of stopping the macros or printing nan."""
     res = stage6_results()
-    for r in res["circuits"]["rows"]:
+    for r in res.circuits["rows"]:
         if r["seed"] == 0:
             r["greedy_iou"], r["greedy_size"] = float("nan"), float("nan")
     m = beyond_macros(res)
@@ -172,12 +173,12 @@ def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
     # 2 runs x 2 objectives (faithful, seed's) x 2 methods x 2 labels, each with its kept masks
     assert len(circuits) == 16 and {r["objective"] for r in circuits} == {"margin", "seed"}
     assert set(circuits[0]["kept"]) == {"fc2", "fc3"} and circuits[0]["kept"]["fc2"].dtype == torch.bool
-    assert "greedy_agreement" in res["circuits"]["rows"][0] and len(res["seed_circuits"]["rows"]) == 2
-    assert len(res["records"]) == 4 and res["lambdas"] == [0.0, 5.0] and res["layer_sets"] == ["fc2", "all"]
-    assert len(res["spectral"]["rows"]) == len(res["circuits"]["rows"]) == len(res["selectivity"]["rows"]) == 2
-    assert {r["layers"] for r in res["spectral"]["rows"]} == {"fc2"}
-    assert "greedy_share" in res["circuits"]["rows"][0]
-    json.dumps(res)
+    assert "greedy_agreement" in res.circuits["rows"][0] and len(res.seed_circuits["rows"]) == 2
+    assert len(res.records) == 4 and res.lambdas == [0.0, 5.0] and res.layer_sets == ["fc2", "all"]
+    assert len(res.spectral["rows"]) == len(res.circuits["rows"]) == len(res.selectivity["rows"]) == 2
+    assert {r["layers"] for r in res.spectral["rows"]} == {"fc2"}
+    assert "greedy_share" in res.circuits["rows"][0]
+    json.dumps(res.to_dict())
     assert "SpectralSentence" in beyond_macros(res)
     with pytest.raises(ValueError, match="main_lambda 15 on the layer set 'fc2'"):
         run_beyond(data, runs, records, main_lambda=15.0, analysis_layers="fc2")

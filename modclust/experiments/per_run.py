@@ -30,6 +30,7 @@ from modclust.core.partition import Partition
 from modclust.core.progress import track
 from modclust.core.train import TrainResult, run_name
 from modclust.experiments.grid import paired_difference, summary_table
+from modclust.experiments.stage_results import BeyondResults
 
 
 def _ablation_summary(result: TrainResult, part: Partition, data: Dataset, layer: str) -> dict[str, Any]:
@@ -174,8 +175,8 @@ def run_beyond(data: Dataset, runs: Sequence[TrainResult], records: Sequence[dic
                labels: Sequence[int] | None = None, threshold: float = 1e-4, baseline: str = "current",
                mask_sparsity: float = 1e-4, mask_steps: int = 300, selectivity_bins: int = 10,
                progress: bool = True, faithful_objective: str = "margin", ablation: str = "zero",
-               search_per_class: int = 50, search_seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Every stage-6 analysis of the sweep's trained runs; returns the JSON-ready results and the circuits.
+               search_per_class: int = 50, search_seed: int = 0) -> tuple[BeyondResults, list[dict[str, Any]]]:
+    """Every stage-6 analysis of the sweep's trained runs; returns its result and the circuits.
 
     ``runs`` and ``records`` are the sweep of the train stage (:func:`modclust.experiments.grid.load_sweep`:
     every layer set x lambda x seed, one :func:`~modclust.experiments.grid.run_record` each).
@@ -220,21 +221,21 @@ def run_beyond(data: Dataset, runs: Sequence[TrainResult], records: Sequence[dic
                                             r.config.seed, method) for method, c in found]
         sel.append({**tag, **selectivity_analysis(r, data, sel_layers, spec_layer, selectivity_bins)})
     rows = lambda runs, fn: [{"lam": x["lam"], "seed": x["seed"], "layers": first, **fn(x)} for x in runs]  # noqa: E731
-    out = {
-        "dataset": data.name, "main_lambda": main, "lambdas": lams, "seeds": seeds,
-        "layer_sets": set_labels, "config": base.to_dict(),
-        "records": list(records),
-        "summary": summary_table(records, metrics=["test_acc", "C_clustered"] + [f"C_{n}" for n in names]),
-        "paired_accuracy": paired_difference(records, "test_acc", baseline_lam=0.0),
-        "spectral": {"layer": spec_layer, "null_draws": null_draws, "rows": rows(spectral, spectral_row),
-                     "runs": spectral},
-        "circuits": {"layers": list(circuit_layers), "labels": circ_labels, "threshold": threshold,
-                     "baseline": baseline, "mask_sparsity": mask_sparsity, "mask_steps": mask_steps,
-                     "objective": faithful_objective, "ablation": ablation,
-                     "search": {"split": "train", "per_class": search_per_class, "seed": search_seed},
-                     "rows": rows(circ[faithful_objective], circuit_row), "runs": circ[faithful_objective]},
-        "seed_circuits": {"objective": "seed", "rows": rows(circ["seed"], circuit_row), "runs": circ["seed"]},
-        "selectivity": {"layers": sel_layers, "cluster_layer": spec_layer, "bins": selectivity_bins,
-                        "rows": rows(sel, selectivity_row), "runs": sel},
-    }
+    out = BeyondResults(
+        dataset=data.name, main_lambda=main, lambdas=lams, seeds=seeds,
+        layer_sets=set_labels, config=base.to_dict(),
+        records=list(records),
+        summary=summary_table(records, metrics=["test_acc", "C_clustered"] + [f"C_{n}" for n in names]),
+        paired_accuracy=paired_difference(records, "test_acc", baseline_lam=0.0),
+        spectral={"layer": spec_layer, "null_draws": null_draws, "rows": rows(spectral, spectral_row),
+                  "runs": spectral},
+        circuits={"layers": list(circuit_layers), "labels": circ_labels, "threshold": threshold,
+                  "baseline": baseline, "mask_sparsity": mask_sparsity, "mask_steps": mask_steps,
+                  "objective": faithful_objective, "ablation": ablation,
+                  "search": {"split": "train", "per_class": search_per_class, "seed": search_seed},
+                  "rows": rows(circ[faithful_objective], circuit_row), "runs": circ[faithful_objective]},
+        seed_circuits={"objective": "seed", "rows": rows(circ["seed"], circuit_row), "runs": circ["seed"]},
+        selectivity={"layers": sel_layers, "cluster_layer": spec_layer, "bins": selectivity_bins,
+                     "rows": rows(sel, selectivity_row), "runs": sel},
+    )
     return out, circuit_records
