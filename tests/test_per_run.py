@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from modclust.experiments.per_run import (
+    BeyondSettings,
     circuit_analysis,
     circuit_row,
     run_beyond,
@@ -24,6 +25,7 @@ from modclust.core import paths
 from modclust.core.data import Dataset
 from modclust.core.train import TrainConfig, train
 from modclust.experiments.grid import grid_configs, paired_difference, run_record, train_grid
+from modclust.experiments.mlp_study import MlpSettings
 from modclust.paper.figures import iou_figure, pareto_figure, plotly_pareto, profile_figure
 from modclust.paper.latex import macros_tex
 from modclust.paper.numbers import beyond_macros, write_beyond_numbers
@@ -167,9 +169,10 @@ def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
     configs = grid_configs([0.0, 5.0], [0], layer_sets=["fc2", "all"], base=cfg)
     runs = train_grid(configs, data, progress=False)
     records = [run_record(r) for r in runs]
-    res, circuits = run_beyond(data, runs, records, main_lambda=5.0, analysis_layers="fc2", null_draws=2,
-                               circuit_layers=["fc2", "fc3"], labels=[0, 1], mask_steps=5, progress=False,
-                               search_per_class=5)
+    settings = MlpSettings(null_draws=2, circuit_layers=("fc2", "fc3"), labels=(0, 1), mask_steps=5,
+                           search_per_class=5)
+    res, circuits = run_beyond(data, runs, records, BeyondSettings.of(settings, main_lambda=5.0, analysis_layers="fc2"),
+                               progress=False)
     # 2 runs x 2 objectives (faithful, seed's) x 2 methods x 2 labels, each with its kept masks
     assert len(circuits) == 16 and {r["objective"] for r in circuits} == {"margin", "seed"}
     assert set(circuits[0]["kept"]) == {"fc2", "fc3"} and circuits[0]["kept"]["fc2"].dtype == torch.bool
@@ -178,10 +181,28 @@ def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
     assert len(res.spectral["rows"]) == len(res.circuits["rows"]) == len(res.selectivity["rows"]) == 2
     assert {r["layers"] for r in res.spectral["rows"]} == {"fc2"}
     assert "greedy_share" in res.circuits["rows"][0]
+    # the settings reach the analyses: every one the result records
+    assert res.spectral["null_draws"] == 2 and res.circuits["labels"] == [0, 1] and res.circuits["mask_steps"] == 5
+    assert res.circuits["search"]["per_class"] == 5 and res.circuits["layers"] == ["fc2", "fc3"]
+    assert res.circuits["objective"] == settings.faithful_objective and res.selectivity["bins"] == 10
     json.dumps(res.to_dict())
     assert "SpectralSentence" in beyond_macros(res)
     with pytest.raises(ValueError, match="main_lambda 15 on the layer set 'fc2'"):
-        run_beyond(data, runs, records, main_lambda=15.0, analysis_layers="fc2")
+        run_beyond(data, runs, records, BeyondSettings.of(MlpSettings(), main_lambda=15.0, analysis_layers="fc2"))
+
+
+def test_beyond_settings_are_the_study_settings_of_the_same_names() -> None:
+    """Stage 6's settings have no defaults of their own: each is MlpSettings' field of its name
+    (the home of its default), besides stage 1's main lambda and analysed layer set."""
+    settings = MlpSettings(null_draws=3, threshold=0.001, labels=(1, 2), selectivity_bins=5)
+    st = BeyondSettings.of(settings, main_lambda=5.0, analysis_layers="fc2")
+    assert (st.main_lambda, st.analysis_layers) == (5.0, "fc2")
+    own = dataclasses.fields(BeyondSettings)
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in own)
+    study = {f.name for f in dataclasses.fields(MlpSettings)}
+    for f in own:
+        if f.name not in ("main_lambda", "analysis_layers"):
+            assert f.name in study and getattr(st, f.name) == getattr(settings, f.name), f.name
 
 
 def test_the_paper_uses_only_macros_the_pipeline_writes() -> None:
