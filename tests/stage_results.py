@@ -1,17 +1,22 @@
-"""Made-up stage results, shaped as the notebooks write them, for the tests of the paper's numbers."""
+"""Made-up stage results for the tests of the paper's numbers, built with the classes the
+notebooks write them with (modclust.experiments.stage_results): a fake cannot lack a field
+the stage writes, nor hold one it does not."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from modclust.core.train import SETTINGS
+from modclust.core.train import SETTINGS, TrainConfig
 from modclust.experiments.controls import summarise_controls
-from modclust.experiments.grid import paired_difference
+from modclust.experiments.grid import paired_difference, summary_table
+from modclust.experiments.stage_results import (AblationResults, BeyondResults, CircuitResults, InterpretResults,
+                                                TrainResults)
 from modclust.paper import claims, controls_numbers
 from modclust.paper import numbers as report
 
 
-def stage5_results(seeds=(0, 1, 2), main=15.0, k=4):
+def stage5_results(seeds=(0, 1, 2), main=15.0, k=4
+                   ) -> tuple[TrainResults, AblationResults, InterpretResults, CircuitResults]:
     """Results of stages 1-4 (train, ablate, interpret, circuits) as the notebooks write them, made up
     from a seeded generator, for the paper's numbers."""
     rng = np.random.default_rng(0)
@@ -45,23 +50,39 @@ def stage5_results(seeds=(0, 1, 2), main=15.0, k=4):
                 circ.append({**base, "objective": objective, "threshold": thr, "method": "greedy",
                              "circuits": [{"label": c, "size": int(shrink * rng.integers(50, 200)) + 1,
                                            "faithfulness": faith(c)} for c in labs]})
-    train = {"main_lambda": main, "runs": runs}
     train_controls, circ_controls = stage4_controls(seeds, rng)
-    train.update(train_controls)
-    return (train, {"layer": "fc2", "rows": abl}, {"layers": ["fc1", "fc2"], "top_k": 50, "rows": sem},
-            {"layers": ["fc3"], "labels": list(range(10)), "threshold": 1e-4, "baseline": "current",
-             "ablation": "zero", "objectives": ["seed", "margin", "kl"], "faithful_objective": "margin",
-             "sweep_thresholds": [1e-4, 1e-3, 1e-2], "match_on": "balanced_agreement", "match_level": 0.97,
-             "search": {"split": "train", "per_class": 50, "seed": 0, "n": 500}, "judged_on": "test",
-             "search_space": {"layer": "fc2", "per_cluster": [0.764] * k}, "rows": circ,
-             "controls": circ_controls,
-             "seed_cell": {"label": 8, "layer": "fc3", "decided_pruned": 84, "decided_kept": 556, "nonzero_after": 0,
+    train = TrainResults(main_lambda=main, runs=runs, sweep=sweep_records(seeds, main, k), **train_controls)
+    grid = [list(range(c * 8, c * 8 + 8)) for c in range(k)]
+    return (train,
+            AblationResults(layer="fc2", rows=abl),
+            InterpretResults(layers=["fc1", "fc2"], top_k=50, rows=sem,
+                             cluster_grid={"run": f"lam{main:g}_seed{seeds[0]}", "layer": "fc2", "indices": grid,
+                                           "labels": [[i % 10 for i in row] for row in grid]}),
+            CircuitResults(
+                layers=["fc3"], labels=list(range(10)), threshold=1e-4, baseline="current", ablation="zero",
+                objectives=["seed", "margin", "kl"], faithful_objective="margin", sweep_thresholds=[1e-4, 1e-3, 1e-2],
+                match_on="balanced_agreement", match_level=0.97,
+                search={"split": "train", "per_class": 50, "seed": 0, "n": 500}, judged_on="test",
+                search_space={"layer": "fc2", "per_cluster": [0.764] * k},
+                seed_cell={"label": 8, "layer": "fc3", "decided_pruned": 84, "decided_kept": 556, "nonzero_after": 0,
                            "visited": 640, "ours_kept": 212, "classwise_acc": [1.0] + [0.0] * 9,
-                           "lam": main, "seed": 0}})
+                           "lam": main, "seed": 0},
+                rows=circ, controls=circ_controls))
+
+
+def sweep_records(seeds, main, k, layer_sets=("fc2", "all")) -> list[dict]:
+    """Stage 1's sweep as run_record writes it (with each run's name): every layer set x lambda x seed."""
+    return [{"name": f"lam{lam:g}_seed{s}" + ("" if layers == "fc2" else f"_{layers}"), "dataset": "mnist",
+             "lam": lam, "seed": s, "n_clusters": k, "layers": layers,
+             "clustered_layers": ["fc2"] if layers == "fc2" else ["fc1", "fc2", "fc3"], "epochs": 1,
+             "test_acc": 0.9 - (0.05 if lam else 0.0) + 0.001 * s, "C_fc1": 0.25, "C_fc2": 0.25 if lam == 0 else 0.99,
+             "C_fc3": 0.25, "C_clustered": 0.25 if lam == 0 else 0.99}
+            for layers in layer_sets for lam in (0.0, main) for s in seeds]
 
 
 def stage4_controls(seeds, rng, recipes=("seed", "converged")):
-    """Stage 1's control records and stage 4's controls part (rows and summary), made up: every
+    """Stage 1's controls fields (controls, recipes, live_cutoff, l1_search) and stage 4's
+    controls part (rows and summary), made up: every
     setting at every seed and recipe, three thresholds whose agreement brackets 0.97 except on
     the networks with nothing to find, which never get there."""
     records, rows = [], []
@@ -95,7 +116,7 @@ def stage4_controls(seeds, rng, recipes=("seed", "converged")):
     return train, {"rows": rows, "summary": summary}
 
 
-def stage6_results() -> dict:
+def stage6_results() -> BeyondResults:
     """Stage 6 results of 4 seeds in which the clustered models are less accurate, have smaller
     greedy circuits and more selective clusters, and nothing else differs."""
     seeds = [0, 1, 2, 3]
@@ -106,23 +127,23 @@ def stage6_results() -> dict:
     def rows(key_fn):
         return [{"lam": lam, "seed": s, **key_fn(lam, s)} for lam in (0.0, 15.0) for s in seeds]
 
-    res = {
-        "main_lambda": 15.0, "seeds": seeds, "lambdas": [0.0, 15.0], "records": recs,
-        "paired_accuracy": paired_difference(recs),
-        "spectral": {"rows": rows(lambda lam, s: {"spectral_c": 0.3, "null_c": 0.3, "z_c": 0.1 * (s - 1.5),
-                                                  "z_ncut": 0.0, "blocks_c": 0.25})},
-        "circuits": {"rows": rows(lambda lam, s: {"greedy_size": 100 - 50 * (lam > 0) + s, "mask_size": 80 + s,
-                                                  "greedy_iou": 0.5, "mask_iou": 0.4, "greedy_vs_mask_iou": 0.7,
-                                                  "greedy_agreement": 0.98, "mask_agreement": 0.97})},
-        "seed_circuits": {"rows": rows(lambda lam, s: {"greedy_iou": 0.6, "greedy_share_c": 1.0, "mask_share_c": 0.9})},
-        "selectivity": {"layers": ["fc1", "fc2"], "rows": rows(lambda lam, s: {"sel_fc1": 0.3, "mi_fc1": 0.4,
-                                                                              "sel_fc2": 0.4 + 0.01 * s, "mi_fc2": 0.5,
-                                                                              "sel_live_fc1": 0.35, "dead_fc1": 0.1,
-                                                                              "sel_live_fc2": 0.45 + 0.01 * s,
-                                                                              "dead_fc2": 0.1 * (lam > 0),
-                                                                       "cluster_sel": 0.2 + 0.1 * (lam > 0) + 0.01 * s,
-                                                                       "cluster_mi": 0.3})},
-    }
+    res = BeyondResults(
+        dataset="mnist", main_lambda=15.0, lambdas=[0.0, 15.0], seeds=seeds, layer_sets=["fc2", "all"],
+        config=TrainConfig().to_dict(), records=recs, summary=summary_table(recs, metrics=["test_acc", "C_clustered"]),
+        paired_accuracy=paired_difference(recs),
+        spectral={"rows": rows(lambda lam, s: {"spectral_c": 0.3, "null_c": 0.3, "z_c": 0.1 * (s - 1.5),
+                                               "z_ncut": 0.0, "blocks_c": 0.25})},
+        circuits={"rows": rows(lambda lam, s: {"greedy_size": 100 - 50 * (lam > 0) + s, "mask_size": 80 + s,
+                                               "greedy_iou": 0.5, "mask_iou": 0.4, "greedy_vs_mask_iou": 0.7,
+                                               "greedy_agreement": 0.98, "mask_agreement": 0.97})},
+        seed_circuits={"rows": rows(lambda lam, s: {"greedy_iou": 0.6, "greedy_share_c": 1.0, "mask_share_c": 0.9})},
+        selectivity={"layers": ["fc1", "fc2"],
+                     "rows": rows(lambda lam, s: {"sel_fc1": 0.3, "mi_fc1": 0.4, "sel_fc2": 0.4 + 0.01 * s,
+                                                  "mi_fc2": 0.5, "sel_live_fc1": 0.35, "dead_fc1": 0.1,
+                                                  "sel_live_fc2": 0.45 + 0.01 * s, "dead_fc2": 0.1 * (lam > 0),
+                                                  "cluster_sel": 0.2 + 0.1 * (lam > 0) + 0.01 * s,
+                                                  "cluster_mi": 0.3})},
+    )
     return res
 
 

@@ -20,7 +20,7 @@ from modclust.experiments import grid as ex
 from modclust.paper import controls_numbers
 
 from conftest import make_tiny
-from stage_results import written_macros
+from stage_results import stage5_results, written_macros
 
 
 # --- the trainer's controls ------------------------------------------------------------------
@@ -223,9 +223,11 @@ def test_the_section_uses_only_macros_the_pipeline_writes(control_runs):
                                         data.test_x, data.test_y, [0, 1], ["fc2", "fc3"], [1e-3, 1e-2],
                                         progress=False)
     summary = controls.summarise_controls(ctl.records, rows, "balanced_agreement", 0.9, 1e-3)
-    train = {"controls": ctl.records, "recipes": {"seed": 0.05}, "live_cutoff": 0.01,
-             "l1_search": {k: v.to_dict() for k, v in ctl.searches.items()}}
-    macros, tables = controls_numbers.controls_numbers(train, {"controls": {"rows": rows, "summary": summary}})
+    train, _, _, circ = stage5_results()  # made up; the controls' fields from these runs
+    train = dataclasses.replace(train, controls=ctl.records, recipes={"seed": 0.05}, live_cutoff=0.01,
+                                l1_search={k: v.to_dict() for k, v in ctl.searches.items()})
+    circ = dataclasses.replace(circ, controls={"rows": rows, "summary": summary})
+    macros, tables = controls_numbers.controls_numbers(train, circ)
     text = (paths.REPO / "paper" / "controls_section.tex").read_text()
     used = set(re.findall(r"\\([A-Z][A-Za-z]+)", text))
     missing = used - set(macros.items) - written_macros()

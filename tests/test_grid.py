@@ -13,6 +13,7 @@ from modclust.experiments.grid import (
     group,
     layer_clusterabilities,
     layers_label,
+    load_summary,
     paired_difference,
     resolve_layers,
     run_record,
@@ -124,12 +125,14 @@ def test_saving_runs_without_the_main_lambda_writes_nothing(data: Dataset, tmp_p
     """A main_lambda that was not trained is one clear error, before any file is written."""
     run = train(TrainConfig(widths=WIDTHS, n_clusters=2, lam=5.0, epochs=0, batch_size=16, lr=0.05), data,
                 progress=False)
+    recipe = {"recipes": {"seed": 0.05}, "live_cutoff": 0.01}
     with pytest.raises(ValueError, match="main_lambda 15.0 is not among the trained lambdas"):
-        save_runs([run], tmp_path / "01_train", main_lambda=15.0)
+        save_runs([run], tmp_path / "01_train", main_lambda=15.0, **recipe)
     assert not (tmp_path / "01_train").exists()
-    summary = save_runs([run], tmp_path / "01_train", main_lambda=5.0, sweep=[run])
-    assert [r["name"] for r in summary["runs"]] == [r["name"] for r in summary["sweep"]] == ["lam5_seed0_init_lr0.05"]
+    summary = save_runs([run], tmp_path / "01_train", main_lambda=5.0, sweep=[run], **recipe)
+    assert [r["name"] for r in summary.runs] == [r["name"] for r in summary.sweep] == ["lam5_seed0_init_lr0.05"]
     assert [p.name for p in (tmp_path / "01_train" / "checkpoints").iterdir()] == ["lam5_seed0_init_lr0.05.pt"]  # saved once
+    assert load_summary(tmp_path / "01_train") == summary  # what stage 1 writes is what later stages read
 
 
 def test_grouping_by_lambda_sorts_by_seed():

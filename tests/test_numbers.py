@@ -11,7 +11,7 @@ from stage_results import stage5_results, written_macros
 
 
 def test_seed_cell_sentence_says_what_the_numbers_show():
-    cell = stage5_results()[3]["seed_cell"]
+    cell = stage5_results()[3].seed_cell
     classes = [str(c) for c in range(10)]
     text = report.seed_cell_sentence(cell, classes)
     assert "keep 556 of the 640 weights of fc3 for label 8" in text and "leaves 0 of them nonzero" in text

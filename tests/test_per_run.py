@@ -2,6 +2,7 @@
 JSON-ready results on a tiny run; its figures (modclust.paper.figures) draw and its paper numbers
 (modclust.paper.numbers) follow the data."""
 
+import dataclasses
 import json
 import re
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from modclust.experiments.per_run import (
+    BeyondSettings,
     circuit_analysis,
     circuit_row,
     run_beyond,
@@ -23,6 +25,7 @@ from modclust.core import paths
 from modclust.core.data import Dataset
 from modclust.core.train import TrainConfig, train
 from modclust.experiments.grid import grid_configs, paired_difference, run_record, train_grid
+from modclust.experiments.mlp_study import MlpSettings
 from modclust.paper.figures import iou_figure, pareto_figure, plotly_pareto, profile_figure
 from modclust.paper.latex import macros_tex
 from modclust.paper.numbers import beyond_macros, write_beyond_numbers
@@ -133,13 +136,13 @@ def test_beyond_macro_strings_are_pinned() -> None:
 def test_beyond_sentences_follow_the_side_of_the_interval() -> None:
     """A paired difference whose interval lies above 0 reads "more", one that straddles 0 "not distinguishable"."""
     res = stage6_results()
-    for r in res["records"]:
+    for r in res.records:
         if r["lam"]:
             r["test_acc"] = 0.95 + 0.001 * r["seed"] + (0.01 * r["seed"] if r["layers"] == "all" else 0)
             if r["layers"] == "all":
                 r["test_acc"] -= 0.07 if r["seed"] % 2 else -0.03
-    res["paired_accuracy"] = paired_difference(res["records"])
-    for r in res["spectral"]["rows"]:
+    res = dataclasses.replace(res, paired_accuracy=paired_difference(res.records))
+    for r in res.spectral["rows"]:
         r["z_c"] = 3.0 + 0.1 * r["seed"]
     m = beyond_macros(res)
     assert m["AccSentenceFcTwo"] == "more accurate than"
@@ -151,7 +154,7 @@ def test_an_undefined_value_of_one_seed_is_left_out() -> None:
     """An IoU of two empty circuits is nan (undefined): that seed drops out of the interval and
     the comparison instead of stopping the macros or printing nan."""
     res = stage6_results()
-    for r in res["circuits"]["rows"]:
+    for r in res.circuits["rows"]:
         if r["seed"] == 0:
             r["greedy_iou"], r["greedy_size"] = float("nan"), float("nan")
     m = beyond_macros(res)
@@ -166,21 +169,40 @@ def test_run_beyond_end_to_end_on_a_tiny_run() -> None:
     configs = grid_configs([0.0, 5.0], [0], layer_sets=["fc2", "all"], base=cfg)
     runs = train_grid(configs, data, progress=False)
     records = [run_record(r) for r in runs]
-    res, circuits = run_beyond(data, runs, records, main_lambda=5.0, analysis_layers="fc2", null_draws=2,
-                               circuit_layers=["fc2", "fc3"], labels=[0, 1], mask_steps=5, progress=False,
-                               search_per_class=5)
+    settings = MlpSettings(null_draws=2, circuit_layers=("fc2", "fc3"), labels=(0, 1), mask_steps=5,
+                           search_per_class=5)
+    res, circuits = run_beyond(data, runs, records, BeyondSettings.of(settings, main_lambda=5.0, analysis_layers="fc2"),
+                               progress=False)
     # 2 runs x 2 objectives (faithful, seed's) x 2 methods x 2 labels, each with its kept masks
     assert len(circuits) == 16 and {r["objective"] for r in circuits} == {"margin", "seed"}
     assert set(circuits[0]["kept"]) == {"fc2", "fc3"} and circuits[0]["kept"]["fc2"].dtype == torch.bool
-    assert "greedy_agreement" in res["circuits"]["rows"][0] and len(res["seed_circuits"]["rows"]) == 2
-    assert len(res["records"]) == 4 and res["lambdas"] == [0.0, 5.0] and res["layer_sets"] == ["fc2", "all"]
-    assert len(res["spectral"]["rows"]) == len(res["circuits"]["rows"]) == len(res["selectivity"]["rows"]) == 2
-    assert {r["layers"] for r in res["spectral"]["rows"]} == {"fc2"}
-    assert "greedy_share" in res["circuits"]["rows"][0]
-    json.dumps(res)
+    assert "greedy_agreement" in res.circuits["rows"][0] and len(res.seed_circuits["rows"]) == 2
+    assert len(res.records) == 4 and res.lambdas == [0.0, 5.0] and res.layer_sets == ["fc2", "all"]
+    assert len(res.spectral["rows"]) == len(res.circuits["rows"]) == len(res.selectivity["rows"]) == 2
+    assert {r["layers"] for r in res.spectral["rows"]} == {"fc2"}
+    assert "greedy_share" in res.circuits["rows"][0]
+    # the settings reach the analyses: every one the result records
+    assert res.spectral["null_draws"] == 2 and res.circuits["labels"] == [0, 1] and res.circuits["mask_steps"] == 5
+    assert res.circuits["search"]["per_class"] == 5 and res.circuits["layers"] == ["fc2", "fc3"]
+    assert res.circuits["objective"] == settings.faithful_objective and res.selectivity["bins"] == 10
+    json.dumps(res.to_dict())
     assert "SpectralSentence" in beyond_macros(res)
     with pytest.raises(ValueError, match="main_lambda 15 on the layer set 'fc2'"):
-        run_beyond(data, runs, records, main_lambda=15.0, analysis_layers="fc2")
+        run_beyond(data, runs, records, BeyondSettings.of(MlpSettings(), main_lambda=15.0, analysis_layers="fc2"))
+
+
+def test_beyond_settings_are_the_study_settings_of_the_same_names() -> None:
+    """Stage 6's settings have no defaults of their own: each is MlpSettings' field of its name
+    (the home of its default), besides stage 1's main lambda and analysed layer set."""
+    settings = MlpSettings(null_draws=3, threshold=0.001, labels=(1, 2), selectivity_bins=5)
+    st = BeyondSettings.of(settings, main_lambda=5.0, analysis_layers="fc2")
+    assert (st.main_lambda, st.analysis_layers) == (5.0, "fc2")
+    own = dataclasses.fields(BeyondSettings)
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in own)
+    study = {f.name for f in dataclasses.fields(MlpSettings)}
+    for f in own:
+        if f.name not in ("main_lambda", "analysis_layers"):
+            assert f.name in study and getattr(st, f.name) == getattr(settings, f.name), f.name
 
 
 def test_the_paper_uses_only_macros_the_pipeline_writes() -> None:

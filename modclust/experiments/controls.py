@@ -40,6 +40,7 @@ from modclust.core.progress import track
 from modclust.core.stats import direction, mean_ci, size_at_faithfulness
 from modclust.core.train import SETTINGS, TrainConfig, TrainResult, run_name, setting_of, train_many
 from modclust.experiments.grid import circuit_rows, find_circuits, mean_over_circuits, train_grid
+from modclust.experiments.stage_results import TrainResults
 
 RECIPES = ("seed", "converged")
 """The seed's training recipe (its learning rate) and one trained to convergence (a larger one)."""
@@ -387,10 +388,10 @@ def summarise_controls(train_records: Sequence[Mapping[str, Any]], rows: Sequenc
             "comparisons": comparisons}
 
 
-def training_table(summary: Mapping[str, Any]) -> list[str]:
+def training_table(summary: TrainResults) -> list[str]:
     """Stage 1's controls as printable lines: per recipe and setting, the seeds' mean test
     accuracy, live density and C on the blocks; then each recipe's L1 search."""
-    recs = summary.get("controls", [])
+    recs = summary.controls
     if not recs:
         return ["no controls trained (control_settings is empty)"]
     lines = []
@@ -400,7 +401,7 @@ def training_table(summary: Mapping[str, Any]) -> list[str]:
         lr = rs[0]["lr"]
         lines.append(f"{key[0]:>9} (lr {lr:g}) {key[1]:<16} {len(rs)} seeds: test accuracy {mean('test_acc'):.3f}, "
                      f"live density {mean('live_density'):.3f}, C on the blocks {mean('C_blocks'):.3f}")
-    for recipe, s in summary.get("l1_search", {}).items():
+    for recipe, s in summary.l1_search.items():
         lines.append(f"L1 search ({recipe}): strength {s['strength']:.3g} gives live density {s['density']:.3f} "
                      f"against the blocks' {s['target']:.3f} ({'within' if s['within'] else 'NOT within'} "
                      f"{s['tolerance']:g}; {len(s['probes'])} strengths tried)")

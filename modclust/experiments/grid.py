@@ -4,7 +4,8 @@ saved runs, per-run records and summaries over seeds.
 The notebooks of the paper pipeline call these functions; each one is needed by more than one
 notebook or is more than a line of glue. A *run* is one trained configuration, named
 ``lam<lambda>_seed<seed>`` (:func:`modclust.core.train.run_name`); a stage writes one JSON of
-per-run results, and later stages group them by lambda to summarise over seeds.
+per-run results (:mod:`modclust.experiments.stage_results`), and later stages group them by
+lambda to summarise over seeds.
 
 One run is not evidence: the seed notebook's "clustered is more accurate" rests on a single
 seed. The grid trains every (clustered layers, lambda, seed) combination, batching those that
@@ -37,11 +38,12 @@ from modclust.analysis.any_model import faithfulness
 from modclust.core import checkpoint, paths
 from modclust.core.clusterability import clusterability
 from modclust.core.data import Dataset, load
-from modclust.core.io import read_json, write_atomic, write_json
+from modclust.core.io import write_atomic
 from modclust.core.model import layer_names, layers_label
 from modclust.core.progress import track
 from modclust.core.stats import Interval, direction, mean_ci
 from modclust.core.train import TrainConfig, TrainResult, batch_key, run_name, setting_of, train_many
+from modclust.experiments.stage_results import TrainResults
 
 
 # --- Notebook glue: paths, device, threads, data ---------------------------------------------
@@ -156,17 +158,19 @@ def downsample(values: Sequence[float], n_points: int = 200) -> list[float]:
     return [float(c.mean()) for c in chunks]
 
 
-def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], main_lambda: float,
-              sweep: Sequence[TrainResult] = (), curve_points: int = 200,
-              controls: Sequence[TrainResult] = (), control_records: Sequence[Mapping[str, Any]] = (),
-              extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Checkpoints in ``out_dir/checkpoints`` and a summary ``out_dir/train.json``; returns it.
+def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], main_lambda: float, *,
+              recipes: Mapping[str, float], live_cutoff: float, sweep: Sequence[TrainResult] = (),
+              curve_points: int = 200, controls: Sequence[TrainResult] = (),
+              control_records: Sequence[Mapping[str, Any]] = (),
+              l1_search: Mapping[str, Mapping[str, Any]] | None = None) -> TrainResults:
+    """Checkpoints in ``out_dir/checkpoints`` and stage 1's result ``out_dir/train.json``; returns it.
 
-    ``results`` are the grid's runs (``"runs"``: the paper's lambda x seed comparison, which
-    stages 2-5 read); ``sweep`` are the runs of the lambda x layer-set sweep (``"sweep"``: one
+    ``results`` are the grid's runs (``runs``: the paper's lambda x seed comparison, which
+    stages 2-5 read); ``sweep`` are the runs of the lambda x layer-set sweep (``sweep``: one
     :func:`run_record` each, with its name; stage 6 reads them); ``controls`` the control runs
-    with their ``control_records`` (``"controls"``, see :mod:`modclust.experiments.controls`).
-    A run in several is saved once. ``extra`` adds top-level keys (e.g. the L1 searches).
+    with their ``control_records`` (``controls``, see :mod:`modclust.experiments.controls`),
+    trained by the ``recipes`` (name -> learning rate) with ``live_cutoff`` and the L1 searches
+    ``l1_search`` (none without controls). A run in several is saved once.
     """
     if len(controls) != len(control_records):
         raise ValueError(f"{len(controls)} control runs but {len(control_records)} records: give one each")
@@ -196,10 +200,11 @@ def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], m
             "c_curve": downsample(r.history["clusterability"], curve_points),
             "steps": len(r.history["ce"]),
         })
-    summary = {"main_lambda": float(main_lambda), "runs": runs,
-               "sweep": [{"name": run_name(r.config), **run_record(r)} for r in sweep],
-               "controls": [dict(rec) for rec in control_records], **(extra or {})}
-    write_json(out / "train.json", summary)
+    summary = TrainResults(main_lambda=float(main_lambda), runs=runs,
+                           sweep=[{"name": run_name(r.config), **run_record(r)} for r in sweep],
+                           controls=[dict(rec) for rec in control_records], recipes=dict(recipes),
+                           live_cutoff=live_cutoff, l1_search=dict(l1_search or {}))
+    summary.write(out / TrainResults.FILE)
     return summary
 
 
@@ -209,11 +214,9 @@ def unique_configs(*config_lists: Sequence[TrainConfig]) -> list[TrainConfig]:
     return list(dict.fromkeys(c for configs in config_lists for c in configs))
 
 
-def load_summary(train_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    path = resolve(train_dir) / "train.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no {path}: run notebooks/01_train.ipynb (make paper runs it) first")
-    return read_json(path)
+def load_summary(train_dir: str | os.PathLike[str]) -> TrainResults:
+    """Stage 1's result in ``train_dir`` (:meth:`TrainResults.read`)."""
+    return TrainResults.read(resolve(train_dir) / TrainResults.FILE)
 
 
 def load_runs(train_dir: str | os.PathLike[str], lambdas: Iterable[float] | None = None,
@@ -223,19 +226,19 @@ def load_runs(train_dir: str | os.PathLike[str], lambdas: Iterable[float] | None
     keep = None if lambdas is None else {float(v) for v in lambdas}
     ckpt = resolve(train_dir) / "checkpoints"
     return [checkpoint.load(ckpt / f"{r['name']}.pt", device)
-            for r in summary["runs"] if keep is None or r["lam"] in keep]
+            for r in summary.runs if keep is None or r["lam"] in keep]
 
 
 def load_sweep(train_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
                ) -> tuple[list[TrainResult], list[dict[str, Any]]]:
     """The sweep's runs of a train stage and their records (see :func:`save_runs`)."""
     summary = load_summary(train_dir)
-    if not summary.get("sweep"):
+    if not summary.sweep:
         raise ValueError(f"{resolve(train_dir) / 'train.json'} holds no sweep: give notebooks/01_train.ipynb "
                          "sweep_lambdas and layer_sets (every preset has them)")
     ckpt = resolve(train_dir) / "checkpoints"
-    records = [{k: v for k, v in r.items() if k != "name"} for r in summary["sweep"]]
-    return [checkpoint.load(ckpt / f"{r['name']}.pt", device) for r in summary["sweep"]], records
+    records = [{k: v for k, v in r.items() if k != "name"} for r in summary.sweep]
+    return [checkpoint.load(ckpt / f"{r['name']}.pt", device) for r in summary.sweep], records
 
 
 def load_controls(train_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
@@ -243,14 +246,14 @@ def load_controls(train_dir: str | os.PathLike[str], device: str | torch.device 
     """The control runs of a train stage and their records (``setting``, ``recipe``, ...; see
     :mod:`modclust.experiments.controls`); empty lists when the stage trained none."""
     summary = load_summary(train_dir)
-    records = list(summary.get("controls", []))
+    records = list(summary.controls)
     ckpt = resolve(train_dir) / "checkpoints"
     return [checkpoint.load(ckpt / f"{r['name']}.pt", device) for r in records], records
 
 
-def analysis_lambdas(summary: Mapping[str, Any]) -> list[float]:
+def analysis_lambdas(summary: TrainResults) -> list[float]:
     """The lambdas the deeper analyses compare: the unclustered 0 and the main lambda."""
-    return sorted({0.0, float(summary["main_lambda"])})
+    return sorted({0.0, float(summary.main_lambda)})
 
 
 # --- Per-run rows --------------------------------------------------------------------------
@@ -364,9 +367,9 @@ def paired_difference(records: Sequence[Mapping[str, Any]], metric: str = "test_
     return rows
 
 
-def curves(summary: Mapping[str, Any], key: str) -> tuple[Any, dict[float, Any]]:
+def curves(summary: TrainResults, key: str) -> tuple[Any, dict[float, Any]]:
     """A downsampled training curve (``"ce_curve"`` or ``"c_curve"``) as (epoch axis, {lam: (seeds, points)})."""
-    runs = summary["runs"]
+    runs = summary.runs
     epochs = runs[0]["config"]["epochs"]
     n = len(runs[0][key])
     x = (np.arange(n) + 0.5) / max(n, 1) * epochs

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +31,8 @@ from modclust.core.partition import Partition
 from modclust.core.progress import track
 from modclust.core.train import TrainResult, run_name
 from modclust.experiments.grid import paired_difference, summary_table
+from modclust.experiments.mlp_study import MlpSettings
+from modclust.experiments.stage_results import BeyondResults
 
 
 def _ablation_summary(result: TrainResult, part: Partition, data: Dataset, layer: str) -> dict[str, Any]:
@@ -169,72 +172,100 @@ def selectivity_row(res: dict[str, Any]) -> dict[str, float]:
 
 # --- The whole stage: sweep, then the deeper analyses on lambda = 0 and the main lambda -------
 
-def run_beyond(data: Dataset, runs: Sequence[TrainResult], records: Sequence[dict[str, Any]], main_lambda: float,
-               analysis_layers: str = "fc2", null_draws: int = 20, circuit_layers: Sequence[str] = ("fc2", "fc3"),
-               labels: Sequence[int] | None = None, threshold: float = 1e-4, baseline: str = "current",
-               mask_sparsity: float = 1e-4, mask_steps: int = 300, selectivity_bins: int = 10,
-               progress: bool = True, faithful_objective: str = "margin", ablation: str = "zero",
-               search_per_class: int = 50, search_seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Every stage-6 analysis of the sweep's trained runs; returns the JSON-ready results and the circuits.
+@dataclass(frozen=True)
+class BeyondSettings:
+    """What :func:`run_beyond` analyses and how: stage 1's ``main_lambda`` and ``analysis_layers``
+    (the layer set of its grid, a :func:`~modclust.core.model.layers_label`), and stage 6's
+    settings, the fields of the same names of :class:`~modclust.experiments.mlp_study.MlpSettings`
+    (which holds their defaults and checks them). Build it with :meth:`of`."""
+
+    main_lambda: float
+    analysis_layers: str
+    null_draws: int
+    circuit_layers: tuple[str, ...]
+    labels: tuple[int, ...]
+    threshold: float
+    baseline: str
+    mask_sparsity: float
+    mask_steps: int
+    selectivity_bins: int
+    faithful_objective: str
+    ablation: str
+    search_per_class: int
+    search_seed: int
+
+    @classmethod
+    def of(cls, settings: MlpSettings, main_lambda: float, analysis_layers: str) -> BeyondSettings:
+        """Stage 6's settings from the study's, for the runs stage 1 trained at ``main_lambda``
+        on ``analysis_layers`` (train.json's: they are what was trained)."""
+        taken = {f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)
+                 if f.name not in ("main_lambda", "analysis_layers")}
+        return cls(main_lambda=main_lambda, analysis_layers=analysis_layers, **taken)
+
+
+def run_beyond(data: Dataset, runs: Sequence[TrainResult], records: Sequence[dict[str, Any]],
+               settings: BeyondSettings, progress: bool = True) -> tuple[BeyondResults, list[dict[str, Any]]]:
+    """Every stage-6 analysis of the sweep's trained runs; returns its result and the circuits.
 
     ``runs`` and ``records`` are the sweep of the train stage (:func:`modclust.experiments.grid.load_sweep`:
     every layer set x lambda x seed, one :func:`~modclust.experiments.grid.run_record` each).
     The spectral, circuit and selectivity analyses use the runs of the layer set
-    ``analysis_layers`` (a :func:`~modclust.core.model.layers_label`) at lambda 0 and
-    ``main_lambda``. Circuits are found for ``faithful_objective`` (the headline: ``circuits``)
-    and for the seed's objective (``seed_circuits``), searched on ``search_per_class`` training
-    images per class and judged on the test set. Also returns one record per circuit (for
-    ``circuits.pt``).
+    ``settings.analysis_layers`` at lambda 0 and ``settings.main_lambda``. Circuits are found for
+    ``settings.faithful_objective`` (the headline: ``circuits``) and for the seed's objective
+    (``seed_circuits``), searched on ``settings.search_per_class`` training images per class and
+    judged on the test set. Also returns one record per circuit (for ``circuits.pt``).
     """
+    st = settings
     if len(runs) != len(records) or not runs:
         raise ValueError(f"run_beyond needs the sweep's runs and one record each (got {len(runs)} and {len(records)})")
     base = dataclasses.replace(runs[0].config, lam=0.0, seed=0)
     widths = base.widths
-    main = float(main_lambda)
+    main = float(st.main_lambda)
     lams = sorted({float(r["lam"]) for r in records})
     seeds = sorted({int(r["seed"]) for r in records})
     set_labels = list(dict.fromkeys(r["layers"] for r in records))
-    if main not in lams or 0.0 not in lams or analysis_layers not in set_labels:
-        raise ValueError(f"the sweep must hold lambda 0 and main_lambda {main:g} on the layer set {analysis_layers!r}; "
-                         f"it has lambdas {lams} and layer sets {set_labels}")
+    if main not in lams or 0.0 not in lams or st.analysis_layers not in set_labels:
+        raise ValueError(f"the sweep must hold lambda 0 and main_lambda {main:g} on the layer set "
+                         f"{st.analysis_layers!r}; it has lambdas {lams} and layer sets {set_labels}")
     names = layer_names(widths)
-    first = analysis_layers
+    first = st.analysis_layers
     pair = [r for r, rec in zip(runs, records) if rec["lam"] in (0.0, main) and rec["layers"] == first]
     spec_layer = "fc2" if "fc2" in names else names[0]
-    circ_labels = [int(c) for c in labels] if labels else list(range(data.n_classes))
+    circ_labels = [int(c) for c in st.labels] if st.labels else list(range(data.n_classes))
     sel_layers = names[:-1]
 
-    search = balanced_indices(data.train_y, search_per_class, seed=search_seed, n_classes=data.n_classes)
+    search = balanced_indices(data.train_y, st.search_per_class, seed=st.search_seed, n_classes=data.n_classes)
     search = search.to(data.device)
     spectral, sel = [], []
-    circ: dict[str, list[dict[str, Any]]] = {faithful_objective: [], "seed": []}
+    circ: dict[str, list[dict[str, Any]]] = {st.faithful_objective: [], "seed": []}
     circuit_records: list[dict[str, Any]] = []
     for r in track(pair, desc="stage 6 analyses", disable=not progress):
         tag = {"lam": r.config.lam, "seed": r.config.seed, "layers": first}
-        spectral.append({**tag, **spectral_baseline(r, data, spec_layer, null_draws, seed=r.config.seed)})
+        spectral.append({**tag, **spectral_baseline(r, data, spec_layer, st.null_draws, seed=r.config.seed)})
         for objective in circ:
-            summary, found = circuit_analysis(r, data, circ_labels, circuit_layers, threshold, baseline, mask_sparsity,
-                                              mask_steps, objective=objective, ablation=ablation, search=search)
+            summary, found = circuit_analysis(r, data, circ_labels, st.circuit_layers, st.threshold, st.baseline,
+                                              st.mask_sparsity, st.mask_steps, objective=objective,
+                                              ablation=st.ablation, search=search)
             circ[objective].append({**tag, **summary})
             circuit_records += [c.to_record(f"{run_name(r.config)}_{first}", r.config.lam,
                                             r.config.seed, method) for method, c in found]
-        sel.append({**tag, **selectivity_analysis(r, data, sel_layers, spec_layer, selectivity_bins)})
+        sel.append({**tag, **selectivity_analysis(r, data, sel_layers, spec_layer, st.selectivity_bins)})
     rows = lambda runs, fn: [{"lam": x["lam"], "seed": x["seed"], "layers": first, **fn(x)} for x in runs]  # noqa: E731
-    out = {
-        "dataset": data.name, "main_lambda": main, "lambdas": lams, "seeds": seeds,
-        "layer_sets": set_labels, "config": base.to_dict(),
-        "records": list(records),
-        "summary": summary_table(records, metrics=["test_acc", "C_clustered"] + [f"C_{n}" for n in names]),
-        "paired_accuracy": paired_difference(records, "test_acc", baseline_lam=0.0),
-        "spectral": {"layer": spec_layer, "null_draws": null_draws, "rows": rows(spectral, spectral_row),
-                     "runs": spectral},
-        "circuits": {"layers": list(circuit_layers), "labels": circ_labels, "threshold": threshold,
-                     "baseline": baseline, "mask_sparsity": mask_sparsity, "mask_steps": mask_steps,
-                     "objective": faithful_objective, "ablation": ablation,
-                     "search": {"split": "train", "per_class": search_per_class, "seed": search_seed},
-                     "rows": rows(circ[faithful_objective], circuit_row), "runs": circ[faithful_objective]},
-        "seed_circuits": {"objective": "seed", "rows": rows(circ["seed"], circuit_row), "runs": circ["seed"]},
-        "selectivity": {"layers": sel_layers, "cluster_layer": spec_layer, "bins": selectivity_bins,
-                        "rows": rows(sel, selectivity_row), "runs": sel},
-    }
+    out = BeyondResults(
+        dataset=data.name, main_lambda=main, lambdas=lams, seeds=seeds,
+        layer_sets=set_labels, config=base.to_dict(),
+        records=list(records),
+        summary=summary_table(records, metrics=["test_acc", "C_clustered"] + [f"C_{n}" for n in names]),
+        paired_accuracy=paired_difference(records, "test_acc", baseline_lam=0.0),
+        spectral={"layer": spec_layer, "null_draws": st.null_draws, "rows": rows(spectral, spectral_row),
+                  "runs": spectral},
+        circuits={"layers": list(st.circuit_layers), "labels": circ_labels, "threshold": st.threshold,
+                  "baseline": st.baseline, "mask_sparsity": st.mask_sparsity, "mask_steps": st.mask_steps,
+                  "objective": st.faithful_objective, "ablation": st.ablation,
+                  "search": {"split": "train", "per_class": st.search_per_class, "seed": st.search_seed},
+                  "rows": rows(circ[st.faithful_objective], circuit_row), "runs": circ[st.faithful_objective]},
+        seed_circuits={"objective": "seed", "rows": rows(circ["seed"], circuit_row), "runs": circ["seed"]},
+        selectivity={"layers": sel_layers, "cluster_layer": spec_layer, "bins": st.selectivity_bins,
+                     "rows": rows(sel, selectivity_row), "runs": sel},
+    )
     return out, circuit_records

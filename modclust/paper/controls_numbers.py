@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modclust.core.stats import Interval, direction
+from modclust.experiments.stage_results import CircuitResults, TrainResults
 from modclust.paper.claims import Verdict, Wording, exploratory, not_measured, record
 from modclust.paper.latex import Macros, generated_header, num, pm, table, write_text
 from modclust.paper.numbers import paired_values
@@ -76,10 +77,10 @@ def control_verdict(summary: Mapping[str, Any], recipe: str, ablation: str, othe
                                        unit=" weights"), "paired", log=True)
 
 
-def primary_records(circ: Mapping[str, Any]) -> list[dict[str, Any]]:
+def primary_records(circ: CircuitResults) -> list[dict[str, Any]]:
     """The seeds' matched circuit sizes of this section's primary comparisons (blocks against each
     control, converged recipe, zero ablation)."""
-    summary = (circ.get("controls") or {}).get("summary") or {"table": []}
+    summary = (circ.controls or {}).get("summary") or {"table": []}
     out = []
     for other, _, key in OTHERS:
         xs, ys = paired_values(matched_sizes(summary, "blocks", PRIMARY_RECIPE, PRIMARY_ABLATION),
@@ -88,11 +89,11 @@ def primary_records(circ: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def controls_numbers(train: Mapping[str, Any], circ: Mapping[str, Any]) -> tuple[Macros, dict[str, str]]:
+def controls_numbers(train: TrainResults, circ: CircuitResults) -> tuple[Macros, dict[str, str]]:
     """The section's macros and its two tables (``table_controls``, ``table_controls_structure``)."""
     m = Macros(source=CONTROLS_SOURCE)
-    summary = (circ.get("controls") or {}).get("summary")
-    recs = train.get("controls", [])
+    summary = (circ.controls or {}).get("summary")
+    recs = train.controls
     if not summary or not recs:
         raise ValueError("circuits.json holds no controls: run stage 1 with control_settings and stage 4 again "
                          "(every preset of the paper has them)")
@@ -100,7 +101,7 @@ def controls_numbers(train: Mapping[str, Any], circ: Mapping[str, Any]) -> tuple
     recipes = list(dict.fromkeys(r["recipe"] for r in recs))
     m.add("ControlSeeds", len({r["seed"] for r in recs}))
     m.add("ControlMatchLevel", f"{100 * level:g}\\,\\%")
-    m.add("LiveCutoff", f"{100 * float(train['live_cutoff']):g}\\,\\%")
+    m.add("LiveCutoff", f"{100 * float(train.live_cutoff):g}\\,\\%")
     for recipe in ("seed", "converged"):
         tag = _RECIPE_TAG[recipe]
         if recipe not in recipes:  # e.g. converged_lr = 0: the section still reads, saying so
@@ -109,8 +110,8 @@ def controls_numbers(train: Mapping[str, Any], circ: Mapping[str, Any]) -> tuple
             m.add(f"Controls{tag}ZeroSentences", f"The {RECIPE_NAMES[recipe]} recipe was not run.")
             m.add(f"Controls{tag}MeanSentences", "")
             continue
-        m.add(f"Lr{tag}", f"{float(train['recipes'][recipe]):g}")
-        s = train.get("l1_search", {}).get(recipe)
+        m.add(f"Lr{tag}", f"{float(train.recipes[recipe]):g}")
+        s = train.l1_search.get(recipe)
         m.add(f"LOneStrength{tag}", "n/a" if s is None else f"{s['strength']:.3g}")
         m.add(f"LOneDensity{tag}", "n/a" if s is None else num(100 * s["density"], 1) + "\\,\\%")
         m.add(f"LOneTarget{tag}", "n/a" if s is None else num(100 * s["target"], 1) + "\\,\\%")

@@ -22,6 +22,8 @@ from modclust.core import stats
 from modclust.core.data import DATASETS
 from modclust.core.stats import Interval, mean_ci, size_at_faithfulness
 from modclust.experiments.grid import group, mean_over_circuits, select_rows
+from modclust.experiments.stage_results import (AblationResults, BeyondResults, CircuitResults, InterpretResults,
+                                                TrainResults)
 from modclust.paper.claims import Verdict, Wording, exploratory, record
 from modclust.paper.latex import (Macros, count_noun, generated_header, has_layer_word, layer_word, pm, pm_values, table,
                                   tex_escape, write_macros, write_text)
@@ -70,16 +72,16 @@ def seed_cell_sentence(cell: dict, classes: Sequence[str]) -> str:
             f"of {cell['layer']} for the same label and model.")
 
 
-def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset: str
-                  ) -> tuple[Macros, dict[str, str]]:
-    """Every number and data-dependent sentence of the paper, from the four stages' JSON.
+def paper_numbers(train: TrainResults, ablation: AblationResults, interp: InterpretResults, circ: CircuitResults,
+                  preset: str) -> tuple[Macros, dict[str, str]]:
+    """Every number and data-dependent sentence of the paper, from the four stages' results.
 
     Returns the macros and the tables (name -> tabular). The comparison throughout is the
     main lambda against lambda = 0 over the seeds both share. One function per part, in the
     paper's order: the set-up, training, ablations, label semanticity, circuits, and the main table.
     """
-    runs = train["runs"]
-    main = float(train["main_lambda"])
+    runs = train.runs
+    main = float(train.main_lambda)
     lams = sorted({float(r["lam"]) for r in runs})
     if 0.0 not in lams:
         raise ValueError("the paper compares with unclustered models: add lambda 0 to lambdas")
@@ -87,7 +89,7 @@ def paper_numbers(train: dict, ablation: dict, interp: dict, circ: dict, preset:
     m = Macros(source=PAPER_SOURCE)
     setup_macros(m, cfg, runs, lams, main, preset)
     training_macros(m, runs, main, int(cfg["n_clusters"]))
-    tables = {"table_ablation": ablation_macros(m, ablation["rows"], main)}
+    tables = {"table_ablation": ablation_macros(m, ablation.rows, main)}
     sem_by_layer = semanticity_macros(m, interp, main)
     size = circuit_macros(m, circ, cfg, main)
     tables["table_main"] = main_table(runs, lams, sem_by_layer, size)
@@ -149,13 +151,13 @@ def ablation_macros(m: Macros, rows: Sequence[Mapping[str, Any]], main: float) -
     return table(["rank", "OFF, clustered", "ON, clustered", "OFF, unclustered", "ON, unclustered"], abl_rows)
 
 
-def semanticity_macros(m: Macros, interp: Mapping[str, Any], main: float) -> dict[str, dict[float, list[float]]]:
+def semanticity_macros(m: Macros, interp: InterpretResults, main: float) -> dict[str, dict[float, list[float]]]:
     """Label semanticity per layer (fc2's comparison is primary, the others' exploratory sentences);
     returns each layer's scores by lambda."""
-    sem_rows = interp["rows"]
-    m.add("TopK", interp["top_k"])
+    sem_rows = interp.rows
+    m.add("TopK", interp.top_k)
     sem_by_layer: dict[str, dict[float, list[float]]] = {}
-    for layer in interp["layers"]:
+    for layer in interp.layers:
         sem = group(sem_rows, lambda r, layer=layer: r["semanticity"][layer]["score"])
         sem_by_layer[layer] = sem
         name = layer_word(layer)
@@ -191,24 +193,24 @@ def _size_verdict(rows: Sequence[Mapping[str, Any]], main: float, subject: str,
                           digits=1, unit=" weights"), log=True)
 
 
-def circuit_macros(m: Macros, circ: Mapping[str, Any], cfg: Mapping[str, Any], main: float
+def circuit_macros(m: Macros, circ: CircuitResults, cfg: Mapping[str, Any], main: float
                    ) -> dict[float, list[float]]:
     """The circuits of stage 4: the search, the faithful objective's sizes and faithfulness (the
     headline), the notebook's and the KL objectives for what they are, sizes at matched
     faithfulness, the seed's pruning cell; returns the faithful sizes by lambda."""
-    thr, fo = float(circ["threshold"]), circ["faithful_objective"]
-    faithful = select_rows(circ["rows"], fo, thr)
+    thr, fo = float(circ.threshold), circ.faithful_objective
+    faithful = select_rows(circ.rows, fo, thr)
     size = _per_lam(faithful, "size")
     cmp_k = _size_verdict(faithful, main, "Faithful per-label circuits of the clustered models")
-    searched = sum(int(cfg["widths"][int(ly[2:]) - 1]) * int(cfg["widths"][int(ly[2:])]) for ly in circ["layers"])
-    m.add("CircuitLayers", " and ".join(circ["layers"]))
+    searched = sum(int(cfg["widths"][int(ly[2:]) - 1]) * int(cfg["widths"][int(ly[2:])]) for ly in circ.layers)
+    m.add("CircuitLayers", " and ".join(circ.layers))
     m.add("CircuitWeightsSearched", searched)
     m.add("CircuitThreshold", f"{thr:g}")
-    m.add("CircuitBaseline", "the current loss" if circ["baseline"] == "current" else "the full model's loss")
-    m.add("CircuitAblation", {"zero": "set to zero", "mean": "replaced by their mean contribution"}[circ["ablation"]])
-    m.add("NCircuitLabels", len(circ["labels"]))
-    m.add("SearchPerClass", circ["search"]["per_class"])
-    m.add("SearchImages", circ["search"]["n"])
+    m.add("CircuitBaseline", "the current loss" if circ.baseline == "current" else "the full model's loss")
+    m.add("CircuitAblation", {"zero": "set to zero", "mean": "replaced by their mean contribution"}[circ.ablation])
+    m.add("NCircuitLabels", len(circ.labels))
+    m.add("SearchPerClass", circ.search["per_class"])
+    m.add("SearchImages", circ.search["n"])
     m.add("CircuitClustered", pm(cmp_k.test.a, 1))
     m.add("CircuitUnclustered", pm(cmp_k.test.b, 1))
     m.add("CircuitSentence", cmp_k.sentence())
@@ -220,36 +222,36 @@ def circuit_macros(m: Macros, circ: Mapping[str, Any], cfg: Mapping[str, Any], m
         m.add(f"Circuit{tag}Unclustered", _pct(vals[0.0]))
     worst = min(mean_over_circuits(r, "agreement") for r in faithful)
     m.add("CircuitAgreeWorstRun", f"{100 * worst:.1f}\\,\\%")
-    if "seed" in circ["objectives"]:
-        seed_rows = select_rows(circ["rows"], "seed", thr)
+    if "seed" in circ.objectives:
+        seed_rows = select_rows(circ.rows, "seed", thr)
         cmp_seed = _size_verdict(seed_rows, main, "By the notebook's objective, the circuits of the clustered models")
         m.add("SeedCircuitClustered", pm(cmp_seed.test.a, 1))
         m.add("SeedCircuitUnclustered", pm(cmp_seed.test.b, 1))
         m.add("SeedCircuitSentence", cmp_seed.sentence())
         for key, tag in (("share_c", "ShareC"), ("agreement", "Agree"), ("balanced_agreement", "Balanced")):
             m.add(f"SeedCircuit{tag}", _pct([v for vals in _per_lam(seed_rows, key).values() for v in vals]))
-    if "kl" in circ["objectives"]:
-        kl_rows = select_rows(circ["rows"], "kl", thr)
+    if "kl" in circ.objectives:
+        kl_rows = select_rows(circ.rows, "kl", thr)
         kl_size, kl_top = _per_lam(kl_rows, "size"), _per_lam(kl_rows, "top1_agreement")
         m.add("KlCircuitClustered", pm(mean_ci(kl_size[main]), 1))
         m.add("KlCircuitUnclustered", pm(mean_ci(kl_size[0.0]), 1))
         m.add("KlTopOneClustered", _pct(kl_top[main]))
         m.add("KlTopOneUnclustered", _pct(kl_top[0.0]))
     matched_macros(m, circ, main)
-    m.add("SeedCellSentence", seed_cell_sentence(circ["seed_cell"], DATASETS[cfg["dataset"]].classes))
-    ss = circ["search_space"]["per_cluster"]
+    m.add("SeedCellSentence", seed_cell_sentence(circ.seed_cell, DATASETS[cfg["dataset"]].classes))
+    ss = circ.search_space["per_cluster"]
     m.add("SearchSpacePruned", f"{100 * sum(ss) / len(ss):.2f}\\,\\%")
     total_w = sum(int(a) * int(b) for a, b in zip(cfg["widths"][:-1], cfg["widths"][1:]))
     m.add("TotalWeights", f"{total_w:,}".replace(",", "{,}"))
     return size
 
 
-def matched_macros(m: Macros, circ: Mapping[str, Any], main: float) -> None:
+def matched_macros(m: Macros, circ: CircuitResults, main: float) -> None:
     """Circuit sizes at equal faithfulness, interpolated on each run's threshold sweep of the
     faithful objective, compared when the sweep brackets the level for two or more seeds of both."""
-    match_on, level = circ["match_on"], float(circ["match_level"])
-    sweep = select_rows(circ["rows"], circ["faithful_objective"])
-    m.add("SweepThresholds", ", ".join(f"{t:g}" for t in circ["sweep_thresholds"]))
+    match_on, level = circ.match_on, float(circ.match_level)
+    sweep = select_rows(circ.rows, circ.faithful_objective)
+    m.add("SweepThresholds", ", ".join(f"{t:g}" for t in circ.sweep_thresholds))
     m.add("MatchOn", {"balanced_agreement": "balanced c-vs-rest agreement", "agreement": "c-vs-rest agreement",
                       "top1_agreement": "top-1 agreement"}.get(match_on, tex_escape(match_on)))
     m.add("MatchLevel", f"{100 * level:g}\\,\\%")
@@ -291,15 +293,15 @@ def main_table(runs: Sequence[Mapping[str, Any]], lams: Sequence[float],
                  main_rows)
 
 
-def primary_records(train: dict, ablation: dict, interp: dict) -> list[dict[str, Any]]:
+def primary_records(train: TrainResults, ablation: AblationResults, interp: InterpretResults) -> list[dict[str, Any]]:
     """The seeds' values of stage 5's declared primary comparisons of the MLP (``claims.PRIMARY``):
     accuracy, one cluster OFF and ON (mean over clusters), fc2's label semanticity, each at the
     main lambda against lambda 0, paired by seed."""
-    runs, main = train["runs"], float(train["main_lambda"])
-    abl, k = ablation["rows"], len(ablation["rows"][0]["off_acc"])
+    runs, main = train.runs, float(train.main_lambda)
+    abl, k = ablation.rows, len(ablation.rows[0]["off_acc"])
     sem = lambda r: r["semanticity"]["fc2"]["score"]  # noqa: E731
     pairs = {"Acc": (runs, "test_acc"), "Off": (abl, lambda r: sum(r["off_acc"]) / k),
-             "On": (abl, lambda r: sum(r["on_acc"]) / k), "Sem": (interp["rows"], sem)}
+             "On": (abl, lambda r: sum(r["on_acc"]) / k), "Sem": (interp.rows, sem)}
     return [record(key, *paired_values(by_seed(rows, get, main), by_seed(rows, get, 0.0)))
             for key, (rows, get) in pairs.items()]
 
@@ -340,35 +342,35 @@ def _paired_side(rows: Sequence[Mapping[str, Any]], key: str, main: float) -> st
     return {"higher": "higher", "lower": "lower"}.get(v.direction, "indistinguishable")
 
 
-def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
-    """LaTeX macro values (name -> text) for the paper from ``beyond.json``; names are letters only.
+def beyond_macros(res: BeyondResults) -> dict[str, str]:
+    """LaTeX macro values (name -> text) for the paper from stage 6's result; names are letters only.
 
     Every word whose direction depends on the data is chosen by the paper's exploratory rule (a
     paired t-test over seeds, or the 95 % interval of a paired difference), so a rerun with other
     parameters cannot leave a false claim. Write them with :func:`write_beyond_numbers`.
     """
-    main = float(res["main_lambda"])
-    m: dict[str, str] = {"BeyondSeeds": str(len(res["seeds"])),
-                         "BeyondLambdas": ", ".join(f"{v:g}" for v in res["lambdas"]),
+    main = float(res.main_lambda)
+    m: dict[str, str] = {"BeyondSeeds": str(len(res.seeds)),
+                         "BeyondLambdas": ", ".join(f"{v:g}" for v in res.lambdas),
                          "BeyondMainLambda": f"{main:g}"}
     acc_words = {"higher": "more accurate than", "lower": "less accurate than",
                  "indistinguishable": "not distinguishable in accuracy from"}
-    for d in res["paired_accuracy"]:
+    for d in res.paired_accuracy:
         if d["lam"] != main or not has_layer_word(d["layers"]):
             continue
         name = layer_word(d["layers"])
         m[f"AccDiff{name}"] = pm(Interval(**d["difference"]), 1, 100)
-        diffs = [a["test_acc"] - b["test_acc"] for a in res["records"] for b in res["records"]
+        diffs = [a["test_acc"] - b["test_acc"] for a in res.records for b in res.records
                  if a["layers"] == d["layers"] and a["lam"] == main and b["layers"] == d["layers"]
                  and b["lam"] == 0.0 and a["seed"] == b["seed"]]
         m[f"AccSentence{name}"] = acc_words[_side(diffs)]
-    rec = res["records"]
+    rec = res.records
     for layers in dict.fromkeys(r["layers"] for r in rec):
         if not has_layer_word(layers):
             continue
         m[f"C{layer_word(layers)}Main"] = pm_values([r["C_clustered"] for r in rec
                                                      if r["layers"] == layers and r["lam"] == main])
-    sp = res["spectral"]["rows"]
+    sp = res.spectral["rows"]
     for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
         for key, name, digits in (("spectral_c", "SpectralC", 2), ("null_c", "NullC", 2), ("z_c", "SpectralZ", 1),
                                   ("z_ncut", "NcutZ", 1), ("blocks_c", "BlocksC", 2)):
@@ -376,7 +378,7 @@ def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
     m["SpectralSentence"] = {"higher": "more clusterable than", "lower": "less clusterable than",
                              "indistinguishable": "not distinguishably more or less clusterable than"
                              }[_side(_col(sp, "z_c", 0.0))]
-    cr = res["circuits"]["rows"]
+    cr = res.circuits["rows"]
     for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
         for key, name, digits in (("greedy_size", "GreedySize", 0), ("mask_size", "MaskSize", 0),
                                   ("greedy_iou", "GreedyIoU", 2), ("mask_iou", "MaskIoU", 2),
@@ -389,16 +391,16 @@ def beyond_macros(res: dict[str, Any]) -> dict[str, str]:
                       ("mask_iou", "MaskIoU")):
         m[f"{name}Sentence"] = words[_paired_side(cr, key, main)]
     pct = lambda vals: pm_values([100 * v for v in vals], 1) + "\\,\\%"  # noqa: E731
-    sc = res["seed_circuits"]["rows"]
+    sc = res.seed_circuits["rows"]
     for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
         for key, name in (("greedy_agreement", "GreedyAgree"), ("mask_agreement", "MaskAgree")):
             m[f"{name}{tag}"] = pct(_col(cr, key, lam))
         m[f"SeedGreedyIoU{tag}"] = pm_values(_col(sc, "greedy_iou", lam), 2)
         m[f"SeedMaskShareC{tag}"] = pct(_col(sc, "mask_share_c", lam))
         m[f"SeedGreedyShareC{tag}"] = pct(_col(sc, "greedy_share_c", lam))
-    sr = res["selectivity"]["rows"]
+    sr = res.selectivity["rows"]
     for lam, tag in ((0.0, "Unclustered"), (main, "Clustered")):
-        for layer in res["selectivity"]["layers"]:
+        for layer in res.selectivity["layers"]:
             if has_layer_word(layer):
                 w = layer_word(layer)
                 m[f"Sel{w}{tag}"] = pm_values(_col(sr, f"sel_{layer}", lam))
