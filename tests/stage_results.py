@@ -10,13 +10,13 @@ from modclust.core.train import SETTINGS, TrainConfig
 from modclust.experiments.controls import summarise_controls
 from modclust.experiments.grid import paired_difference, summary_table
 from modclust.experiments.stage_results import (AblationResults, BeyondResults, CircuitResults, InterpretResults,
-                                                TrainResults)
+                                                TrainingResults)
 from modclust.paper import claims, controls_numbers
 from modclust.paper import numbers as report
 
 
 def stage5_results(seeds=(0, 1, 2), main=15.0, k=4
-                   ) -> tuple[TrainResults, AblationResults, InterpretResults, CircuitResults]:
+                   ) -> tuple[TrainingResults, AblationResults, InterpretResults, CircuitResults]:
     """Results of stages 1-4 (train, ablate, interpret, circuits) as the notebooks write them, made up
     from a seeded generator, for the paper's numbers."""
     rng = np.random.default_rng(0)
@@ -51,7 +51,7 @@ def stage5_results(seeds=(0, 1, 2), main=15.0, k=4
                              "circuits": [{"label": c, "size": int(shrink * rng.integers(50, 200)) + 1,
                                            "faithfulness": faith(c)} for c in labs]})
     train_controls, circ_controls = stage4_controls(seeds, rng)
-    train = TrainResults(main_lambda=main, runs=runs, sweep=sweep_records(seeds, main, k), **train_controls)
+    train = TrainingResults(main_lambda=main, runs=runs, sweep=sweep_records(seeds, main, k), **train_controls)
     grid = [list(range(c * 8, c * 8 + 8)) for c in range(k)]
     return (train,
             AblationResults(layer="fc2", rows=abl),

@@ -15,7 +15,7 @@ import pytest
 
 from modclust.experiments import grid, per_run
 from modclust.experiments.stage_results import (STAGE_RESULTS, AblationResults, BeyondResults, CircuitResults,
-                                                InterpretResults, StageResults, TrainResults)
+                                                InterpretResults, StageResults, TrainingResults)
 from stage_results import stage5_results, stage6_results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,7 +121,7 @@ def _notebook_code(stage: str) -> ast.AST:
     return ast.parse("\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code"))
 
 
-WRITERS = {TrainResults: inspect.getsource(grid.save_runs), AblationResults: "02_ablate",
+WRITERS = {TrainingResults: inspect.getsource(grid.save_runs), AblationResults: "02_ablate",
            InterpretResults: "03_interpret", CircuitResults: "04_circuits",
            BeyondResults: inspect.getsource(per_run.run_beyond)}
 """Where each stage builds its result: the notebook, or the library function it calls
@@ -146,9 +146,9 @@ def test_the_stage_notebooks_write_and_read_results_through_the_classes():
         code = ast.unparse(_notebook_code(stage))
         assert "write_json" not in code and "read_json" not in code, stage
     five = ast.unparse(_notebook_code("05_numbers"))
-    for cls in (TrainResults, AblationResults, InterpretResults, CircuitResults):
+    for cls in (TrainingResults, AblationResults, InterpretResults, CircuitResults):
         assert f"{cls.__name__}.read(" in five
-    assert "TrainResults.read(" in ast.unparse(_notebook_code("06_beyond"))
+    assert "TrainingResults.read(" in ast.unparse(_notebook_code("06_beyond"))
     assert "ex.save_runs(" in ast.unparse(_notebook_code("01_train"))
     assert "beyond.write(" in ast.unparse(_notebook_code("06_beyond"))
 

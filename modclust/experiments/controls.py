@@ -40,7 +40,7 @@ from modclust.core.progress import track
 from modclust.core.stats import direction, mean_ci, size_at_faithfulness
 from modclust.core.train import SETTINGS, TrainConfig, TrainResult, run_name, setting_of, train_many
 from modclust.experiments.grid import circuit_rows, find_circuits, mean_over_circuits, train_grid
-from modclust.experiments.stage_results import TrainResults
+from modclust.experiments.stage_results import TrainingResults
 
 RECIPES = ("seed", "converged")
 """The seed's training recipe (its learning rate) and one trained to convergence (a larger one)."""
@@ -388,7 +388,7 @@ def summarise_controls(train_records: Sequence[Mapping[str, Any]], rows: Sequenc
             "comparisons": comparisons}
 
 
-def training_table(summary: TrainResults) -> list[str]:
+def training_table(summary: TrainingResults) -> list[str]:
     """Stage 1's controls as printable lines: per recipe and setting, the seeds' mean test
     accuracy, live density and C on the blocks; then each recipe's L1 search."""
     recs = summary.controls

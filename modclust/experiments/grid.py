@@ -43,7 +43,7 @@ from modclust.core.model import layer_names, layers_label
 from modclust.core.progress import track
 from modclust.core.stats import Interval, direction, mean_ci
 from modclust.core.train import TrainConfig, TrainResult, batch_key, run_name, setting_of, train_many
-from modclust.experiments.stage_results import TrainResults
+from modclust.experiments.stage_results import TrainingResults
 
 
 # --- Notebook glue: paths, device, threads, data ---------------------------------------------
@@ -162,7 +162,7 @@ def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], m
               recipes: Mapping[str, float], live_cutoff: float, sweep: Sequence[TrainResult] = (),
               curve_points: int = 200, controls: Sequence[TrainResult] = (),
               control_records: Sequence[Mapping[str, Any]] = (),
-              l1_search: Mapping[str, Mapping[str, Any]] | None = None) -> TrainResults:
+              l1_search: Mapping[str, Mapping[str, Any]] | None = None) -> TrainingResults:
     """Checkpoints in ``out_dir/checkpoints`` and stage 1's result ``out_dir/train.json``; returns it.
 
     ``results`` are the grid's runs (``runs``: the paper's lambda x seed comparison, which
@@ -200,11 +200,11 @@ def save_runs(results: Sequence[TrainResult], out_dir: str | os.PathLike[str], m
             "c_curve": downsample(r.history["clusterability"], curve_points),
             "steps": len(r.history["ce"]),
         })
-    summary = TrainResults(main_lambda=float(main_lambda), runs=runs,
+    summary = TrainingResults(main_lambda=float(main_lambda), runs=runs,
                            sweep=[{"name": run_name(r.config), **run_record(r)} for r in sweep],
                            controls=[dict(rec) for rec in control_records], recipes=dict(recipes),
                            live_cutoff=live_cutoff, l1_search=dict(l1_search or {}))
-    summary.write(out / TrainResults.FILE)
+    summary.write(out / TrainingResults.FILE)
     return summary
 
 
@@ -214,9 +214,9 @@ def unique_configs(*config_lists: Sequence[TrainConfig]) -> list[TrainConfig]:
     return list(dict.fromkeys(c for configs in config_lists for c in configs))
 
 
-def load_summary(train_dir: str | os.PathLike[str]) -> TrainResults:
-    """Stage 1's result in ``train_dir`` (:meth:`TrainResults.read`)."""
-    return TrainResults.read(resolve(train_dir) / TrainResults.FILE)
+def load_summary(train_dir: str | os.PathLike[str]) -> TrainingResults:
+    """Stage 1's result in ``train_dir`` (:meth:`TrainingResults.read`)."""
+    return TrainingResults.read(resolve(train_dir) / TrainingResults.FILE)
 
 
 def load_runs(train_dir: str | os.PathLike[str], lambdas: Iterable[float] | None = None,
@@ -251,7 +251,7 @@ def load_controls(train_dir: str | os.PathLike[str], device: str | torch.device 
     return [checkpoint.load(ckpt / f"{r['name']}.pt", device) for r in records], records
 
 
-def analysis_lambdas(summary: TrainResults) -> list[float]:
+def analysis_lambdas(summary: TrainingResults) -> list[float]:
     """The lambdas the deeper analyses compare: the unclustered 0 and the main lambda."""
     return sorted({0.0, float(summary.main_lambda)})
 
@@ -367,7 +367,7 @@ def paired_difference(records: Sequence[Mapping[str, Any]], metric: str = "test_
     return rows
 
 
-def curves(summary: TrainResults, key: str) -> tuple[Any, dict[float, Any]]:
+def curves(summary: TrainingResults, key: str) -> tuple[Any, dict[float, Any]]:
     """A downsampled training curve (``"ce_curve"`` or ``"c_curve"``) as (epoch axis, {lam: (seeds, points)})."""
     runs = summary.runs
     epochs = runs[0]["config"]["epochs"]

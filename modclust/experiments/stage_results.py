@@ -5,7 +5,7 @@ Each stage writes one JSON file of nested string-keyed values, and later stages 
 ================  ======================  =======================================
 stage             file                    class
 ================  ======================  =======================================
-``01_train``      ``train.json``          :class:`TrainResults`
+``01_train``      ``train.json``          :class:`TrainingResults`
 ``02_ablate``     ``ablate.json``         :class:`AblationResults`
 ``03_interpret``  ``interpret.json``      :class:`InterpretResults`
 ``04_circuits``   ``circuits.json``       :class:`CircuitResults`
@@ -20,7 +20,7 @@ the fields as attributes. A file that lacks a field, or holds one the class does
 written by other code: reading it raises one :class:`ValueError` naming the file, the fields
 and the stage to rerun.
 
-(Stage 1's result :class:`TrainResults` is the stage's file, every run together; one trained
+(Stage 1's result :class:`TrainingResults` is the stage's file, every run together; one trained
 run is a :class:`modclust.core.train.TrainResult`.)
 """
 
@@ -99,7 +99,7 @@ class StageResults:
 
 
 @dataclass(frozen=True)
-class TrainResults(StageResults):
+class TrainingResults(StageResults):
     """Stage 1's result, ``01_train/train.json`` (:func:`modclust.experiments.grid.save_runs`
     builds it; the runs' checkpoints lie beside it in ``checkpoints/<name>.pt``).
 
@@ -262,6 +262,6 @@ class BeyondResults(StageResults):
     selectivity: dict[str, Any]
 
 
-STAGE_RESULTS: tuple[type[StageResults], ...] = (TrainResults, AblationResults, InterpretResults, CircuitResults,
+STAGE_RESULTS: tuple[type[StageResults], ...] = (TrainingResults, AblationResults, InterpretResults, CircuitResults,
                                                  BeyondResults)
 """Every stage's result class, in stage order."""

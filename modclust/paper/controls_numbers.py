@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modclust.core.stats import Interval, direction
-from modclust.experiments.stage_results import CircuitResults, TrainResults
+from modclust.experiments.stage_results import CircuitResults, TrainingResults
 from modclust.paper.claims import Verdict, Wording, exploratory, not_measured, record
 from modclust.paper.latex import Macros, generated_header, num, pm, table, write_text
 from modclust.paper.numbers import paired_values
@@ -89,7 +89,7 @@ def primary_records(circ: CircuitResults) -> list[dict[str, Any]]:
     return out
 
 
-def controls_numbers(train: TrainResults, circ: CircuitResults) -> tuple[Macros, dict[str, str]]:
+def controls_numbers(train: TrainingResults, circ: CircuitResults) -> tuple[Macros, dict[str, str]]:
     """The section's macros and its two tables (``table_controls``, ``table_controls_structure``)."""
     m = Macros(source=CONTROLS_SOURCE)
     summary = (circ.controls or {}).get("summary")

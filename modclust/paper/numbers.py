@@ -23,7 +23,7 @@ from modclust.core.data import DATASETS
 from modclust.core.stats import Interval, mean_ci, size_at_faithfulness
 from modclust.experiments.grid import group, mean_over_circuits, select_rows
 from modclust.experiments.stage_results import (AblationResults, BeyondResults, CircuitResults, InterpretResults,
-                                                TrainResults)
+                                                TrainingResults)
 from modclust.paper.claims import Verdict, Wording, exploratory, record
 from modclust.paper.latex import (Macros, count_noun, generated_header, has_layer_word, layer_word, pm, pm_values, table,
                                   tex_escape, write_macros, write_text)
@@ -72,7 +72,7 @@ def seed_cell_sentence(cell: dict, classes: Sequence[str]) -> str:
             f"of {cell['layer']} for the same label and model.")
 
 
-def paper_numbers(train: TrainResults, ablation: AblationResults, interp: InterpretResults, circ: CircuitResults,
+def paper_numbers(train: TrainingResults, ablation: AblationResults, interp: InterpretResults, circ: CircuitResults,
                   preset: str) -> tuple[Macros, dict[str, str]]:
     """Every number and data-dependent sentence of the paper, from the four stages' results.
 
@@ -293,7 +293,7 @@ def main_table(runs: Sequence[Mapping[str, Any]], lams: Sequence[float],
                  main_rows)
 
 
-def primary_records(train: TrainResults, ablation: AblationResults, interp: InterpretResults) -> list[dict[str, Any]]:
+def primary_records(train: TrainingResults, ablation: AblationResults, interp: InterpretResults) -> list[dict[str, Any]]:
     """The seeds' values of stage 5's declared primary comparisons of the MLP (``claims.PRIMARY``):
     accuracy, one cluster OFF and ON (mean over clusters), fc2's label semanticity, each at the
     main lambda against lambda 0, paired by seed."""
