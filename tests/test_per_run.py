@@ -44,14 +44,15 @@ def tiny_run() -> tuple:
 def test_beyond_analyses_are_complete_and_serialisable() -> None:
     run, data = tiny_run()
     sb = spectral_baseline(run, data, "fc2", n_draws=3)
+    settings = dataclasses.replace(BeyondSettings.of(MlpSettings(), 5.0, "fc2"), mask_steps=20)
     assert sb["spectral"]["k"] <= 2 and len(sb["spectral"]["null_c"]) == 3
     assert len(sb["blocks"]["ablation"]["off_acc"]) == 2
-    ca, found = circuit_analysis(run, data, labels=[0, 1, 2], layers=["fc2", "fc3"], mask_steps=20)
+    ca, found = circuit_analysis(run, data, settings, "seed", labels=[0, 1, 2])
     assert [m for m, _ in found] == ["greedy"] * 3 + ["mask"] * 3
     assert ca["greedy"]["faithfulness"][0]["share_c"] >= 0
     assert len(ca["greedy"]["sizes"]) == 3 and len(ca["mask"]["iou"]) == 3
     assert len(ca["greedy_vs_mask_iou"]) == 3 and len(ca["mask"]["share"]) == 3
-    sa = selectivity_analysis(run, data, layers=["fc1", "fc2"])
+    sa = selectivity_analysis(run, data, layers=["fc1", "fc2"], cluster_layer="fc2", n_bins=10)
     assert len(sa["units"]["fc2"]["selectivity"]) == 8 and len(sa["clusters"]["profile"]) == 2
     json.dumps({"s": sb, "c": ca, "u": sa})
     rows = {**spectral_row(sb), **circuit_row(ca), **selectivity_row(sa)}

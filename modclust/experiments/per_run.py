@@ -41,8 +41,7 @@ def _ablation_summary(result: TrainResult, part: Partition, data: Dataset, layer
             "off_classwise": ab.off_classwise, "on_classwise": ab.on_classwise}
 
 
-def spectral_baseline(result: TrainResult, data: Dataset, layer: str = "fc2", n_draws: int = 20,
-                      seed: int = 0) -> dict[str, Any]:
+def spectral_baseline(result: TrainResult, data: Dataset, layer: str, n_draws: int, seed: int = 0) -> dict[str, Any]:
     """Spectral clusters of a trained layer vs its fixed blocks, each with C, n-cut and ablations."""
     w = getattr(result.model, layer).weight.detach().cpu()
     blocks = result.blocks(layer)
@@ -81,30 +80,31 @@ def _method_summary(result: TrainResult, circs: Sequence[Circuit], part: Partiti
     return out
 
 
-def circuit_analysis(result: TrainResult, data: Dataset, labels: Sequence[int] | None = None,
-                     layers: Sequence[str] = ("fc2", "fc3"), threshold: float = 1e-4, baseline: str = "current",
-                     mask_sparsity: float = 1e-4, mask_steps: int = 300, share_layer: str = "fc2",
-                     objective: str = "seed", ablation: str = "zero", search: torch.Tensor | None = None
+def circuit_analysis(result: TrainResult, data: Dataset, settings: BeyondSettings, objective: str,
+                     labels: Sequence[int] | None = None, share_layer: str = "fc2", search: torch.Tensor | None = None
                      ) -> tuple[dict[str, Any], list[tuple[str, Circuit]]]:
-    """Greedy and learned-mask circuits of each label: sizes, overlap, agreement, cluster share, faithfulness.
+    """Greedy and learned-mask circuits of each label for ``objective``: sizes, overlap, agreement,
+    cluster share, faithfulness; over ``settings.circuit_layers``, with its threshold, baseline,
+    mask sparsity and steps, and ablation.
 
     Circuits are searched on the training images ``search`` (indices; default: the whole test set,
-    as the seed did) and their faithfulness is judged on the test set. ``mask_sparsity`` defaults
-    to greedy's threshold: both then keep a weight when dropping it costs more than that much
-    loss, so their sizes are comparable. Returns the JSON-ready summary and the circuits, as
-    (method, circuit) pairs.
+    as the seed did) and their faithfulness is judged on the test set. With ``mask_sparsity``
+    equal to greedy's threshold (the default settings), both keep a weight when dropping it costs
+    more than that much loss, so their sizes are comparable. Returns the JSON-ready summary and
+    the circuits, as (method, circuit) pairs.
     """
+    st, layers, ablation = settings, list(settings.circuit_layers), settings.ablation
     labels = list(range(data.n_classes)) if not labels else [int(c) for c in labels]
     x, y = (data.test_x, data.test_y) if search is None else (data.train_x[search], data.train_y[search])
     part = result.blocks(share_layer) if share_layer in layers else None
-    found = greedy_circuits_fast(result.model, x, y, labels=labels, layers=list(layers), threshold=threshold,
-                                 baseline=baseline, objective=objective, ablation=ablation)[0]  # the batched pruner
+    found = greedy_circuits_fast(result.model, x, y, labels=labels, layers=layers, threshold=st.threshold,
+                                 baseline=st.baseline, objective=objective, ablation=ablation)[0]  # the batched pruner
     greedy = [found[c] for c in labels]
-    masks = mask_circuits(result.model, list(layers), x, y, labels, objective=objective, sparsity=mask_sparsity,
-                          steps=mask_steps, ablation=ablation)
+    masks = mask_circuits(result.model, layers, x, y, labels, objective=objective, sparsity=st.mask_sparsity,
+                          steps=st.mask_steps, ablation=ablation)
     agree = [mask_iou(torch.cat([g.kept[n].flatten() for n in layers]), torch.cat([m.kept[n].flatten() for n in layers]))
              for g, m in zip(greedy, masks)]
-    summary = {"labels": labels, "layers": list(layers), "share_layer": share_layer if part else None,
+    summary = {"labels": labels, "layers": layers, "share_layer": share_layer if part else None,
                "objective": objective, "ablation": ablation,
                "greedy": _method_summary(result, greedy, part, share_layer, data),
                "mask": _method_summary(result, masks, part, share_layer, data),
@@ -112,8 +112,8 @@ def circuit_analysis(result: TrainResult, data: Dataset, labels: Sequence[int] |
     return summary, [("greedy", c) for c in greedy] + [("mask", c) for c in masks]
 
 
-def selectivity_analysis(result: TrainResult, data: Dataset, layers: Sequence[str] = ("fc1", "fc2"),
-                         cluster_layer: str = "fc2", n_bins: int = 10) -> dict[str, Any]:
+def selectivity_analysis(result: TrainResult, data: Dataset, layers: Sequence[str], cluster_layer: str,
+                         n_bins: int) -> dict[str, Any]:
     """Per-unit selectivity and MI of each layer, and per cluster of ``cluster_layer``'s output units."""
     x, y = data.test_x, data.test_y
     units = {name: unit_selectivity(result.model, name, x, y, data.n_classes, n_bins).to_dict() for name in layers}
@@ -243,9 +243,7 @@ def run_beyond(data: Dataset, runs: Sequence[TrainResult], records: Sequence[dic
         tag = {"lam": r.config.lam, "seed": r.config.seed, "layers": first}
         spectral.append({**tag, **spectral_baseline(r, data, spec_layer, st.null_draws, seed=r.config.seed)})
         for objective in circ:
-            summary, found = circuit_analysis(r, data, circ_labels, st.circuit_layers, st.threshold, st.baseline,
-                                              st.mask_sparsity, st.mask_steps, objective=objective,
-                                              ablation=st.ablation, search=search)
+            summary, found = circuit_analysis(r, data, st, objective, circ_labels, search=search)
             circ[objective].append({**tag, **summary})
             circuit_records += [c.to_record(f"{run_name(r.config)}_{first}", r.config.lam,
                                             r.config.seed, method) for method, c in found]
