@@ -7,6 +7,7 @@
 #   make paper PRESET=smoke      the same, tiny (a few minutes on 2 CPU cores)
 #   make results PRESET=smoke    the notebooks only, no LaTeX, no report
 #   make report PRESET=smoke     the report of the stages run so far
+#   make provenance PRESET=smoke which stages of build/smoke this checkout would make differently
 #   make nbval                   re-execute the smoke notebooks, check their marked outputs
 #
 # The stages are declared once, in modclust/pipeline/stage_table.py (name = notebook stem, the
@@ -17,7 +18,7 @@
 # modclust/pipeline/stages.py does the work: `make paper` and `make results` first check the
 # preset and take the build folder's lock (a second run of the same preset waits for the first),
 # then each stage runs in its own folder under build/<preset>/.tmp/ and is moved into place,
-# marker last, only when papermill succeeds.
+# marker last, only when papermill succeeds, with its provenance record (<stage>/provenance.json).
 
 PRESET ?= paper
 PRESET_FILE := presets/$(PRESET).yaml
@@ -37,7 +38,7 @@ PRESET_DEPS := $(or $(PRESET_FILES_$(PRESET)),$(PRESET_FILE))
 # Rendering for plotly in executed notebooks (a JSON mimetype, no embedded plotly.js).
 export PLOTLY_RENDERER ?= plotly_mimetype
 
-.PHONY: paper results report _paper _results _report nbval latex-tools clean-paper
+.PHONY: paper results report _paper _results _report provenance nbval latex-tools clean-paper
 .DELETE_ON_ERROR:
 
 # The public targets hold the build folder's lock over the whole make run (_paper, _results).
@@ -90,6 +91,13 @@ _report: $(B)/report/index.html
 $(B)/report/index.html: $(foreach s,$(STAGES),$(B)/$(s).ipynb) $(REPORT_LIBRARY) \
                         $(if $(filter _paper,$(MAKECMDGOALS)),$(B)/paper.pdf) | $(VENV)/.installed
 	@$(PIPELINE) report $(PRESET) $(STAGES)
+
+# Provenance: each stage's record (written when it commits: hashes of its notebook, package
+# files, preset files and datasets, its preset values and the records of the stages it read)
+# against this checkout; "matching" or what differs, per stage, and a failure unless all match.
+# File times say nothing once a build folder is copied or the checkout switched to another commit.
+provenance: | $(VENV)/.installed
+	@$(PIPELINE) provenance $(PRESET)
 
 # LaTeX (apt_tools: see the Makefile).
 TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra latexmk

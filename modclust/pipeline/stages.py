@@ -17,14 +17,18 @@ stale. Its commands:
   PDF goes to ``build/<preset>/paper.pdf``, and the figures and numbers are installed in the
   checkout's ``figures/`` and ``paper/generated/`` (the last preset compiled).
 - ``report PRESET [STAGE...]``: the executed notebooks as HTML (:mod:`modclust.pipeline.report`).
+- ``provenance PRESET``: each stage of ``build/<preset>`` against the checkout, from the record
+  a stage writes when it commits (``<stage>/provenance.json``, :mod:`modclust.pipeline.provenance`):
+  "matching", or what differs (package files, notebook, preset values, stages read, datasets);
+  exit status 0 only when every stage matches.
 - ``check PRESET``: only the preset's check (keys, types and values, every problem listed);
   ``params PRESET STAGE``: the preset's values for one notebook's parameters, as YAML for
   ``papermill -f`` by hand; ``failed NOTEBOOK``: name an
   executed notebook's failed cell.
 
 Layout of a build folder: ``<stage>.ipynb`` (executed, the marker) and ``<stage>/`` (its
-outputs) per stage, ``paper/`` and ``figures/`` for LaTeX, ``paper.pdf``, ``report/``,
-``.lock`` and ``.tmp/``.
+outputs, with ``provenance.json``) per stage, ``paper/`` and ``figures/`` for LaTeX,
+``paper.pdf``, ``report/``, ``.lock`` and ``.tmp/``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from modclust.core.io import atomic_dir, write_atomic
 from modclust.core.progress import PROGRESS_ENV, read_progress
 from modclust.paper.claims import write_claims
 from modclust.paper.latex import Macros, number_word, write_text
+from modclust.pipeline import provenance
 from modclust.pipeline.presets import PIPELINE_PARAMS, PresetError, check_preset, notebook_values, parameters_of
 from modclust.pipeline.report import ReportError, write_report
 from modclust.pipeline.stage_table import STAGES, paper_inputs
@@ -217,11 +222,13 @@ def notebook_parameters_yaml(preset: str, stage: str, layout: Layout = Layout())
     return f"# preset {preset}, the parameters of notebooks/{stage}.ipynb\n" + yaml.safe_dump(kept, sort_keys=False)
 
 
-def commit_stage(work: Path, build_dir: Path, stage: str) -> None:
+def commit_stage(work: Path, build_dir: Path, stage: str, record: dict | None = None) -> None:
     """Move a finished stage from ``work`` into ``build_dir``: outputs first, the marker last.
 
-    Every step is checked. The old outputs are moved aside, not deleted, until the new ones are
-    in place; from the first step until the last the stage counts as unfinished (no marker).
+    ``record``, the stage's provenance (:mod:`modclust.pipeline.provenance`), is written into
+    its outputs' folder first, so it moves into place with them. Every step is checked. The old
+    outputs are moved aside, not deleted, until the new ones are in place; from the first step
+    until the last the stage counts as unfinished (no marker).
     """
     new_out, new_nb = work / stage, work / f"{stage}.ipynb"
     if not new_out.is_dir() or not new_nb.is_file():
@@ -230,6 +237,8 @@ def commit_stage(work: Path, build_dir: Path, stage: str) -> None:
     out, marker = build_dir / stage, build_dir / f"{stage}.ipynb"
     previous = work / "previous"
     try:
+        if record is not None:
+            provenance.write(new_out, record)
         marker.unlink(missing_ok=True)
         if out.exists():
             os.replace(out, previous)
@@ -259,6 +268,12 @@ def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = 
     params = stage_parameters(preset, stage, build_rel, work / stage, layout)
     title = f"==> [{preset}] stage {index}/{total} {stage}"
     start = time.time()
+    reads = next((s.reads for s in STAGES if s.name == stage), ())
+    try:  # taken before the notebook runs: the code, preset and data it starts from
+        record = provenance.record(layout.root, stage, preset, params, reads, build_rel, start)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise PipelineError(f"==> [{preset}] stage {stage}: its provenance record cannot be taken "
+                            f"({type(err).__name__}: {err}); fix the file named and run again") from err
     os.environ[PROGRESS_ENV] = str(work / "progress")  # the kernel inherits it; its bars report there
     try:
         with stage_progress(title, work / "progress"):
@@ -274,7 +289,8 @@ def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = 
             where += f"\n    papermill: {type(err).__name__}: {err}"
         raise PipelineError(f"==> [{preset}] stage {stage} FAILED in notebook notebooks/{stage}.ipynb:\n    {where}\n"
                             f"    the partly executed notebook is {executed} (kept until the next run)") from err
-    commit_stage(work, build_rel, stage)
+    record["wall_s"] = round(time.time() - start, 1)
+    commit_stage(work, build_rel, stage, record)
     say(f"{title}: done in {time.time() - start:.0f} s")
 
 
@@ -419,6 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("preset")
     report.add_argument("stages", nargs="*", metavar="STAGE",
                         help="the stages to include (default: every executed notebook in build/PRESET)")
+    prov = sub.add_parser("provenance", help="check each stage of build/PRESET against this checkout (exit "
+                                             "status 0 when every stage matches)")
+    prov.add_argument("preset")
     args = parser.parse_args(argv)
     layout = Layout(args.root.resolve())
     actions: dict[str, Callable[[], int | None]] = {
@@ -431,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "failed": lambda: print(failed_cell(args.notebook)),
         "report": lambda: say(f"==> [{args.preset}] report: "
                               f"{write_report(layout.build_dir(args.preset), args.preset, args.stages or None)}"),
+        "provenance": lambda: check_provenance(args.preset, layout),
     }
     try:
         return actions[args.command]() or 0
@@ -440,6 +460,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("==> interrupted")
         return 130
+
+
+def check_provenance(preset: str, layout: Layout = Layout()) -> int:
+    """Print each stage's finding (:func:`modclust.pipeline.provenance.compare`); 0 when all match."""
+    build_dir = layout.build_dir(preset)
+    findings = provenance.compare(build_dir, preset, layout.root)
+    print(f"==> [{preset}] {build_dir} against the checkout {layout.root}:")
+    for finding in findings:
+        print(finding)
+    return 0 if all(f.matching for f in findings) else 1
 
 
 def _no_result(_: object) -> None:
