@@ -123,8 +123,8 @@ def broken_links(page: Path, page_html: str) -> list[str]:
         if parts.fragment:
             if target not in ids:
                 ids[target] = _parsed(target.read_text(encoding="utf-8", errors="replace")).ids
-            if unquote(parts.fragment) not in ids[target]:
-                broken.append(link)
+            if parts.fragment not in ids[target] and unquote(parts.fragment) not in ids[target]:
+                broken.append(link)  # a browser tries the fragment as written, then percent-decoded
     return broken
 
 

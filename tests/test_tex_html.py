@@ -38,9 +38,9 @@ def test_a_claim_sentence_reads_as_the_paper_prints_it() -> None:
     out = tex_to_html(tex)
     assert text_of(out) == ("The clustered models are not distinguishable in test accuracy from the unclustered "
                             "ones (test accuracy 51.79\u202f% against 53.12\u202f%; difference −1.34 [−49.88, 47.20] "
-                            "percentage points, 2 paired seeds; paired t-test, Holm-adjusted p\u2009=\u20091.000 over "
+                            "percentage points, 2 paired seeds; paired t-test, Holm-adjusted p\u202f=\u202f1.000 over "
                             "the 10 primary comparisons). They do not show equivalence within ±0.50 percentage "
-                            "points; p\u2009<\u20090.001, <0.001.")
+                            "points; p\u202f<\u202f0.001, <0.001.")
     assert '<span class="math"><i>t</i></span>-test' in out
     assert '<span class="math">&lt;</span>0.001' in out  # HTML-escaped
     assert "tex-unknown" not in out
@@ -51,9 +51,9 @@ def test_a_claim_sentence_reads_as_the_paper_prints_it() -> None:
     (r"\texttt{temp = w.data[i, j] < 1}", "<code>temp = w.data[i, j] &lt; 1</code>"),
     (r"54{,}912 weights, 0.80--1.25 --- so", "54,912 weights, 0.80\u20131.25 \u2014 so"),
     (r"50\,\% \& 10\#, a~b", "50\u202f% &amp; 10#, a\u00a0b"),
-    (r"$C=0.418\,\ensuremath{\pm}\,0.062$", '<span class="math"><i>C</i>\u2009=\u20090.418\u202f±\u202f0.062</span>'),
+    (r"$C=0.418\,\ensuremath{\pm}\,0.062$", '<span class="math"><i>C</i>\u202f=\u202f0.418\u202f±\u202f0.062</span>'),
     (r"$|W_{\mathrm{in}}|$, $\lambda=15$, $\times$1.11, $\Delta$ acc.\ (points)",
-     '<span class="math">|<i>W</i><sub>in</sub>|</span>, <span class="math">λ\u2009=\u200915</span>, '
+     '<span class="math">|<i>W</i><sub>in</sub>|</span>, <span class="math">λ\u202f=\u202f15</span>, '
      '<span class="math">×</span>1.11, <span class="math">Δ</span> acc. (points)'),
     ("\\quad shuffled null % a comment\nnext", "\u2003shuffled null next"),
 ])
@@ -98,9 +98,9 @@ def test_a_tabular_becomes_a_table_with_its_header_alignment_and_spans() -> None
     assert header == [["comparison", "effect [95\\,\\% CI]", "verdict"]]
     assert body[0] == ["MLP test accuracy \\& more", "\\ensuremath{-}1.34 [\\ensuremath{-}49.88, 47.20]", "cannot tell"]
     out = tabular_html(tex)
-    assert out.startswith('<table class="tex-table"><thead><tr><th class="l">comparison</th>'
+    assert out.startswith('<table class="tex-table"><thead><tr><th class="p">comparison</th>'
                           '<th class="r">effect [95\u202f% CI]</th><th class="l">verdict</th></tr></thead><tbody>')
-    assert '<td class="l">MLP test accuracy &amp; more</td>' in out
+    assert '<td class="p">MLP test accuracy &amp; more</td>' in out
     assert '<td class="c" colspan="3"><i>MNIST</i></td>' in out
     assert tex_to_html(tex).strip() == out  # the same table inside running text
 

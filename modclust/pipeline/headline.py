@@ -124,12 +124,13 @@ def source_link(pages: Mapping[str, CellSource], stage: str, pattern: str, verb:
 
 
 def claim_stages(generated: Path) -> dict[str, str]:
-    """Which stage recorded each primary comparison: key -> stage, from the ``claims_<stage>.json``
-    the paper was compiled with."""
+    """Which stage measured each primary comparison: key -> stage, from the ``claims_<stage>.json``
+    the paper was compiled with (a comparison a stage records as not measured is left out)."""
     out = {}
     for f in sorted(generated.glob("claims_*.json")):
         for r in json.loads(f.read_text(encoding="utf-8")):
-            out[r["key"]] = f.stem.removeprefix("claims_")
+            if "missing" not in r:
+                out[r["key"]] = f.stem.removeprefix("claims_")
     return out
 
 
@@ -214,7 +215,8 @@ def headline_html(build: str | os.PathLike[str], preset: str, pages: Mapping[str
                              f'<p class="caption">{_esc(t.caption)} '
                              f'{source_link(pages, t.stage, t.cell, "computed")}</p>')
         for title in part.groups if compiled else ():
-            parts.append(f"<h4>{_esc(title)}</h4>")
+            if len(part.groups) > 1:
+                parts.append(f"<h4>{_esc(title)}</h4>")
             for key in groups[title]:
                 name = f"Claim{key}Sentence"
                 if name not in macros:

@@ -93,6 +93,7 @@ function modclustPlot(script) {
 <style type="text/css">
 .modclust-nav { padding: 8px 16px; font-family: var(--jp-ui-font-family); font-size: 14px;
                 border-bottom: 1px solid var(--jp-border-color2); }
+.modclust-nav a { color: var(--jp-content-link-color); text-decoration: underline; }
 .modclust-nav .none { color: var(--jp-ui-font-color3); }
 .modclust-plotly-figure { width: 100%; }
 </style>
@@ -134,14 +135,14 @@ code { background: #f3f3f3; padding: 0 0.25em; }
 .source { font-size: 0.85em; white-space: nowrap; }
 .table-wrap { overflow-x: auto; }
 .tex-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-.tex-table th, .tex-table td { padding: 0.2em 0.6em; vertical-align: top; }
+.tex-table th, .tex-table td { padding: 0.2em 0.6em; vertical-align: top; white-space: nowrap; }
 .tex-table thead { border-top: 2px solid #333; border-bottom: 1px solid #333; }
 .tex-table tbody { border-bottom: 2px solid #333; }
-.tex-table .r { text-align: right; white-space: nowrap; }
+.tex-table .r { text-align: right; }
 .tex-table .c { text-align: center; }
 .tex-table .l { text-align: left; }
-.figures { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0.5em 0; flex: 1 1 28em; }
+.tex-table .p { text-align: left; white-space: normal; min-width: 12em; }
+figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.9em; color: #444; }
 """

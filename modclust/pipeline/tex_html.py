@@ -10,7 +10,7 @@ The generated macros and tables (``build/<preset>/paper/generated/*.tex``, all w
   superscripts, a minus sign for ``-``, and the symbols of :data:`SYMBOLS` (``\\pm``, ``\\times``,
   ``\\lambda``...);
 - ``\\begin{tabular}`` (booktabs rules and ``\\multicolumn``) as a ``<table>``, the rows above
-  ``\\midrule`` as its header (:func:`tabular_html`);
+  ``\\midrule`` as its header, each cell of class l, r, c or p, its column's (:func:`tabular_html`);
 - the macros given (name -> definition, e.g. from :func:`read_macros`), expanded.
 
 Nothing else: any other command is shown as its source in ``<span class="tex-unknown">``, never
@@ -226,7 +226,7 @@ class _Renderer:
         if c == "-":
             out.append("\u2212")
         elif c in "=<>" and tex[:i].strip() and tex[i + 1:].strip():
-            out.append(f"\u2009{html.escape(c)}\u2009")  # a relation between two sides
+            out.append(f"\u202f{html.escape(c)}\u202f")  # a relation between two sides, no line break
         else:
             out.append(html.escape(c, quote=False))
         return i + 1
@@ -273,7 +273,7 @@ class _Renderer:
 
     def tabular(self, tex: str, extra: tuple[str, Sequence[str]] | None = None) -> str:
         spec, header, body = tabular_rows(tex)
-        aligns = [a[0].replace("p", "l") for a in _COLUMN.findall(spec)]
+        aligns = [a[0] for a in _COLUMN.findall(spec)]  # l, r, c or p (a paragraph, wrapped)
         if extra is not None and len(extra[1]) != len(body):
             raise ValueError(f"an extra column needs one cell per body row ({len(body)}), got {len(extra[1])}")
         parts = ['<table class="tex-table">']
@@ -290,7 +290,7 @@ class _Renderer:
                         n, k = _argument(cell, mc.end())
                         a, k = _argument(cell, k)
                         cell, _ = _argument(cell, k)
-                        span, align = int(n), (_COLUMN.findall(a) or ["l"])[0][0].replace("p", "l")
+                        span, align = int(n), (_COLUMN.findall(a) or ["l"])[0][0]
                     attrs = f' class="{align}"' + (f' colspan="{span}"' if span > 1 else "")
                     cells.append(f"<{cell_tag}{attrs}>{self.text(cell)}</{cell_tag}>")
                     col += span
