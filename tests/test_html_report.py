@@ -465,6 +465,18 @@ def test_the_checks_catch_an_image_that_does_not_load_a_number_the_paper_does_no
     assert set(broken_links(index, index.read_text())) == {"05_numbers.html#cell-id=numbers-4"}
 
 
+def test_before_the_paper_is_compiled_the_headline_says_so_and_shows_the_figures(tmp_path: Path) -> None:
+    build = make_build(tmp_path)
+    shutil.rmtree(build / GENERATED.parent)
+    (build / "paper.pdf").unlink()
+    index = write_report(build, PRESET, STAGES)
+    page = index.read_text()
+    assert "The paper is not compiled yet (<code>make paper PRESET=tiny</code>)" in page
+    assert "data-macro" not in page and "data-tex" not in page  # no sentence or table to show
+    assert '<img src="../01_train/figures/tradeoff.png"' in page
+    assert broken_links(index, page) == []
+
+
 def test_every_stage_page_links_the_previous_and_the_next_stage_and_the_index(tmp_path: Path) -> None:
     build = make_build(tmp_path)
     write_report(build, PRESET, STAGES)
