@@ -83,9 +83,11 @@ $(B)/paper.pdf: $(foreach s,$(STAGES),$(B)/$(s).ipynb) $(PAPER_SOURCES) modclust
 	@$(PIPELINE) latex $(PRESET)
 
 # The report: build/<preset>/report/, the executed notebooks as HTML pages (plotly figures drawn
-# offline by a local plotly.js) and an index linking them, the figure PDFs and the paper. `make
-# paper` ends with it, after the PDF; `make report` needs only the stages (it links a paper
-# compiled before).
+# offline by a local plotly.js, each page linking the previous and next stage) and an index that
+# opens with the headline (the paper's primary comparisons, main table, sentences and key figures
+# as PNGs, each linking the cell that computed it) and links the pages, the figures and the paper.
+# `make paper` ends with it, after the PDF; `make report` needs only the stages (it shows the
+# sentences and tables of a paper compiled before, or says the paper is not compiled yet).
 _report: $(B)/report/index.html
 	@echo "==> [$(PRESET)] report: $(B)/report/index.html"
 $(B)/report/index.html: $(foreach s,$(STAGES),$(B)/$(s).ipynb) $(REPORT_LIBRARY) \

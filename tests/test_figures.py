@@ -34,12 +34,13 @@ def test_ranked_ablation_orders_each_seed_by_importance():
     assert ranked.tolist() == [[0.2, 0.5, 0.9], [0.1, 0.3, 0.8]]  # lowest OFF accuracy first
 
 
-def test_save_writes_a_pdf_and_leaves_no_temporary(tmp_path):
+def test_save_writes_a_pdf_and_a_png_beside_it_and_leaves_no_temporary(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
     out = fg.save(fig, tmp_path / "f.pdf", close=True)
-    assert out.read_bytes().startswith(b"%PDF")
-    assert [p.name for p in tmp_path.iterdir()] == ["f.pdf"]
+    assert out == tmp_path / "f.pdf" and out.read_bytes().startswith(b"%PDF")
+    assert (tmp_path / "f.png").read_bytes().startswith(b"\x89PNG")  # the report's inline image
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]
 
 
 RECORDS = [{"layers": layers, "lam": lam, "seed": s, "C_clustered": c + 0.01 * s, "test_acc": a - 0.001 * s}

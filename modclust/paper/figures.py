@@ -1,4 +1,5 @@
-"""The paper's figures: matplotlib vector PDFs (committed style) and plotly twins for notebooks.
+"""The paper's figures: matplotlib vector PDFs (committed style), each with a PNG beside it for the
+HTML report, and plotly twins for notebooks.
 
 Each figure takes plain per-seed arrays (what the pipeline's JSON results hold) and draws
 means with 95 % intervals over seeds as error bars or bands wherever there are several seeds.
@@ -68,10 +69,14 @@ def ranked_ablation(rows: Sequence[Mapping], key: str) -> np.ndarray:
 
 
 def save(fig: plt.Figure, path: str | os.PathLike[str], close: bool = False) -> Path:
-    """Save a vector PDF atomically; keep the figure open (a notebook shows it) unless ``close``."""
+    """Save a vector PDF and, beside it, a PNG of the same figure (``path`` with ``.png``, at the
+    style's resolution) that the HTML report shows inline (browsers download a PDF); each written
+    atomically. Keeps the figure open (a notebook shows it) unless ``close``; returns the PDF."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="pdf")
+    with atomic_path(path.with_suffix(".png")) as tmp:
+        fig.savefig(tmp, format="png")
     if close:
         plt.close(fig)
     return path

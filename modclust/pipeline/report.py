@@ -3,10 +3,14 @@
 ``python -m modclust.pipeline report PRESET [STAGE...]`` (or :func:`write_report`) writes
 
 - ``report/<stage>.html``, one page per executed stage notebook ``build/<preset>/<stage>.ipynb``,
-  converted by nbconvert's HTMLExporter (the ``lab`` template, code, outputs and all);
-- ``report/index.html``: the preset's name, a link to every stage page, to every figure PDF under
-  ``build/<preset>/*/figures/`` (e.g. ``../05_numbers/figures/tradeoff.pdf``) and to
-  ``../paper.pdf`` when the paper is compiled; every link is relative, so the folder can be
+  converted by nbconvert's HTMLExporter (the ``lab`` template, code, outputs and all), with links
+  to the previous and the next stage's page and to the index at its top and bottom; each cell is
+  an anchor, ``<stage>.html#cell-id=<the cell's id>``;
+- ``report/index.html``: the preset's name, then the headline (:mod:`modclust.pipeline.headline`:
+  the paper's primary comparisons, main table, headline sentences and key figures as images, each
+  linking the cell that computed it), then a link to every stage page, to every figure PDF under
+  ``build/<preset>/*/figures/`` (e.g. ``../01_train/figures/tradeoff.pdf``) and the PNG beside it,
+  and to ``../paper.pdf`` when the paper is compiled; every link is relative, so the folder can be
   browsed straight from disk or from a copy of the whole build folder;
 - ``report/plotly.min.js``: plotly.js from the installed ``plotly`` package (about 5 MB).
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +50,7 @@ from nbconvert import HTMLExporter
 from traitlets.config import Config
 
 from modclust.core.io import atomic_dir
+from modclust.pipeline.headline import headline_html
 
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 """The mimetype of a plotly figure output (``PLOTLY_RENDERER=plotly_mimetype``)."""
@@ -87,16 +93,21 @@ function modclustPlot(script) {
 <style type="text/css">
 .modclust-nav { padding: 8px 16px; font-family: var(--jp-ui-font-family); font-size: 14px;
                 border-bottom: 1px solid var(--jp-border-color2); }
+.modclust-nav a { color: var(--jp-content-link-color); text-decoration: underline; }
+.modclust-nav .none { color: var(--jp-ui-font-color3); }
 .modclust-plotly-figure { width: 100%; }
 </style>
 {%- endblock html_head_css -%}
 
 {%- block body_header -%}
 {{ super() }}
-<nav class="modclust-nav"><a href="index.html">report index</a> &middot;
-preset <code>{{ resources.modclust_preset | escape }}</code> &middot;
-stage <code>{{ resources.metadata.name | escape }}</code></nav>
+{{ resources.modclust_nav }}
 {%- endblock body_header -%}
+
+{%- block body_footer -%}
+{{ resources.modclust_nav }}
+{{ super() }}
+{%- endblock body_footer -%}
 
 {%- block data_other scoped -%}
 {%- set mimetype = (output.data | filter_data_type)[0] -%}
@@ -114,9 +125,26 @@ stage <code>{{ resources.metadata.name | escape }}</code></nav>
 """The stage pages' nbconvert template (held here, not as a file, so it ships with the module)."""
 
 _INDEX_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1em; line-height: 1.5; }
+body { font-family: system-ui, sans-serif; max-width: 64em; margin: 2em auto; padding: 0 1em; line-height: 1.5; }
 code { background: #f3f3f3; padding: 0 0.25em; }
-.note { color: #666; }
+.note, .caption { color: #666; }
+.caption { font-size: 0.9em; }
+.tally { font-size: 1.1em; }
+.math i { font-family: Georgia, serif; }
+.tex-unknown { color: #b00; font-family: monospace; }
+.source { font-size: 0.85em; white-space: nowrap; }
+.table-wrap { overflow-x: auto; }
+.tex-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+.tex-table th, .tex-table td { padding: 0.2em 0.6em; vertical-align: top; white-space: nowrap; }
+.tex-table thead { border-top: 2px solid #333; border-bottom: 1px solid #333; }
+.tex-table tbody { border-bottom: 2px solid #333; }
+.tex-table .r { text-align: right; }
+.tex-table .c { text-align: center; }
+.tex-table .l { text-align: left; }
+.tex-table .p { text-align: left; white-space: normal; min-width: 12em; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #444; }
 """
 
 
@@ -126,15 +154,21 @@ class ReportError(RuntimeError):
 
 @dataclass(frozen=True)
 class StagePage:
-    """One stage's page as the index lists it."""
+    """One stage's page as the index lists it; ``cells`` are its code cells, (id, code), in order."""
 
     stage: str
     title: str
     plotly_figures: int
+    cells: tuple[tuple[str, str], ...] = ()
 
     @property
     def file(self) -> str:
         return f"{self.stage}.html"
+
+    def cell_with(self, pattern: str) -> str | None:
+        """The id of the first code cell whose code matches ``pattern`` (a regular expression), the
+        anchor ``#cell-id=<id>`` of the page; None when none does or the cell has no id."""
+        return next((cid for cid, code in self.cells if re.search(pattern, code)), None) or None
 
 
 def _script_json(obj: object) -> str:
@@ -196,8 +230,24 @@ def _count_plotly(nb: nbformat.NotebookNode) -> int:
                for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", []))
 
 
-def write_stage_page(notebook: Path, out: Path, preset: str, exp: HTMLExporter | None = None) -> StagePage:
-    """Convert one executed notebook into the page ``out``; returns what the index says of it."""
+def stage_nav(preset: str, stage: str, previous: str | None, following: str | None) -> str:
+    """The links at the top and bottom of a stage's page: the previous stage, the index, the next."""
+    esc = html.escape
+    def link(other: str | None, text: str, rel: str) -> str:
+        if other is None:
+            return f'<span class="none">{esc(text)}</span>'
+        return f'<a href="{esc(quote(other + ".html"))}" rel="{rel}">{esc(text.replace("STAGE", other))}</a>'
+
+    return (f'<nav class="modclust-nav">{link(previous, "← STAGE" if previous else "← first stage", "prev")} '
+            f'&middot; <a href="index.html">report index</a> &middot; '
+            f'{link(following, "STAGE →" if following else "last stage →", "next")} &middot; '
+            f"preset <code>{esc(preset)}</code> &middot; stage <code>{esc(stage)}</code></nav>")
+
+
+def write_stage_page(notebook: Path, out: Path, preset: str, exp: HTMLExporter | None = None,
+                     previous: str | None = None, following: str | None = None) -> StagePage:
+    """Convert one executed notebook into the page ``out``, linking the pages of the stages
+    ``previous`` and ``following`` (None: no such stage); returns what the index says of it."""
     stage = notebook.stem
     try:
         nb = nbformat.read(notebook, as_version=4)
@@ -206,16 +256,20 @@ def write_stage_page(notebook: Path, out: Path, preset: str, exp: HTMLExporter |
                           f"run its stage again (make results PRESET={preset})") from err
     exp = exp or exporter()
     try:
-        body, _ = exp.from_notebook_node(nb, resources={"metadata": {"name": stage}, "modclust_preset": preset})
+        body, _ = exp.from_notebook_node(nb, resources={"metadata": {"name": stage},
+                                                        "modclust_nav": stage_nav(preset, stage, previous, following)})
     except Exception as err:  # nbconvert's own errors have no common base; name the notebook
         raise ReportError(f"{notebook} cannot be converted to HTML ({type(err).__name__}: {err})") from err
     out.write_text(body, encoding="utf-8")
-    return StagePage(stage, _title(nb, stage), _count_plotly(nb))
+    cells = tuple((str(c.get("id", "")), c.source) for c in nb.cells if c.cell_type == "code")
+    return StagePage(stage, _title(nb, stage), _count_plotly(nb), cells)
 
 
-def index_html(preset: str, pages: Sequence[StagePage], figures: Sequence[Path], paper: bool) -> str:
-    """The index page: the preset, its stage pages, its figure PDFs (paths relative to the build
-    folder) and the paper when ``paper``; every link relative to ``report/``."""
+def index_html(preset: str, pages: Sequence[StagePage], figures: Sequence[Path], paper: bool,
+               headline: str = "", previews: Sequence[Path] = ()) -> str:
+    """The index page: the preset, the ``headline`` (HTML, :func:`headline_html`), its stage
+    pages, its figure PDFs and the PNGs among ``previews`` beside them (paths relative to the build
+    folder), and the paper when ``paper``; every link relative to ``report/``."""
     esc = html.escape
     def link(href: str, text: str) -> str:
         return f'<a href="{esc(quote(href))}">{esc(text)}</a>'
@@ -224,20 +278,26 @@ def index_html(preset: str, pages: Sequence[StagePage], figures: Sequence[Path],
              f"<title>modclust report: preset {esc(preset)}</title>\n<style>{_INDEX_CSS}</style>\n</head>\n<body>",
              f"<h1>modclust report: preset <code>{esc(preset)}</code></h1>",
              f"<p class=\"note\">The executed notebooks of <code>build/{esc(preset)}/</code>, "
-             "their figures and the paper; everything here works offline.</p>", "<h2>Paper</h2>"]
+             "their figures and the paper; everything here works offline.</p>",
+             '<nav><a href="#headline">headline</a> &middot; <a href="#paper">paper</a> &middot; '
+             '<a href="#stages">stages</a> &middot; <a href="#figures">figures</a></nav>',
+             headline, '<h2 id="paper">Paper</h2>']
     parts.append(f"<ul><li>{link('../paper.pdf', 'paper.pdf')}</li></ul>" if paper else
                  f"<p class=\"note\">Not compiled yet: <code>make paper PRESET={esc(preset)}</code>.</p>")
-    parts.append("<h2>Stages</h2>\n<ul>")
+    parts.append('<h2 id="stages">Stages</h2>\n<ul>')
     for p in pages:
         figs = f" ({p.plotly_figures} interactive figure{'s' * (p.plotly_figures != 1)})" if p.plotly_figures else ""
         parts.append(f"<li>{link(p.file, p.stage)}: {esc(p.title)}{figs}</li>")
-    parts.append("</ul>\n<h2>Figures</h2>")
+    parts.append('</ul>\n<h2 id="figures">Figures</h2>')
     if not figures:
         parts.append("<p class=\"note\">No figure PDFs yet.</p>")
     folders = sorted({f.parts[0] for f in figures})
     for folder in folders:
         parts.append(f"<h3><code>{esc(folder)}</code></h3>\n<ul>")
-        parts.extend(f"<li>{link('../' + f.as_posix(), f.name)}</li>" for f in figures if f.parts[0] == folder)
+        for f in (f for f in figures if f.parts[0] == folder):
+            png = f.with_suffix(".png")
+            preview = f" ({link('../' + png.as_posix(), 'PNG')})" if png in previews else ""
+            parts.append(f"<li>{link('../' + f.as_posix(), f.name)}{preview}</li>")
         parts.append("</ul>")
     parts.append("</body>\n</html>\n")
     return "\n".join(parts)
@@ -259,8 +319,18 @@ def write_report(build: str | os.PathLike[str], preset: str, stages: Sequence[st
         with atomic_dir(build / REPORT_DIR) as tmp:
             shutil.copyfile(PLOTLY_JS, tmp / PLOTLY_JS.name)
             exp = exporter()
-            pages = [write_stage_page(nb, tmp / f"{nb.stem}.html", preset, exp) for nb in notebooks]
-            index = index_html(preset, pages, figure_pdfs(build), (build / "paper.pdf").is_file())
+            pages = [write_stage_page(nb, tmp / f"{nb.stem}.html", preset, exp,
+                                      stages[i - 1] if i > 0 else None, stages[i + 1] if i + 1 < len(stages) else None)
+                     for i, nb in enumerate(notebooks)]
+            figures = figure_pdfs(build)
+            previews = [f.with_suffix(".png") for f in figures if (build / f.with_suffix(".png")).is_file()]
+            try:
+                headline = headline_html(build, preset, {p.stage: p for p in pages}, figures)
+            except (ValueError, KeyError) as err:  # a claims_<stage>.json that is not the records' JSON
+                raise ReportError(f"the compiled paper's files in {build / 'paper' / 'generated'} cannot be read "
+                                  f"({type(err).__name__}: {err}): compile the paper again "
+                                  f"(make paper PRESET={preset})") from err
+            index = index_html(preset, pages, figures, (build / "paper.pdf").is_file(), headline, previews)
             (tmp / "index.html").write_text(index, encoding="utf-8")
     except OSError as err:
         raise ReportError(f"could not write {build / REPORT_DIR} ({err}): make {build} writable and run again") from err
