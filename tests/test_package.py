@@ -69,8 +69,6 @@ SHARED_NAMES: dict[str, tuple[set[str], str]] = {
                         "each stage's numbers module hands its primary comparisons to modclust.paper.claims"),
     "ablation_figure": ({"paper.classifier_figures", "paper.modadd_figures"},
                         "each study's ablation figure, in its figures module"),
-    "record": ({"paper.claims", "pipeline.provenance"}, "a primary comparison's per-seed values, imported by "
-               "the paper's numbers modules; a stage's provenance, called as provenance.record by the runner"),
 }
 
 

@@ -8,6 +8,7 @@ last test runs a stage through the runner itself and checks the record is commit
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import time
@@ -18,7 +19,7 @@ import pytest
 
 from modclust.core.data import RAW_FILES
 from modclust.core.progress import PROGRESS_ENV
-from modclust.pipeline import provenance
+from modclust.pipeline import provenance, report
 from modclust.pipeline import stages as pipeline
 from modclust.pipeline.presets import load_preset, notebook_values, parameters_of
 from modclust.pipeline.stages import Layout, PipelineError
@@ -75,7 +76,7 @@ def _build(root: Path, preset: str = "t") -> Path:
     for stage, reads in provenance._stages(root):
         declared = parameters_of(root / "notebooks" / f"{stage}.ipynb")
         given = {**values, "build_dir": str(build), "out_dir": "somewhere/tmp", "preset": preset}
-        rec = provenance.record(root, stage, preset, {k: v for k, v in given.items() if k in declared},
+        rec = provenance.stage_record(root, stage, preset, {k: v for k, v in given.items() if k in declared},
                                 reads, build, time.time(), wall_s=1.5)
         (build / stage).mkdir(parents=True)
         provenance.write(build / stage, rec)
@@ -153,7 +154,7 @@ def test_a_stage_without_a_record_a_rebuilt_one_and_changed_data_are_reported(ch
     assert _statuses(found) == {"01_a": "matching", "02_b": "no record", "03_c": "stale", "04_d": "not built"}
     assert found["02_b"].differences == ("built before provenance records were kept",)
     assert found["03_c"].differences == ("upstream 02_b has no record",)
-    rec = provenance.record(checkout, "01_a", "t", {"epochs": 2, "dataset": "mnist"}, (), build, time.time())
+    rec = provenance.stage_record(checkout, "01_a", "t", {"epochs": 2, "dataset": "mnist"}, (), build, time.time())
     provenance.write(build / "01_a", rec)  # 01_a built again, from the same code
     (build / "02_b" / provenance.FILE).write_text("{not json")
     found = _findings(build, checkout)
@@ -221,3 +222,12 @@ def test_the_record_is_written_inside_the_stage_when_it_commits_and_a_failure_le
         pipeline.commit_stage(work, build, "01_work", rec)
     assert not (work / "01_work").exists()
     assert json.loads((build / "01_work" / provenance.FILE).read_text()) == json.loads(before)
+
+
+def test_the_report_shows_the_record_on_the_stage_page(checkout):
+    build = _build(checkout)
+    block = report.provenance_html(build / "02_b")
+    assert block.startswith('<details class="modclust-provenance">')
+    for label, value in provenance.summary_rows(provenance.read(build / "02_b")):
+        assert f"<th>{html.escape(label)}</th><td>{html.escape(value)}</td>" in block
+    assert "No provenance record" in report.provenance_html(build / "05_missing")

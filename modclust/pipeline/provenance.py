@@ -5,7 +5,7 @@ another machine or the checkout is switched to another commit. So when a stage c
 (:func:`modclust.pipeline.stages.commit_stage`) it writes ``build/<preset>/<stage>/provenance.json``
 inside its outputs' folder before that folder is moved into place: the record and the results
 arrive together, or neither does, and a stage that fails leaves none. The record
-(:func:`record`) holds, taken when the stage started:
+(:func:`stage_record`) holds, taken when the stage started:
 
 - ``notebook``, ``library`` and ``preset_files``: sha256 of the stage's notebook, of every file
   of the package it imports at any depth (the list make uses,
@@ -144,7 +144,7 @@ def _device(parameters: Mapping[str, Any]) -> str:
     return f"{asked}: CPU ({platform.machine()}, {os.cpu_count()} cores)"
 
 
-def record(root: str | os.PathLike[str], stage: str, preset: str, parameters: Mapping[str, Any],
+def stage_record(root: str | os.PathLike[str], stage: str, preset: str, parameters: Mapping[str, Any],
            reads: Sequence[str], build_dir: str | os.PathLike[str], started: float,
            wall_s: float | None = None) -> dict[str, Any]:
     """The record of stage ``stage`` of ``preset`` in the checkout ``root`` (see the module

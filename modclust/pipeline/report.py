@@ -50,6 +50,7 @@ from nbconvert import HTMLExporter
 from traitlets.config import Config
 
 from modclust.core.io import atomic_dir
+from modclust.pipeline import provenance
 from modclust.pipeline.headline import headline_html
 
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
@@ -96,12 +97,16 @@ function modclustPlot(script) {
 .modclust-nav a { color: var(--jp-content-link-color); text-decoration: underline; }
 .modclust-nav .none { color: var(--jp-ui-font-color3); }
 .modclust-plotly-figure { width: 100%; }
+.modclust-provenance { padding: 4px 16px 8px; font-family: var(--jp-ui-font-family); font-size: 13px; }
+.modclust-provenance th { text-align: left; padding-right: 12px; font-weight: normal;
+                          color: var(--jp-ui-font-color2); vertical-align: top; }
 </style>
 {%- endblock html_head_css -%}
 
 {%- block body_header -%}
 {{ super() }}
 {{ resources.modclust_nav }}
+{{ resources.modclust_provenance }}
 {%- endblock body_header -%}
 
 {%- block body_footer -%}
@@ -244,6 +249,19 @@ def stage_nav(preset: str, stage: str, previous: str | None, following: str | No
             f"preset <code>{esc(preset)}</code> &middot; stage <code>{esc(stage)}</code></nav>")
 
 
+def provenance_html(stage_dir: Path) -> str:
+    """The stage's provenance record (:mod:`modclust.pipeline.provenance`) as a folded table, or a
+    line saying the stage was built before records were kept."""
+    rec = provenance.read(stage_dir)
+    if rec is None:
+        return ('<div class="modclust-provenance">No provenance record: this stage was built before records '
+                "were kept, or by hand.</div>")
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in provenance.summary_rows(rec))
+    return (f'<details class="modclust-provenance"><summary>Provenance: what made this stage '
+            f'(<code>python -m modclust.pipeline provenance PRESET</code> compares it with the checkout)</summary>'
+            f"<table>{rows}</table></details>")
+
+
 def write_stage_page(notebook: Path, out: Path, preset: str, exp: HTMLExporter | None = None,
                      previous: str | None = None, following: str | None = None) -> StagePage:
     """Convert one executed notebook into the page ``out``, linking the pages of the stages
@@ -257,7 +275,8 @@ def write_stage_page(notebook: Path, out: Path, preset: str, exp: HTMLExporter |
     exp = exp or exporter()
     try:
         body, _ = exp.from_notebook_node(nb, resources={"metadata": {"name": stage},
-                                                        "modclust_nav": stage_nav(preset, stage, previous, following)})
+                                                        "modclust_nav": stage_nav(preset, stage, previous, following),
+                                                        "modclust_provenance": provenance_html(notebook.parent / stage)})
     except Exception as err:  # nbconvert's own errors have no common base; name the notebook
         raise ReportError(f"{notebook} cannot be converted to HTML ({type(err).__name__}: {err})") from err
     out.write_text(body, encoding="utf-8")

@@ -270,7 +270,7 @@ def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = 
     start = time.time()
     reads = next((s.reads for s in STAGES if s.name == stage), ())
     try:  # taken before the notebook runs: the code, preset and data it starts from
-        record = provenance.record(layout.root, stage, preset, params, reads, build_rel, start)
+        record = provenance.stage_record(layout.root, stage, preset, params, reads, build_rel, start)
     except (OSError, SyntaxError, ValueError) as err:
         raise PipelineError(f"==> [{preset}] stage {stage}: its provenance record cannot be taken "
                             f"({type(err).__name__}: {err}); fix the file named and run again") from err
