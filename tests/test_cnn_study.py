@@ -21,7 +21,7 @@ from modclust.core.cnn import VIEW_LAYERS, cnn_as_sequential, make_cnn
 from modclust.core.data import Dataset
 from modclust.experiments import classifier as cl
 from modclust.experiments import cnn_study as cs
-from modclust.experiments.study import run_study
+from modclust.experiments.study import load_trained, run_study, save_trained
 from modclust.pipeline.presets import settings_from_parameters
 from modclust.experiments.grid import paired_difference
 from modclust.paper import classifier_figures
@@ -223,6 +223,19 @@ def test_the_study_trains_and_measures(result: dict) -> None:
     assert len(summary["circuits"]["0"]["balanced_agreement"]) == 2
     assert res["study"]["channels"] == [4, 8]
     json.loads(json.dumps(result))  # JSON-ready
+
+
+def test_models_trained_elsewhere_are_analysed_as_if_trained_here(result: dict, data: Dataset, tmp_path) -> None:
+    """The grid's models saved (as a launch's jobs save them) and given to the stage: the same result."""
+    prepared = FAMILY.prepare(data)
+    save_trained(FAMILY.train(data, prepared, FAMILY.grid()), cl.dataset_folder(tmp_path, "mnist"))
+    again = cl.run_datasets(FAMILY, [data], progress=False, trained=tmp_path)
+    for name in ("mnist",):
+        assert {**again["results"][name], "seconds": None} == {**result["results"][name], "seconds": None}
+    model = load_trained(FAMILY, data, prepared, tmp_path / "mnist", [(5.0, 1)])[0].model
+    assert isinstance(model, type(make_cnn(0))) and model.conv2.weight.shape == (8, 4, 3, 3)
+    with pytest.raises(FileNotFoundError, match="no trained model of CNN run lambda=0, seed=0"):
+        cl.run_datasets(FAMILY, [data], progress=False, trained=tmp_path / "elsewhere")
 
 
 def test_the_study_is_deterministic() -> None:

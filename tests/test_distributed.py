@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 from modclust import TrainConfig
 from modclust import train
 from modclust.core.train import TrainingDivergedError
-from modclust.core.distributed import _parse_ints, exit_skipping_teardown, shard, train_ddp
+from modclust.core.distributed import exit_skipping_teardown, train_ddp
 
 from conftest import make_tiny
 
@@ -42,17 +42,13 @@ def test_two_processes_give_the_weights_of_one(tmp_path):
     assert abs(alone.history["test_acc"][-1] - fast.test_acc) <= 0.02
 
 
-def test_uneven_split_and_sweep_sharding(tmp_path):
+def test_an_uneven_split_gives_the_weights_of_one(tmp_path):
     data = make_tiny(n_train=101, n_test=50)  # batches of 32, 32, 32, 5: the last splits 3/2
     config = TrainConfig(widths=(784, 8, 8, 10), n_clusters=2, lam=5.0, lr=0.05, batch_size=32, epochs=1, seed=1)
     alone = train_ddp(config, data)
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), config, data, str(tmp_path)), nprocs=2, join=True)
     for w0, w in zip(torch.load(tmp_path / "rank0.pt"), alone.model.weights()):
         assert torch.allclose(w0, w, atol=1e-5)
-    configs = [TrainConfig(seed=s) for s in range(5)]
-    shares = [shard(configs, r, 2) for r in range(2)]
-    assert [c.seed for c in shares[0]] == [0, 2, 4] and [c.seed for c in shares[1]] == [1, 3]
-    assert _parse_ints("0-3,7") == [0, 1, 2, 3, 7]
 
 
 def test_a_diverging_ddp_run_stops_naming_its_step():

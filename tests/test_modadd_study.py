@@ -22,7 +22,7 @@ from modclust.analysis.fourier import ClusterAblation, NeuronFrequencies, neuron
 from modclust.core.checks import SettingsError
 from modclust.core.transformer import make_transformer, modular_addition_data
 from modclust.experiments import modular_addition as ma
-from modclust.experiments.study import StudyResult, Trained, run_study
+from modclust.experiments.study import StudyResult, Trained, load_trained, run_study, save_trained
 from modclust.paper import modadd_figures
 from modclust.paper import modadd_numbers as report
 
@@ -229,11 +229,40 @@ def test_a_tiny_study_end_to_end(tiny_study) -> None:
     with pytest.raises(ValueError, match="no runs at lambda=3"):
         ma.summary_row(st, 3.0)
     study = ma.ModularAddition(TINY)
-    (again,) = [t for t in study.train(None, None) if (t.lam, t.seed) == (1.0, 1)]  # seeded: the same numbers again
+    (again,) = study.train(None, None, [(1.0, 1)])  # seeded: the same numbers again, trained alone
     assert again.record["history"] == st.records[3]["history"]
     assert study.row(study.analyse(None, None, again)) == {k: st.rows[3][k] for k in ma.ANALYSIS_METRICS}
     with pytest.raises(TypeError, match="analyses the runs its train gives"):
         study.analyse(None, None, Trained(again.model, again.record))
+
+
+def untimed(rows: list[dict]) -> list[dict]:
+    """Rows without their wall-clock times (the one thing two trainings of a seed do not share)."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", "seconds_trained")} for r in rows]
+
+
+def test_models_trained_elsewhere_are_analysed_as_if_trained_here(tmp_path) -> None:
+    """Saved models (a launch's) come back with their run's data and neuron blocks rebuilt from the
+    seed: the same analyses as of the models in memory, in the main study and at the other moduli."""
+    settings = replace(TINY, moduli=(7,))
+    studies = ma.stage_studies(settings)
+    assert list(studies) == [11, 7] and studies[7].settings.p == 7 and studies[7].settings.moduli == ()
+    trained = {p: study.train(None, None, study.grid()) for p, study in studies.items()}
+    for p, runs in trained.items():
+        save_trained(runs[::-1], ma.modulus_folder(tmp_path, p))
+    assert sorted(f.name for f in (tmp_path / "p11").iterdir()) == [
+        "lam0_seed0.pt", "lam0_seed1.pt", "lam1_seed0.pt", "lam1_seed1.pt"]
+    study = ma.ModularAddition(TINY)
+    here = run_study(study, None, progress=False, trained=trained[11])
+    there = run_study(study, None, progress=False, trained=ma.modulus_folder(tmp_path, 11))
+    assert {**there.to_dict(), "seconds": None} == {**here.to_dict(), "seconds": None}
+    run = load_trained(study, None, None, tmp_path / "p11", [(1.0, 1)])[0]
+    assert isinstance(run, ma.TrainedRun) and not run.model.training and run.run.lam == 1.0
+    assert torch.equal(run.run.data.train_idx, ma.seed_data(TINY, 1).train_idx)
+    assert torch.equal(run.run.neuron_clusters, torch.arange(32) // 8)
+    again, loaded = (ma.other_moduli(settings, progress=False, trained=t) for t in (None, tmp_path))
+    assert list(loaded) == ["7"] and untimed(loaded["7"].rows) == untimed(again["7"].rows)
+    assert untimed(loaded["7"].records) == untimed(again["7"].records)
 
 
 def test_a_run_that_generalises_reports_its_steps() -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from modclust.experiments.study import (Study, StudyResult, Trained, against, run_study, seed_column,
-                                        seed_values)
+from modclust.experiments.study import (Study, StudyResult, Trained, against, load_trained, run_study,
+                                        save_trained, seed_column, seed_values, trained_path)
 
 
 @dataclass(frozen=True)
@@ -35,15 +35,18 @@ class Toy(Study[ToySettings, float, int]):
     def prepare(self, data: float) -> int:
         return 7  # handed to every later step
 
-    def train(self, data: float, prepared: int) -> list[Trained]:
+    def train(self, data: float, prepared: int, runs) -> list[Trained]:
         assert prepared == 7
         out = []
-        for lam, seed in self.grid():
+        for lam, seed in runs:
             model = torch.nn.Linear(1, 1, bias=False)
             with torch.no_grad():
                 model.weight.fill_(lam + seed / 10 + data)
             out.append(Trained(model, {"lam": lam, "seed": seed, "w": float(model.weight.detach()), "history": [0, 1]}))
         return out
+
+    def fresh(self, data: float, prepared: int, seed: int) -> torch.nn.Module:
+        return torch.nn.Linear(1, 1, bias=False)
 
     def analyse(self, data: float, prepared: int, run: Trained) -> dict[str, Any]:
         w = float(run.model.weight.detach())
@@ -91,11 +94,52 @@ def test_a_result_writes_and_reads_its_json() -> None:
 
 def test_a_family_that_trains_another_grid_is_stopped() -> None:
     class Short(Toy):
-        def train(self, data: float, prepared: int) -> list[Trained]:
-            return super().train(data, prepared)[:-1]
+        def train(self, data: float, prepared: int, runs) -> list[Trained]:
+            return super().train(data, prepared, runs)[:-1]
 
     with pytest.raises(RuntimeError, match="not the grid"):
         run_study(Short(ToySettings()), 0.0, progress=False)
+
+
+def test_models_trained_elsewhere_are_saved_loaded_and_analysed_instead_of_trained(tmp_path) -> None:
+    study = Toy(ToySettings(seeds=(0, 1)))
+    runs = study.train(0.5, 7, study.grid()[::-1])  # any part of the grid, in the order given
+    assert [(t.lam, t.seed) for t in runs] == study.grid()[::-1]
+    files = save_trained(runs, tmp_path)
+    assert files[0] == trained_path(tmp_path, 2.0, 1) == tmp_path / "lam2_seed1.pt"
+
+    class Untrainable(Toy):
+        def train(self, data: float, prepared: int, runs) -> list[Trained]:
+            raise AssertionError("the template trained a study whose models were given")
+
+    here = run_study(study, 0.5, progress=False)
+    for trained in (tmp_path, str(tmp_path), load_trained(study, 0.5, 7, tmp_path)):
+        there = run_study(Untrainable(study.settings), 0.5, progress=False, trained=trained)
+        assert {**there.to_dict(), "seconds": None} == {**here.to_dict(), "seconds": None}
+    loaded = load_trained(study, 0.5, 7, tmp_path, [(1.0, 0)])[0]
+    assert loaded.record == runs[3].record and torch.equal(loaded.model.weight, runs[3].model.weight)
+    with pytest.raises(RuntimeError, match="not the grid"):
+        run_study(study, 0.5, progress=False, trained=runs)  # reversed: not the grid's order
+    trained_path(tmp_path, 0.0, 1).unlink()
+    with pytest.raises(FileNotFoundError, match=r"lambda=0, seed=1 at .*lam0_seed1\.pt: train it there"):
+        run_study(study, 0.5, progress=False, trained=tmp_path)
+    (tmp_path / "lam0_seed1.pt").write_bytes(trained_path(tmp_path, 0.0, 0).read_bytes())  # another run's file
+    with pytest.raises(ValueError, match="holds run lambda=0.0, seed=0, not lambda=0, seed=1"):
+        load_trained(study, 0.5, 7, tmp_path)
+    payload = torch.load(trained_path(tmp_path, 1.0, 1), weights_only=True)
+    payload["state_dict"]["weight"] += 1.0  # changed after it was written
+    torch.save(payload, trained_path(tmp_path, 1.0, 1))
+    with pytest.raises(ValueError, match="checksum does not match"):
+        load_trained(study, 0.5, 7, tmp_path, [(1.0, 1)])
+    trained_path(tmp_path, 2.0, 0).write_text("not a model")
+    with pytest.raises(ValueError, match="not a readable trained model"):
+        load_trained(study, 0.5, 7, tmp_path, [(2.0, 0)])
+
+    class Frozen(Toy):
+        fresh = Study.fresh
+
+    with pytest.raises(NotImplementedError, match="Frozen cannot load trained models"):
+        load_trained(Frozen(study.settings), 0.5, 7, tmp_path, [(2.0, 1)])
 
 
 def test_seed_values_and_against() -> None:

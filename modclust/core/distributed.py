@@ -1,22 +1,19 @@
-"""Beyond one machine: sweeps sharded over processes, and data-parallel training under DDP.
+"""Beyond one machine: one model trained data-parallel under DDP.
 
-Two ways to use several GPUs or nodes (launch either with ``torchrun``):
+:func:`train_ddp` trains the MLP as an ``nn.Module`` wrapped in ``DistributedDataParallel``,
+with the :class:`~modclust.core.optim.Modularity` optimizer around SGD. Every process draws the
+same seeded data order, takes its slice of each global batch and scales its summed
+cross-entropy by ``world / global batch``, so DDP's gradient average is exactly the mean over
+the global batch, also when a batch does not split evenly. Modularity adds the clusterability
+gradient after the all-reduce; it depends on the weights alone, which are the same on every
+rank. W processes therefore take the same steps as one process with the same global batch (and
+as ``train(config)``, up to float rounding).
 
-- ``sweep``: the configurations of a sweep (seeds x lambda) are independent, so each process
-  takes every W-th one and trains its share as one batched model with ``train_many`` (on its
-  own GPU). No communication; checkpoints land in one folder.
-- ``ddp``: one model, data-parallel. :func:`train_ddp` trains the MLP as an ``nn.Module``
-  wrapped in ``DistributedDataParallel``, with the :class:`~modclust.core.optim.Modularity`
-  optimizer around SGD. Every process draws the same seeded data order, takes its slice of each
-  global batch and scales its summed cross-entropy by ``world / global batch``, so DDP's
-  gradient average is exactly the mean over the global batch, also when a batch does not split
-  evenly. Modularity adds the clusterability gradient after the all-reduce; it depends on the
-  weights alone, which are the same on every rank. W processes therefore take the same steps
-  as one process with the same global batch (and as ``train(config)``, up to float rounding).
+A grid of many runs (seeds x lambda, a stage's whole grid) needs no communication: the launcher
+(:mod:`modclust.pipeline.launch`) trains it as a job array of batched chunks.
 
-Examples::
+Example (launch with ``torchrun``)::
 
-    torchrun --nproc_per_node=4 -m modclust.core.distributed sweep --seeds 0-15 --lams 0,15 --out build/sweep
     torchrun --nproc_per_node=2 -m modclust.core.distributed ddp --seed 0 --lam 15 --out build/ddp
 """
 
@@ -38,7 +35,7 @@ from modclust.core.data import Dataset
 from modclust.core.data import load as load_data
 from modclust.core.optim import Modularity
 from modclust.core.train import (TrainConfig, TrainingDivergedError, TrainResult, check_data_fits, epoch_order,
-                                 eval_accuracy, run_name, seeded_model, steps_per_epoch, train_many)
+                                 eval_accuracy, run_name, seeded_model, steps_per_epoch)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -53,13 +50,6 @@ def local_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
-
-
-def shard(configs: Sequence[TrainConfig], rank: int, world: int) -> list[TrainConfig]:
-    """Process ``rank``'s share of a sweep: every ``world``-th config."""
-    if not 0 <= rank < world:
-        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
-    return list(configs[rank::world])
 
 
 def train_ddp(config: TrainConfig, data: Dataset) -> TrainResult:
@@ -117,37 +107,21 @@ def train_ddp(config: TrainConfig, data: Dataset) -> TrainResult:
     return TrainResult(config, model, parts, history)
 
 
-def _parse_ints(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m modclust.core.distributed",
-                                 description="Run a sweep or one data-parallel model over torchrun's processes.")
-    ap.add_argument("mode", choices=["sweep", "ddp"])
-    ap.add_argument("--seeds", default="0", help="e.g. 0-15 or 0,3,5 (ddp: the first)")
-    ap.add_argument("--lams", default="15", help="comma-separated lambdas (ddp: the first)")
+                                 description="Train one model data-parallel over torchrun's processes.")
+    ap.add_argument("mode", choices=["ddp"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lam", type=float, default=15.0)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--dataset", default="mnist")
-    ap.add_argument("--out", type=Path, required=True, help="folder for the checkpoints")
+    ap.add_argument("--out", type=Path, required=True, help="folder for the checkpoint")
     args = ap.parse_args(argv)
-    seeds, lams = _parse_ints(args.seeds), [float(v) for v in args.lams.split(",")]
     device = local_device()
     data = load_data(args.dataset, device)
-    if args.mode == "sweep":
-        rank, world = rank_and_world()
-        configs = [TrainConfig(dataset=args.dataset, lam=lam, seed=s, epochs=args.epochs) for lam in lams for s in seeds]
-        for r in train_many(shard(configs, rank, world), data, progress=rank == 0):
-            save(r, args.out / f"{run_name(r.config)}.pt")
-        print(f"rank {rank}/{world}: trained {len(shard(configs, rank, world))} of {len(configs)} configs")
-        return
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        result = train_ddp(TrainConfig(dataset=args.dataset, lam=lams[0], seed=seeds[0], epochs=args.epochs), data)
+        result = train_ddp(TrainConfig(dataset=args.dataset, lam=args.lam, seed=args.seed, epochs=args.epochs), data)
         if dist.get_rank() == 0:
             save(result, args.out / f"ddp_{run_name(result.config)}.pt")
             print(f"test accuracy {result.test_acc:.4f} with {dist.get_world_size()} processes")

@@ -31,9 +31,11 @@ masked passes runs only the rest. The results are those of the whole network (te
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -52,7 +54,7 @@ from modclust.core.model import SEED_MAX
 from modclust.core.progress import track
 from modclust.core.stats import mean_ci
 from modclust.core.units import UnitClusters
-from modclust.experiments.grid import paired_difference, summary_table
+from modclust.experiments.grid import load_data, paired_difference, summary_table
 from modclust.experiments.study import Study, StudyResult, Trained, run_study, seed_values
 
 
@@ -502,25 +504,34 @@ class ClassifierStudy(Study[C, Dataset, Prepared]):
         search = balanced_indices(data.train_y, s.search_per_class, seed=s.search_seed, n_classes=data.n_classes)
         return Prepared(clusters, search.to(data.train_x.device))
 
-    def train(self, data: Dataset, prepared: Prepared) -> list[Trained]:
-        """The grid as one vectorised ensemble, with the loss on the clustered layers' unit-cluster partitions."""
+    def load_data(self, name: str, device: str | torch.device = "cpu") -> Dataset:
+        """Dataset ``name`` on ``device``, cut to the settings' first ``n_train`` and ``n_test`` images
+        (0: all), flat, as the study trains and measures on it."""
+        s = self.settings
+        return load_data(name, device, s.n_train or None, s.n_test or None)
+
+    def train(self, data: Dataset, prepared: Prepared, runs: Sequence[tuple[float, int]]) -> list[Trained]:
+        """The runs as one vectorised ensemble, with the loss on the clustered layers' unit-cluster partitions."""
         s, clusters = self.settings, prepared.clusters
         make = self.maker(data.n_classes)
         parts = clusters.partitions(make(s.seeds[0]))
         cfg = ModuleConfig(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, optimizer=s.optimizer,
                            clustered={f"{n}.weight": p for n, p in parts.items()}, n_clusters=s.n_clusters,
                            eval_batch_size=s.batch_size_eval)
-        grid = self.grid()
-        runs = train_ensemble(make, [seed for _, seed in grid], (data.train_x, data.train_y, data.test_x, data.test_y),
-                              cfg, lams=[lam for lam, _ in grid])
+        members = train_ensemble(make, [seed for _, seed in runs], (data.train_x, data.train_y, data.test_x,
+                                                                    data.test_y), cfg, lams=[lam for lam, _ in runs])
         out = []
-        for run in runs:
+        for run in members:
             cs = layer_cs(run.model, clusters)
             record = {"dataset": data.name, "layers": self.layers_label, "lam": float(run.lam), "seed": int(run.seed),
                       "test_acc": float(run.test_acc), "test_acc_per_epoch": list(run.history["test_acc"]), **cs,
                       "C_clustered": sum(cs.values()) / len(cs)}
             out.append(Trained(run.model, record))
         return out
+
+    def fresh(self, data: Dataset, prepared: Prepared, seed: int) -> nn.Module:
+        """The seed's untrained model on the data's device (:meth:`build`)."""
+        return self.build(seed, data.n_classes).to(data.train_x.device)
 
     def analyse(self, data: Dataset, prepared: Prepared, run: Trained) -> dict[str, Any]:
         """Every analysis (2.-5.) of one trained model; circuits are searched on training images."""
@@ -574,15 +585,25 @@ class ClassifierStudy(Study[C, Dataset, Prepared]):
         }
 
 
-def run_datasets(study: ClassifierStudy[Any], datasets: Sequence[Dataset], progress: bool = True) -> dict[str, Any]:
+def dataset_folder(root: str | os.PathLike[str], name: str) -> Path:
+    """Where the models of dataset ``name`` trained elsewhere are saved under ``root``: the subfolder of its name."""
+    return Path(root) / name
+
+
+def run_datasets(study: ClassifierStudy[Any], datasets: Sequence[Dataset], progress: bool = True,
+                 trained: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The study on each dataset on its own (:func:`~modclust.experiments.study.run_study`):
-    ``{"datasets": [names], "study": settings, "results": {name: StudyResult.to_dict()}}``."""
+    ``{"datasets": [names], "study": settings, "results": {name: StudyResult.to_dict()}}``.
+
+    ``trained``: a folder of models trained elsewhere, those of each dataset in the subfolder of
+    its name (:func:`dataset_folder`, :func:`~modclust.experiments.study.save_trained`): analysed
+    instead of trained."""
     if not datasets:
         raise ValueError(f"give at least one dataset, e.g. {study.settings.preset_section or ''} datasets: "
                          "['mnist', 'fashion-mnist']")
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise ValueError(f"each dataset once, got {names}")
-    results = {d.name: run_study(study, d, progress).to_dict()
+    results = {d.name: run_study(study, d, progress, None if trained is None else dataset_folder(trained, d.name)).to_dict()
                for d in track(datasets, desc=f"{study.name} study: datasets", disable=not progress)}
     return {"datasets": names, "study": study.settings.to_dict(), "results": results}

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,9 +95,15 @@ class L1Search:
         return {**dataclasses.asdict(self), "within": self.within}
 
 
-def search_l1(base: TrainConfig, data: Dataset, target: float, cutoff: float = LIVE_CUTOFF, tolerance: float = 0.02,
-              per_round: int = 6, rounds: int = 3, lo: float = 1e-3, hi: float = 10.0, progress: bool = False
-              ) -> L1Search:
+Trainer = Callable[[Sequence[TrainConfig]], list[TrainResult]]
+"""Trains configs and returns their runs in the same order: on the data by default
+(:func:`~modclust.experiments.grid.train_grid`), or elsewhere (a job array,
+:mod:`modclust.pipeline.launch`, or the runs it saved, :class:`modclust.experiments.mlp_train.Replay`)."""
+
+
+def search_l1(base: TrainConfig, data: Dataset | None, target: float, cutoff: float = LIVE_CUTOFF,
+              tolerance: float = 0.02, per_round: int = 6, rounds: int = 3, lo: float = 1e-3, hi: float = 10.0,
+              progress: bool = False, train: Trainer | None = None) -> L1Search:
     """Search the L1 strength at which ``base`` (lambda 0) trains its clustered layers to live
     density ``target``, within ``tolerance``.
 
@@ -105,7 +111,8 @@ def search_l1(base: TrainConfig, data: Dataset, target: float, cutoff: float = L
     [lo, hi], then between the two tried strengths whose densities bracket the target (or
     beyond the range, a hundredfold, when none does). It stops once a strength lands within
     ``tolerance`` or after ``rounds`` rounds, and returns the closest strength tried with every
-    probe, so the caller can see (and report) a search that missed.
+    probe, so the caller can see (and report) a search that missed. ``train`` trains each round
+    (default: ``train_many`` on ``data``).
     """
     target = check_float("target", target, 0.0, 1.0, strict_min=True, hint="a live density, e.g. 0.25")
     tolerance = check_float("tolerance", tolerance, 0.0, strict_min=True)
@@ -113,13 +120,15 @@ def search_l1(base: TrainConfig, data: Dataset, target: float, cutoff: float = L
     rounds = check_int("rounds", rounds, 1)
     lo = check_float("lo", lo, 0.0, strict_min=True)
     hi = check_float("hi", hi, lo, strict_min=True, hint="above lo")
+    if train is None:
+        train = lambda configs: train_many(configs, data, progress=progress)  # noqa: E731
     probes: list[tuple[float, float]] = []
     a, b, ends = math.log(lo), math.log(hi), True
     for _ in range(rounds):
         n = per_round if ends else per_round + 2
         grid = [math.exp(a + (b - a) * i / (n - 1)) for i in range(n)]
         strengths = grid if ends else grid[1:-1]
-        runs = train_many([dataclasses.replace(base, lam=0.0, l1=s) for s in strengths], data, progress=progress)
+        runs = train([dataclasses.replace(base, lam=0.0, l1=s) for s in strengths])
         probes += [(s, clustered_density(r, cutoff)) for s, r in zip(strengths, runs)]
         best = min(probes, key=lambda p: abs(p[1] - target))
         if abs(best[1] - target) <= tolerance:
@@ -158,10 +167,10 @@ class ControlRuns:
     searches: dict[str, L1Search]  # recipe -> its L1 search
 
 
-def train_controls(data: Dataset, base: TrainConfig, seeds: Sequence[int], main_lambda: float,
+def train_controls(data: Dataset | None, base: TrainConfig, seeds: Sequence[int], main_lambda: float,
                    recipes: Mapping[str, float], settings: Sequence[str] = SETTINGS,
                    trained: Mapping[TrainConfig, TrainResult] | None = None, cutoff: float = LIVE_CUTOFF,
-                   tolerance: float = 0.02, progress: bool = True) -> ControlRuns:
+                   tolerance: float = 0.02, progress: bool = True, train: Trainer | None = None) -> ControlRuns:
     """Train every setting at every seed under every recipe (``{recipe name: learning rate}``).
 
     ``base`` holds what the recipes share (data, widths, clustered layers, epochs). Runs already
@@ -170,6 +179,10 @@ def train_controls(data: Dataset, base: TrainConfig, seeds: Sequence[int], main_
     For ``l1``, each recipe's strength is searched on the first seed so that its clustered
     layers' live density matches the mean of its ``blocks`` runs (which must be among the
     settings); the search is returned, hit or miss.
+
+    ``train`` trains each batch of runs (the settings' runs, each round of each search, the L1
+    runs), in that order; by default :func:`~modclust.experiments.grid.train_grid` on ``data``
+    (and ``train_many`` for the searches' rounds).
     """
     settings = list(dict.fromkeys(settings))
     for s in settings:
@@ -190,8 +203,11 @@ def train_controls(data: Dataset, base: TrainConfig, seeds: Sequence[int], main_
             if setting == "l1" or (setting == "random_init" and recipe != first):
                 continue
             plan += [(setting, recipe, control_config(rbase, setting, s, main_lambda)) for s in seeds]
+    search_train = train
+    if train is None:
+        train = lambda configs: train_grid(configs, data, progress=progress)  # noqa: E731
     todo = list(dict.fromkeys(c for _, _, c in plan if c not in trained))
-    trained.update(zip(todo, train_grid(todo, data, progress=progress)))
+    trained.update(zip(todo, train(todo)))
     searches: dict[str, L1Search] = {}
     if "l1" in settings:
         l1_plan = []
@@ -199,11 +215,11 @@ def train_controls(data: Dataset, base: TrainConfig, seeds: Sequence[int], main_
             blocks = [trained[c] for s, r, c in plan if s == "blocks" and r == recipe]
             target = sum(clustered_density(r, cutoff) for r in blocks) / len(blocks)
             rbase = dataclasses.replace(base, lr=float(lr), seed=seeds[0])
-            searches[recipe] = search_l1(rbase, data, target, cutoff, tolerance, progress=False)
+            searches[recipe] = search_l1(rbase, data, target, cutoff, tolerance, progress=False, train=search_train)
             l1_plan += [("l1", recipe, control_config(rbase, "l1", s, main_lambda, searches[recipe].strength))
                         for s in seeds]
         todo = [c for _, _, c in l1_plan if c not in trained]
-        trained.update(zip(todo, train_grid(todo, data, progress=progress)))
+        trained.update(zip(todo, train(todo)))
         plan += l1_plan
     order = {s: i for i, s in enumerate(SETTINGS)}
     plan.sort(key=lambda t: (list(recipes).index(t[1]), order[t[0]], t[2].seed))

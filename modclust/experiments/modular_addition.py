@@ -53,12 +53,14 @@ CPU that another process keeps busy ran up to 12 times slower (124 ms a step): u
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from modclust.analysis.any_model import layer_spectral_partition
 from modclust.analysis.fourier import (ClusterAblation, NeuronFrequencies, ablate_cluster, cluster_frequency_mi,
@@ -71,7 +73,7 @@ from modclust.core.model import SEED_MAX
 from modclust.core.progress import track
 from modclust.core.stats import Interval
 from modclust.core.transformer import (ModAddData, ModAddTransformer, TransformerRun, make_transformer,
-                                       modular_addition_data, neuron_clusters, train_transformer)
+                                       mlp_partitions, modular_addition_data, neuron_clusters, train_transformer)
 from modclust.experiments.grid import summary_table
 from modclust.experiments.study import Study, StudyResult, Trained, against, run_study
 
@@ -225,10 +227,15 @@ def make_model(config: ModAddSettings, seed: int) -> ModAddTransformer:
     return make_transformer(config.p, seed, config.d_model, config.n_heads, config.d_mlp)
 
 
+def seed_data(config: ModAddSettings, seed: int, device: str | torch.device = "cpu") -> ModAddData:
+    """The seed's pairs and train/test split (the same for every lambda)."""
+    return modular_addition_data(config.p, config.train_frac, check_int("seed", seed, 0, SEED_MAX), device=device)
+
+
 def train_run(config: ModAddSettings, lam: float, seed: int, device: str | torch.device = "cpu") -> TransformerRun:
-    """Train the seed's model on the seed's split at ``lam`` until it generalises or ``max_steps`` pass."""
-    seed = check_int("seed", seed, 0, SEED_MAX)
-    data = modular_addition_data(config.p, config.train_frac, seed, device=device)
+    """Train the seed's model on the seed's split at ``lam`` until it generalises or ``max_steps`` pass
+    (its neuron clusters: ``n_clusters`` equal blocks, :func:`~modclust.core.transformer.mlp_partitions`)."""
+    data = seed_data(config, seed, device)
     return train_transformer(make_model(config, seed), data, steps=config.max_steps, lr=config.lr,
                              weight_decay=config.weight_decay, lam=lam, n_clusters=config.n_clusters,
                              eval_every=config.eval_every, stop_at=config.stop_at, steps_after=config.steps_after)
@@ -452,15 +459,30 @@ class ModularAddition(Study[ModAddSettings, None, None]):
         self.device = device
         self.progress = progress
 
-    def train(self, data: None, prepared: None) -> list[Trained]:
-        """Every (lambda, seed) of the grid (:func:`train_run`), with its :func:`training_record`."""
+    def train(self, data: None, prepared: None, runs: Sequence[tuple[float, int]]) -> list[Trained]:
+        """Each (lambda, seed) of ``runs`` (:func:`train_run`), one after another, with its :func:`training_record`."""
         s = self.settings
         out: list[Trained] = []
-        for lam, seed in track(self.grid(), desc=f"{self.name}: training", disable=not self.progress):
+        for lam, seed in track(runs, desc=f"{self.name}: training", disable=not self.progress):
             run = train_run(s, lam, seed, self.device)
             out.append(TrainedRun(run.model, {"lam": float(lam), "seed": int(seed),
                                               **training_record(run, s.stop_at)}, run))
         return out
+
+    def fresh(self, data: None, prepared: None, seed: int) -> ModAddTransformer:
+        """The seed's untrained transformer (:func:`make_model`) on the study's device."""
+        return make_model(self.settings, seed).to(self.device)
+
+    def restore(self, data: None, prepared: None, model: nn.Module, record: dict[str, Any]) -> TrainedRun:
+        """A loaded run with its :class:`~modclust.core.transformer.TransformerRun` rebuilt from its seed:
+        the seed's data (:func:`seed_data`) and the equal neuron blocks it was trained on; its
+        history is the record's (step, accuracies and C)."""
+        assert isinstance(model, ModAddTransformer)
+        model.eval()  # as train_transformer leaves it
+        seed, s = int(record["seed"]), self.settings
+        run = TransformerRun(model, seed_data(s, seed, self.device), mlp_partitions(model, s.n_clusters),
+                             float(record["lam"]), {k: list(v) for k, v in record["history"].items()})
+        return TrainedRun(model, record, run)
 
     def analyse(self, data: None, prepared: None, run: Trained) -> dict[str, Any]:
         """Frequencies, MI, spectral clusters and ablations of one trained model (see the module doc).
@@ -529,11 +551,27 @@ def summary_row(study: StudyResult, lam: float) -> dict[str, Any]:
                      f"{[row['lam'] for row in study.summary['runs']]}")
 
 
-def other_moduli(settings: ModAddSettings, device: str | torch.device = "cpu", progress: bool = True
-                 ) -> dict[str, StudyResult]:
+def stage_studies(settings: ModAddSettings, device: str | torch.device = "cpu", progress: bool = False
+                  ) -> dict[int, ModularAddition]:
+    """Stage 8's studies by modulus: ``settings``' own, then the study again at each of its
+    ``moduli`` (the rest of ``settings`` kept)."""
+    return {settings.p: ModularAddition(settings, device, progress),
+            **{p: ModularAddition(replace(settings, p=p, moduli=()), device, progress) for p in settings.moduli}}
+
+
+def modulus_folder(root: str | os.PathLike[str], p: int) -> Path:
+    """Where the models of modulus ``p``'s study trained elsewhere are saved under ``root``: ``p<p>``."""
+    return Path(root) / f"p{int(p)}"
+
+
+def other_moduli(settings: ModAddSettings, device: str | torch.device = "cpu", progress: bool = True,
+                 trained: str | os.PathLike[str] | None = None) -> dict[str, StudyResult]:
     """The whole study again at each modulus of ``settings.moduli`` (the rest of ``settings``
-    kept): whether what one modulus shows holds at another. ``{str(p): its result}``."""
-    return {str(p): run_study(ModularAddition(replace(settings, p=p, moduli=()), device, progress), None, progress)
+    kept): whether what one modulus shows holds at another. ``{str(p): its result}``.
+    ``trained``: a folder of models trained elsewhere (each modulus's in :func:`modulus_folder`),
+    analysed instead of trained."""
+    studies = stage_studies(settings, device, progress)
+    return {str(p): run_study(studies[p], None, progress, None if trained is None else modulus_folder(trained, p))
             for p in settings.moduli}
 
 

@@ -4,8 +4,9 @@ A model family is a :class:`Study` subclass. It provides
 
 - its **settings**: a frozen dataclass, the only home of its defaults, checked on construction,
   with ``seeds``, ``lambdas`` (0, the unclustered control, among them) and ``main_lambda``;
-- its **training**: every (lambda, seed) of :meth:`Study.grid`, trained once (batched where the
-  family can), each as a :class:`Trained` model with a JSON-ready training record;
+- its **training**: the (lambda, seed) runs of :meth:`Study.grid` it is given, trained once
+  (batched where the family can), each as a :class:`Trained` model with a JSON-ready training
+  record; and the seed's untrained model (:meth:`Study.fresh`), into which a saved model loads;
 - its **analyses** of one trained model (:meth:`Study.analyse`), and the scalars of them that are
   summarised over seeds (:meth:`Study.row`);
 - optionally the **untrained** network of each seed, measured as the trivial baseline
@@ -17,6 +18,11 @@ networks, gathers one flat row of scalars per analysed model, summarises over se
 each part. The result is a :class:`StudyResult`, which writes and reads its JSON; the paper's
 comparisons read its seeds' values (:meth:`StudyResult.values`), paired by seed.
 
+Models trained elsewhere (a job array, :mod:`modclust.pipeline.launch`) are saved one file per
+run (:func:`save_trained`: the model's ``state_dict`` and its record, with a content checksum)
+and given to :func:`run_study` as ``trained``: the template loads them into the family's own
+untrained models (:func:`load_trained`) and analyses them instead of training.
+
 The CNN (:mod:`modclust.experiments.cnn_study`, through the image-classifier analyses of
 :mod:`modclust.experiments.classifier`) and modular addition
 (:mod:`modclust.experiments.modular_addition`) are studies. The MLP's four stages predate the
@@ -25,14 +31,19 @@ template and keep their own results.
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
+import torch
 from torch import nn
 
+from modclust.core.checkpoint import content_checksum
+from modclust.core.io import write_atomic
 from modclust.core.progress import track
 from modclust.core.stats import direction, mean_ci
 from modclust.experiments.grid import summary_table
@@ -87,8 +98,20 @@ class Study(ABC, Generic[S, D, P]):
         return None  # type: ignore[return-value]
 
     @abstractmethod
-    def train(self, data: D, prepared: P) -> list[Trained]:
-        """Every (lambda, seed) of :meth:`grid`, trained once, in the grid's order."""
+    def train(self, data: D, prepared: P, runs: Sequence[tuple[float, int]]) -> list[Trained]:
+        """The (lambda, seed) ``runs`` (the whole :meth:`grid`, or a part of it: a chunk of a job
+        array), each trained once, in the order given. A run trains the same whatever else is
+        trained with it (up to float rounding where runs are batched)."""
+
+    def fresh(self, data: D, prepared: P, seed: int) -> nn.Module:
+        """The seed's untrained model, on the device the family trains on: a trained run's saved
+        ``state_dict`` loads into it (:func:`load_trained`; default: the family cannot load models)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot load trained models: give it a fresh()")
+
+    def restore(self, data: D, prepared: P, model: nn.Module, record: dict[str, Any]) -> Trained:
+        """A loaded run as :meth:`train` gives it (default: the model and its record); a family whose
+        analyses read more than the model rebuilds it here, from the record and the seed."""
+        return Trained(model, record)
 
     @abstractmethod
     def analyse(self, data: D, prepared: P, run: Trained) -> dict[str, Any]:
@@ -216,14 +239,76 @@ def _defined(v: Any) -> bool:
     return v is not None and v == v
 
 
-def run_study(study: Study[Any, D, Any], data: D, progress: bool = True) -> StudyResult:
-    """Train the study's grid on ``data``, analyse its models and summarise (see the module doc)."""
+TRAINED_FORMAT = "modclust-trained-1"
+"""The format of a saved :class:`Trained` (:func:`save_trained`)."""
+
+
+def trained_path(folder: str | os.PathLike[str], lam: float, seed: int) -> Path:
+    """Where run (lam, seed) of a study is saved in ``folder``: ``lam<lam>_seed<seed>.pt``."""
+    return Path(folder) / f"lam{float(lam):g}_seed{int(seed)}.pt"
+
+
+def save_trained(runs: Sequence[Trained], folder: str | os.PathLike[str]) -> list[Path]:
+    """Each run in ``folder`` (:func:`trained_path`), written atomically: its model's ``state_dict``
+    (on the CPU) and its JSON-ready record, with a content checksum that :func:`load_trained`
+    verifies. Returns the files."""
+    out = []
+    for run in runs:
+        payload: dict[str, Any] = {"format": TRAINED_FORMAT, "record": run.record,
+                                   "state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()}}
+        payload["checksum"] = content_checksum(payload)
+        out.append(write_atomic(trained_path(folder, run.lam, run.seed), lambda tmp, p=payload: torch.save(p, tmp)))
+    return out
+
+
+def load_trained(study: Study[Any, D, P], data: D, prepared: P, folder: str | os.PathLike[str],
+                 runs: Sequence[tuple[float, int]] | None = None) -> list[Trained]:
+    """The ``runs`` (default: the study's whole grid) saved in ``folder`` by :func:`save_trained`,
+    each loaded into the family's untrained model of its seed (:meth:`Study.fresh`) and
+    restored (:meth:`Study.restore`). A missing, damaged or changed file, or one of another run,
+    is an error that names it."""
+    out = []
+    for lam, seed in study.grid() if runs is None else runs:
+        path = trained_path(folder, lam, seed)
+        if not path.exists():
+            raise FileNotFoundError(f"no trained model of {study.name} run lambda={lam:g}, seed={seed} at {path}: "
+                                    "train it there (python -m modclust.pipeline launch) or leave trained out")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # whatever torch's reader raises on a file it cannot parse
+            raise ValueError(f"{path} is not a readable trained model ({type(err).__name__}: {err})") from err
+        if not isinstance(payload, dict) or payload.get("format") != TRAINED_FORMAT:
+            raise ValueError(f"{path} is not a trained model of format {TRAINED_FORMAT!r} (write it with save_trained)")
+        if payload.get("checksum") != content_checksum(payload):
+            raise ValueError(f"{path}: content checksum does not match: the file was changed or corrupted "
+                             "after it was written; train it again")
+        record = payload["record"]
+        if (float(record["lam"]), int(record["seed"])) != (float(lam), int(seed)):
+            raise ValueError(f"{path} holds run lambda={record['lam']}, seed={record['seed']}, not "
+                             f"lambda={lam:g}, seed={seed}")
+        model = study.fresh(data, prepared, seed)
+        model.load_state_dict(payload["state_dict"])
+        out.append(study.restore(data, prepared, model, record))
+    return out
+
+
+def run_study(study: Study[Any, D, Any], data: D, progress: bool = True,
+              trained: Sequence[Trained] | str | os.PathLike[str] | None = None) -> StudyResult:
+    """Train the study's grid on ``data``, analyse its models and summarise (see the module doc).
+
+    ``trained``: the grid's models trained elsewhere, as :class:`Trained` runs in the grid's
+    order or a folder they were saved in (:func:`save_trained`); they are analysed instead of
+    training (``seconds["train"]`` is then the time to load them).
+    """
     t0 = time.perf_counter()
     prepared = study.prepare(data)
-    trained = study.train(data, prepared)
+    if trained is None:
+        trained = study.train(data, prepared, study.grid())
+    elif isinstance(trained, (str, os.PathLike)):
+        trained = load_trained(study, data, prepared, trained)
     got = [(t.lam, t.seed) for t in trained]
     if got != study.grid():
-        raise RuntimeError(f"{type(study).__name__}.train returned the runs {got}, not the grid {study.grid()}")
+        raise RuntimeError(f"{type(study).__name__}: the trained runs are {got}, not the grid {study.grid()}")
     t_train = time.perf_counter() - t0
     records = [t.record for t in trained]
     runs, rows = [], []

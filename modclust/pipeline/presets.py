@@ -54,8 +54,9 @@ from modclust.pipeline.deps import DependencyError, preset_chain
 EXTENDS = "extends"
 """The key by which a preset names the preset it builds on."""
 
-PIPELINE_PARAMS = ("build_dir", "out_dir", "preset")
-"""Parameters the pipeline sets for every stage itself; a preset must not set them."""
+PIPELINE_PARAMS = ("build_dir", "out_dir", "preset", "trained_dir")
+"""Parameters the pipeline sets for a stage itself (``trained_dir`` only when the launcher
+trained the stage's models, :mod:`modclust.pipeline.launch`); a preset must not set them."""
 
 Settings = type
 """A study's settings: a frozen dataclass with a class attribute ``preset_section``, the preset

@@ -21,6 +21,9 @@ stale. Its commands:
   a stage writes when it commits (``<stage>/provenance.json``, :mod:`modclust.pipeline.provenance`):
   "matching", or what differs (package files, notebook, preset values, stages read, datasets);
   exit status 0 only when every stage matches.
+- ``launch PRESET STAGE --chunk N --cluster slurm|local`` (added by ``python -m
+  modclust.pipeline``, :class:`Command`): train a stage's models as a job array, then run the
+  stage on them (:mod:`modclust.pipeline.launch`).
 - ``check PRESET``: only the preset's check (keys, types and values, every problem listed);
   ``params PRESET STAGE``: the preset's values for one notebook's parameters, as YAML for
   ``papermill -f`` by hand; ``failed NOTEBOOK``: name an
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import os
 import shutil
 import subprocess
@@ -194,12 +198,18 @@ def failed_cell(notebook: str | os.PathLike[str]) -> str:
     return f"{notebook}: no cell holds an error (the kernel died, e.g. killed or out of memory)"
 
 
-def stage_parameters(preset: str, stage: str, build_dir: Path, out_dir: Path, layout: Layout = Layout()) -> dict:
+def stage_parameters(preset: str, stage: str, build_dir: Path, out_dir: Path, layout: Layout = Layout(),
+                     trained_dir: Path | None = None) -> dict:
     """The preset's values for this notebook's parameters (a section's keys as ``<section>_<key>``,
-    :func:`~modclust.pipeline.presets.notebook_values`), with the pipeline's own three."""
+    :func:`~modclust.pipeline.presets.notebook_values`), with the pipeline's own three, and
+    ``trained_dir`` when given (the folder the launcher trained the stage's models into)."""
     values = notebook_values(layout.check(preset))
     declared = parameters_of(layout.notebook(stage))
     values = {**values, "build_dir": str(build_dir), "out_dir": str(out_dir), "preset": preset}
+    if trained_dir is not None:
+        if "trained_dir" not in declared:
+            raise PipelineError(f"notebooks/{stage}.ipynb takes no trained_dir: its models cannot be trained elsewhere")
+        values["trained_dir"] = str(trained_dir)
     return {k: v for k, v in values.items() if k in declared}
 
 
@@ -255,8 +265,10 @@ def commit_stage(work: Path, build_dir: Path, stage: str, record: dict | None = 
     shutil.rmtree(work, ignore_errors=True)
 
 
-def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = Layout()) -> None:
-    """Execute one stage's notebook on the preset and commit it (see the module docstring)."""
+def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = Layout(),
+              trained_dir: Path | None = None) -> None:
+    """Execute one stage's notebook on the preset and commit it (see the module docstring);
+    ``trained_dir``: its models, trained elsewhere (:mod:`modclust.pipeline.launch`)."""
     build_rel = layout.build_dir(preset)
     tmp_root = build_rel / ".tmp"
     try:
@@ -265,7 +277,7 @@ def run_stage(preset: str, stage: str, index: int, total: int, layout: Layout = 
     except OSError as err:
         raise PipelineError(f"cannot write the build folder {build_rel} ({err}): make it writable") from err
     executed = work / f"{stage}.ipynb"
-    params = stage_parameters(preset, stage, build_rel, work / stage, layout)
+    params = stage_parameters(preset, stage, build_rel, work / stage, layout, trained_dir)
     title = f"==> [{preset}] stage {index}/{total} {stage}"
     start = time.time()
     reads = next((s.reads for s in STAGES if s.name == stage), ())
@@ -408,7 +420,19 @@ def install_paper_inputs(build_dir: Path, layout: Layout = Layout()) -> None:
 
 # -- command line ------------------------------------------------------------------------------
 
-def main(argv: Sequence[str] | None = None) -> int:
+@dataclass(frozen=True)
+class Command:
+    """A command a module above this one adds to :func:`main` (``python -m modclust.pipeline`` adds
+    :mod:`modclust.pipeline.launch`'s): its name and help, its arguments on its subparser, and
+    what it runs (``run(args, layout)``)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Layout], int | None]
+
+
+def main(argv: Sequence[str] | None = None, more: Sequence[Command] = ()) -> int:
     parser = argparse.ArgumentParser(prog="python -m modclust.pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=paths.REPO,
                         help="the folder holding notebooks/, presets/, paper/ and build/ (the checkout)")
@@ -438,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prov = sub.add_parser("provenance", help="check each stage of build/PRESET against this checkout (exit "
                                              "status 0 when every stage matches)")
     prov.add_argument("preset")
+    for command in more:
+        command.add_arguments(sub.add_parser(command.name, help=command.help))
     args = parser.parse_args(argv)
     layout = Layout(args.root.resolve())
     actions: dict[str, Callable[[], int | None]] = {
@@ -451,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": lambda: say(f"==> [{args.preset}] report: "
                               f"{write_report(layout.build_dir(args.preset), args.preset, args.stages or None)}"),
         "provenance": lambda: check_provenance(args.preset, layout),
+        **{command.name: functools.partial(command.run, args, layout) for command in more},
     }
     try:
         return actions[args.command]() or 0
