@@ -93,7 +93,7 @@ def test_stage_1_in_rounds_replays_exactly_and_equals_one_process(tmp_path, one_
     replayed = stage.train(data, Replay(folder), progress=False)
     here = stage.train(data, progress=False)
     assert trainer.rounds >= 4  # the grid, the controls, at least one search round per recipe, the L1 runs
-    summaries = [json.loads(json.dumps(runs.save(tmp_path / name))) for runs, name in
+    summaries = [json.loads(json.dumps(runs.save(tmp_path / name).to_dict())) for runs, name in
                  ((launched, "launched"), (replayed, "replayed"), (here, "here"))]
     assert summaries[0] == summaries[1] == summaries[2]
     for runs in (replayed, here):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from modclust.experiments import grid, per_run
+from modclust.experiments import grid, mlp_train, per_run
 from modclust.experiments.stage_results import (STAGE_RESULTS, AblationResults, BeyondResults, CircuitResults,
                                                 InterpretResults, StageResults, TrainingResults)
 from stage_results import stage5_results, stage6_results
@@ -141,7 +141,8 @@ def test_each_stage_builds_its_result_naming_every_field(cls):
 
 def test_the_stage_notebooks_write_and_read_results_through_the_classes():
     """No stage of 01-06 writes or reads a result's JSON itself; 05 reads stages 1-4 with the
-    classes, 06 stage 1's, and 01 writes through grid.save_runs."""
+    classes, 06 stage 1's, and 01 writes through its training plan (mlp_train, which calls
+    grid.save_runs)."""
     for stage in ("01_train", "02_ablate", "03_interpret", "04_circuits", "05_numbers", "06_beyond"):
         code = ast.unparse(_notebook_code(stage))
         assert "write_json" not in code and "read_json" not in code, stage
@@ -149,7 +150,8 @@ def test_the_stage_notebooks_write_and_read_results_through_the_classes():
     for cls in (TrainingResults, AblationResults, InterpretResults, CircuitResults):
         assert f"{cls.__name__}.read(" in five
     assert "TrainingResults.read(" in ast.unparse(_notebook_code("06_beyond"))
-    assert "ex.save_runs(" in ast.unparse(_notebook_code("01_train"))
+    assert ".save(ex.resolve(out_dir))" in ast.unparse(_notebook_code("01_train"))
+    assert "save_runs(" in inspect.getsource(mlp_train.StageRuns.save)
     assert "beyond.write(" in ast.unparse(_notebook_code("06_beyond"))
 
 

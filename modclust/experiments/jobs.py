@@ -33,7 +33,7 @@ def train_mlp_chunk(configs: Sequence[TrainConfig], folder: Path, k: int, datase
 
 
 @dataclass(frozen=True)
-class Part:
+class StudyPart:
     """One study of a stage on one data: ``name`` (in messages), how a job rebuilds the study and
     its data (``build()`` -> (study, data)), the study's grid and the folder its models go to."""
 
@@ -54,7 +54,7 @@ def modadd_study(settings: ModAddSettings, p: int, device: str) -> tuple[Study[A
     return stage_studies(settings, pick_device(device))[p], None
 
 
-def train_study_chunk(chunk: tuple[Part, Sequence[tuple[float, int]]], threads: int) -> list[str]:
+def train_study_chunk(chunk: tuple[StudyPart, Sequence[tuple[float, int]]], threads: int) -> list[str]:
     """One chunk of a study's grid: its runs trained by the family (:meth:`~modclust.experiments.study.Study.train`
     after :meth:`~modclust.experiments.study.Study.prepare` on the job's data), saved in the
     part's folder (:func:`~modclust.experiments.study.save_trained`)."""

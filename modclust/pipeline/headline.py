@@ -51,7 +51,7 @@ class GeneratedTable:
 
 
 @dataclass(frozen=True)
-class Part:
+class HeadlinePart:
     """A part of the headline: a section of the paper, the groups of primary comparisons
     (titles of :data:`modclust.paper.claims.GROUPS`) whose sentences it shows, its generated
     tables, its key figures (names of figure PDFs without ``.pdf``) and a note."""
@@ -66,14 +66,14 @@ class Part:
 MAIN_TABLE = GeneratedTable("table_main.tex", "The paper's main table: one row per λ, each a mean ± the half-width "
                             "of its 95 % interval over seeds.", "05_numbers", r"write_paper_numbers\(")
 
-HEADLINE: tuple[Part, ...] = (
-    Part("The MLP: accuracy, separable clusters, specialised units",
+HEADLINE: tuple[HeadlinePart, ...] = (
+    HeadlinePart("The MLP: accuracy, separable clusters, specialised units",
          ("Accuracy", "Separable clusters", "Specialised units"), (MAIN_TABLE,), ("tradeoff", "ablation_classwise")),
-    Part("Circuits: smaller, and because of the blocks?", ("Smaller circuits",), figures=("circuit_sizes",)),
-    Part("Beyond the seed", figures=("beyond_pareto",),
+    HeadlinePart("Circuits: smaller, and because of the blocks?", ("Smaller circuits",), figures=("circuit_sizes",)),
+    HeadlinePart("Beyond the seed", figures=("beyond_pareto",),
          note="This section of the paper has no primary comparison: every comparison in it is exploratory."),
-    Part("A convolutional network", ("A CNN",), figures=("cnn_tradeoff", "cnn_circuits")),
-    Part("Modular addition", ("Modular addition",), figures=("modadd_summary",)),
+    HeadlinePart("A convolutional network", ("A CNN",), figures=("cnn_tradeoff", "cnn_circuits")),
+    HeadlinePart("Modular addition", ("Modular addition",), figures=("modadd_summary",)),
 )
 """The headline's parts, in the paper's order."""
 

@@ -63,7 +63,7 @@ from modclust.core.io import read_json, write_json
 from modclust.core.train import TrainConfig, TrainResult, batch_key
 from modclust.experiments.classifier import dataset_folder
 from modclust.experiments.cnn_study import Cnn
-from modclust.experiments.jobs import Part, cnn_study, modadd_study, train_mlp_chunk, train_study_chunk
+from modclust.experiments.jobs import StudyPart, cnn_study, modadd_study, train_mlp_chunk, train_study_chunk
 from modclust.experiments.mlp_study import MlpSettings
 from modclust.experiments.mlp_train import Rounds, StagePlan, load_round
 from modclust.experiments.modular_addition import modulus_folder, stage_studies
@@ -213,22 +213,22 @@ class ArrayTrainer(Rounds):
 
 # --- stages 7 and 8: studies of the template --------------------------------------------------------
 
-def stage_parts(stage: str, settings: dict[str | None, Any], folder: Path) -> list[Part]:
+def stage_parts(stage: str, settings: dict[str | None, Any], folder: Path) -> list[StudyPart]:
     """The studies of stage 7 (one per dataset) or 8 (one per modulus) and their folders under ``folder``."""
     device = settings[None].device
     if stage == "07_cnn":
         s = settings["cnn"]
         grid = tuple(Cnn(s).grid())
-        return [Part(f"{stage} {name}", functools.partial(cnn_study, s, name, device), grid,
+        return [StudyPart(f"{stage} {name}", functools.partial(cnn_study, s, name, device), grid,
                      dataset_folder(folder, name)) for name in s.datasets]
     if stage == "08_modadd":
         s = settings["modadd"]
-        return [Part(f"{stage} p={p}", functools.partial(modadd_study, s, p, device), tuple(study.grid()),
+        return [StudyPart(f"{stage} p={p}", functools.partial(modadd_study, s, p, device), tuple(study.grid()),
                      modulus_folder(folder, p)) for p, study in stage_studies(s).items()]
     raise LaunchError(f"stage {stage} is no study of the template: launchable stages are {list(LAUNCHABLE)}")
 
 
-def launch_studies(parts: Sequence[Part], executor: Any, chunk: int, threads: int, what: str) -> None:
+def launch_studies(parts: Sequence[StudyPart], executor: Any, chunk: int, threads: int, what: str) -> None:
     """Every part's grid in chunks of at most ``chunk`` runs, as one job array
     (:func:`~modclust.experiments.jobs.train_study_chunk`); then checks that every run's model is
     where the stage will read it."""
