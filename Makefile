@@ -64,7 +64,7 @@ define apt_tools
 	fi
 endef
 
-# Chromium (headless) renders the HTML report in tests/test_html_report.py.
+# Chromium (headless) renders the HTML report in tests/test_report.py.
 BROWSER_PACKAGES := chromium
 browser-tools:
 	$(call apt_tools,Chromium,command -v chromium >/dev/null || command -v chromium-browser >/dev/null,$(BROWSER_PACKAGES),chromium (or chromium-browser) is needed to test the HTML report in a real browser)

@@ -25,7 +25,7 @@ def test_seed_cell_sentence_says_what_the_numbers_show():
 def test_paper_numbers_cover_what_the_paper_uses(tmp_path):
     """Every capitalised macro of paper/main.tex is written by stage 5 (with the controls' section) or stage 6 (its section's
     own file is checked in tests/test_per_run.py); the Cnn and ModAdd macros, by stages 7 and 8,
-    are checked in tests/test_cnn_study.py and tests/test_modadd_study.py, in main.tex too."""
+    are checked in tests/test_cnn_study.py and tests/test_modular_addition.py, in main.tex too."""
     macros, tables = report.paper_numbers(*stage5_results(), preset="smoke")
     text = (paths.REPO / "paper" / "main.tex").read_text()
     used = set(re.findall(r"\\([A-Z][A-Za-z]+)", text))

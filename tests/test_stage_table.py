@@ -1,6 +1,6 @@
 """modclust.pipeline.stage_table: the one table of the pipeline's stages, its rules, and what make
 and the paper take from it (checked here on small tables whose output is written out by hand;
-tests/test_stage_dependencies.py checks the real table against the notebooks, make and the paper)."""
+tests/test_deps.py checks the real table against the notebooks, make and the paper)."""
 
 from __future__ import annotations
 
