@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 
@@ -52,3 +53,15 @@ def circuit_setup() -> tuple[MLP, torch.Tensor, torch.Tensor]:
     x = torch.randn(60, 20, generator=g)
     y = torch.arange(60) % 3  # labels 0, 1, 2 only
     return model, x, y
+
+
+def write_notebook(path: Path, params: str, code: str) -> None:
+    """A two-cell notebook at ``path``: a parameters cell (tagged for papermill) and one code cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(code)]
+    for i, c in enumerate(nb.cells):
+        c["id"] = f"cell-{i}"
+    nbformat.write(nb, path)

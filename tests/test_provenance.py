@@ -14,7 +14,6 @@ import shutil
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from modclust.core.data import RAW_FILES
@@ -23,6 +22,7 @@ from modclust.pipeline import provenance, report
 from modclust.pipeline import stages as pipeline
 from modclust.pipeline.presets import load_preset, notebook_values, parameters_of
 from modclust.pipeline.stages import Layout, PipelineError
+from conftest import write_notebook
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,17 +36,6 @@ NOTEBOOKS = {  # stage: (parameters cell, code)
 }
 
 
-def _notebook(path: Path, params: str, code: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(code)]
-    for i, c in enumerate(nb.cells):
-        c["id"] = f"cell-{i}"
-    nbformat.write(nb, path)
-
-
 @pytest.fixture
 def checkout(tmp_path: Path, monkeypatch) -> Path:
     root = tmp_path / "checkout"
@@ -57,7 +46,7 @@ def checkout(tmp_path: Path, monkeypatch) -> Path:
     (root / "modclust" / "pipeline" / "stage_table.py").write_text(table + TABLE)
     (root / "notebooks").mkdir()
     for stage, (params, code) in NOTEBOOKS.items():
-        _notebook(root / "notebooks" / f"{stage}.ipynb", params, code)
+        write_notebook(root / "notebooks" / f"{stage}.ipynb", params, code)
     (root / "presets").mkdir()
     (root / "presets" / "base.yaml").write_text("epochs: 1\ndataset: mnist\nwidth: 3\n")
     (root / "presets" / "t.yaml").write_text("extends: base\nepochs: 2\n")
@@ -195,7 +184,7 @@ def test_the_record_is_written_inside_the_stage_when_it_commits_and_a_failure_le
     monkeypatch.setenv("MODCLUST_DATA", str(tmp_path / "no-data"))
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "presets").mkdir()
-    _notebook(tmp_path / "notebooks" / "01_work.ipynb",
+    write_notebook(tmp_path / "notebooks" / "01_work.ipynb",
               'fail: bool = False  # raise\ntag: str = "a"  # written\nout_dir: str = "o"  # outputs', STAGE_CODE)
     (tmp_path / "presets" / "t.yaml").write_text("tag: first\n")
     layout = Layout(tmp_path)

@@ -26,6 +26,7 @@ from modclust.pipeline.stages import Layout, PipelineError
 from modclust.pipeline.presets import (PresetError, check_preset, load_preset, notebook_values, parameter_name,
                                       parameters_of, pipeline_parameters, setting_types, type_error)
 from modclust.pipeline.studies import STUDIES
+from conftest import write_notebook
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,23 +45,12 @@ out.mkdir(parents=True, exist_ok=True)
 """
 
 
-def _notebook(path: Path, params: str, code: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(code)]
-    for i, c in enumerate(nb.cells):
-        c["id"] = f"cell-{i}"
-    nbformat.write(nb, path)
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Layout:
     """notebooks/01_work.ipynb (sleeps ``delay``, then writes out_dir/result.txt) and preset t."""
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "presets").mkdir()
-    _notebook(tmp_path / "notebooks" / "01_work.ipynb",
+    write_notebook(tmp_path / "notebooks" / "01_work.ipynb",
               'delay: float = 0.0  # seconds to sleep\nfail: bool = False  # raise instead of writing\n'
               'tag: str = "a"  # written into the result\nbuild_dir: str = "build/manual"  # build folder\n'
               'preset: str = "manual"  # preset name\nout_dir: str = "build/manual/01_work"  # outputs',
@@ -200,7 +190,7 @@ def test_a_new_run_removes_what_earlier_runs_left(project):
 
 
 def test_failed_cell_names_the_cell_or_the_interrupt(tmp_path):
-    nb = nbformat.v4.new_notebook()
+    nb = nbformat.v4.newwrite_notebook()
     ok = nbformat.v4.new_code_cell("x = 1")
     bad = nbformat.v4.new_code_cell("# load the data\ny = 1 / 0", execution_count=2)
     bad.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])]
