@@ -190,7 +190,7 @@ def test_a_new_run_removes_what_earlier_runs_left(project):
 
 
 def test_failed_cell_names_the_cell_or_the_interrupt(tmp_path):
-    nb = nbformat.v4.newwrite_notebook()
+    nb = nbformat.v4.new_notebook()
     ok = nbformat.v4.new_code_cell("x = 1")
     bad = nbformat.v4.new_code_cell("# load the data\ny = 1 / 0", execution_count=2)
     bad.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])]
